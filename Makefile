@@ -1,0 +1,90 @@
+# The commands people type. Workflows call these targets; the targets call the package's entry
+# points, so everything CI does can be run here. `make help` lists them.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(abspath $(VENV))/bin
+LOCK := requirements/lock.txt
+# Dependency groups installed into the venv (see pyproject.toml); serving alone: EXTRAS=serve
+EXTRAS ?= train,serve,report,monitor,dev
+# Extra pip arguments, e.g. PIP_ARGS="--extra-index-url https://download.pytorch.org/whl/cpu"
+PIP_ARGS ?=
+
+# Stages run `python -m mlproject.<stage>`: the venv must come first on PATH for DVC's shell.
+export PATH := $(BIN):$(PATH)
+export DVC_NO_ANALYTICS := 1
+export PYTHONDONTWRITEBYTECODE := 1
+
+##@ Set-up and pipeline
+
+$(BIN)/.installed: pyproject.toml $(LOCK)
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python 3.10+ is needed; set PYTHON=python3.x")'
+	@test -x $(BIN)/python || { echo "creating $(VENV) with $$($(PYTHON) --version)"; $(PYTHON) -m venv $(VENV); }
+	@echo "installing pinned dependencies ($(EXTRAS)) from $(LOCK)"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c $(LOCK) $(PIP_ARGS) -e ".[$(EXTRAS)]"
+	@touch $@
+
+.PHONY: install
+install: $(BIN)/.installed ## Create the virtual environment (.venv) with pinned versions
+
+.PHONY: data
+data: install ## Make data/ present: DVC remote if reachable, else the embedded demo data
+	python -m mlproject.data
+
+.PHONY: repro
+repro: data ## Run the DVC pipeline (prepare, train, evaluate, export) and print the metrics
+	dvc repro
+	@echo
+	dvc metrics show
+
+.PHONY: params
+params: install ## Rewrite params.yaml from conf/ (commit both)
+	python -m mlproject.config
+
+.PHONY: exp
+exp: data ## Run a DVC experiment with Hydra overrides: make exp ARGS="-S model=mlp -S train.lr=0.01"
+	dvc exp run $(ARGS)
+	dvc exp show --only-changed --md
+
+##@ Quality
+
+.PHONY: test
+test: install ## Run the whole test suite (unit, integration, end-to-end)
+	python -m pytest $(PYTEST_ARGS)
+
+.PHONY: test-fast
+test-fast: install ## Run the tests that take seconds (no pipeline runs)
+	python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+.PHONY: lint
+lint: install ## Lint the code, the workflows and the config
+	ruff check src tests
+	ruff format --check src tests || { echo "run: ruff format src tests"; exit 1; }
+	python -m mlproject.config --check
+
+.PHONY: bench
+bench: data ## Benchmark: training loop vs bare loop, pipeline wall time, no-op repro, ONNX vs PyTorch
+	python benchmarks/pipeline.py
+
+##@ Housekeeping
+
+.PHONY: lock
+lock: install ## Re-resolve requirements/lock.txt from pyproject.toml (needs network)
+	python -m pip install --quiet uv
+	python -m uv pip compile pyproject.toml --universal --python-version 3.10 --no-header \
+	  --annotation-style line $(foreach e,$(subst $(comma), ,$(EXTRAS)),--extra $(e)) -o $(LOCK)
+
+.PHONY: clean
+clean: ## Remove pipeline outputs (not data/, not the DVC cache, not .venv)
+	rm -rf outputs models/model.onnx reports/train reports/eval
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^##@/ {printf "\n%s\n", substr($$0, 5)} \
+	  /^[a-zA-Z_-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+comma := ,

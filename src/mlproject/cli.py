@@ -1,0 +1,31 @@
+"""`mlproject <stage>`: the pipeline's entry points under one command."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "params": ("mlproject.config", "write params.yaml from conf/ (--check to compare)"),
+    "data": ("mlproject.data", "make data/ present (DVC remote, else the embedded demo data)"),
+    "prepare": ("mlproject.prepare", "stage: validate and split the raw data"),
+    "train": ("mlproject.train", "stage: train the model"),
+    "evaluate": ("mlproject.evaluate", "stage: test-split metrics and plots"),
+    "export": ("mlproject.export", "stage: ONNX export, parity check, model card"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] not in COMMANDS:
+        print("usage: mlproject <command> [args]\n")
+        for name, (_, text) in COMMANDS.items():
+            print(f"  {name:<10} {text}")
+        return 0 if not args or args[0] in ("-h", "--help") else 2
+    module = importlib.import_module(COMMANDS[args[0]][0])
+    sys.argv = [f"mlproject {args[0]}", *args[1:]]
+    return module.main(*([args[1:]] if args[0] in ("params", "data") else []))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

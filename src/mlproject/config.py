@@ -1,0 +1,181 @@
+"""The one place configuration is read.
+
+`conf/` (Hydra) is the source; `params.yaml` is its committed composition, which the DVC stages
+read. Every key is checked against the schema below so that a typo fails loudly, naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+PARAMS_FILE = "params.yaml"
+CONF_DIR = "conf"
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is wrong; the message says which and how to fix it."""
+
+
+@dataclass
+class SplitSchema:
+    val: float = 0.15
+    test: float = 0.15
+    seed: int = 42
+
+
+@dataclass
+class DataSchema:
+    name: str = "digits"
+    root: str = "data"
+    extensions: list[str] = field(default_factory=lambda: [".png"])
+    image_size: list[int] = field(default_factory=lambda: [8, 8])
+    channels: int = 1
+    resize: str = "stretch"
+    split: SplitSchema = field(default_factory=SplitSchema)
+    min_images_per_class: int = 5
+
+
+@dataclass
+class EarlyStoppingSchema:
+    monitor: str = "val/loss"
+    mode: str = "min"
+    patience: int = 8
+    min_delta: float = 0.0
+
+
+@dataclass
+class TrainSchema:
+    epochs: int = 40
+    batch_size: int = 64
+    lr: float = 0.003
+    seed: int = 42
+    device: str = "auto"
+    amp: bool = True
+    optimizer: Any = None
+    scheduler: Any = None
+    early_stopping: EarlyStoppingSchema = field(default_factory=EarlyStoppingSchema)
+
+
+@dataclass
+class ExportSchema:
+    opset: int = 18
+    parity_atol: float = 1e-5
+
+
+# Sections with a fixed schema. Other top-level sections (model: any `_target_` signature;
+# sections added by later stages) are checked where they are used.
+SCHEMAS: dict[str, type] = {
+    "data": DataSchema,
+    "train": TrainSchema,
+    "export": ExportSchema,
+}
+
+CHOICES = {"data.resize": ("stretch", "pad"), "data.channels": (1, 3),
+           "train.early_stopping.mode": ("min", "max")}
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> DictConfig:
+    """Read `params.yaml` and check it against the schema; raise ConfigError naming the bad key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: not found. Run `make params` to compose it from {CONF_DIR}/.")
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as exc:  # YAML syntax errors come in several types
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    return validate(cfg, source=str(path))
+
+
+def validate(cfg: DictConfig, source: str = PARAMS_FILE) -> DictConfig:
+    for section, schema in SCHEMAS.items():
+        if section not in cfg:
+            raise ConfigError(f"{source}: missing section '{section}'.")
+        try:
+            merged = OmegaConf.merge(OmegaConf.structured(schema), cfg[section])
+        except OmegaConfBaseException as exc:
+            key = f"{section}.{exc.full_key}" if getattr(exc, "full_key", None) else section
+            known = ", ".join(f.name for f in dataclasses.fields(schema))
+            raise ConfigError(
+                f"{source}: bad key or value '{key}': {exc.msg if hasattr(exc, 'msg') else exc}. "
+                f"Known keys under '{section}': {known}. Fix it in {CONF_DIR}/ and run "
+                "`make params`, or pass a valid override."
+            ) from exc
+        del merged  # type-checked only; the stages keep the plain values
+    if "model" not in cfg or "_target_" not in cfg.model:
+        raise ConfigError(f"{source}: 'model._target_' is missing; choose a model with model=cnn.")
+    for dotted, allowed in CHOICES.items():
+        value = OmegaConf.select(cfg, dotted)
+        if value not in allowed:
+            raise ConfigError(f"{source}: '{dotted}' is {value!r}; expected one of {allowed}.")
+    size = cfg.data.image_size
+    if len(size) != 2 or any(int(v) < 1 for v in size):
+        raise ConfigError(f"{source}: 'data.image_size' must be [height, width], got {list(size)}.")
+    split = cfg.data.split
+    if not (0 < split.val < 1 and 0 < split.test < 1 and split.val + split.test < 1):
+        raise ConfigError(f"{source}: 'data.split' fractions must be in (0, 1) and sum below 1.")
+    return cfg
+
+
+def compose(overrides: list[str] | None = None, conf_dir: str | Path = CONF_DIR) -> DictConfig:
+    """Compose `conf/` exactly as DVC's Hydra integration does for `dvc exp run`."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(str(Path(conf_dir).resolve()), version_base=None):
+        cfg = hydra_compose(config_name="config", overrides=list(overrides or []))
+    OmegaConf.resolve(cfg)
+    return cfg
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg)
+
+
+def instantiate_model(model_cfg: DictConfig, **shape: Any):
+    """Build the model from its `_target_`, naming the bad key when the config does not fit."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(model_cfg, **shape)
+    except InstantiationException as exc:
+        raise ConfigError(
+            f"model: cannot build '{model_cfg.get('_target_')}': {exc}. "
+            "Check the keys in conf/model/ against the class's arguments."
+        ) from exc
+
+
+def write_params(path: str | Path = PARAMS_FILE, overrides: list[str] | None = None) -> None:
+    from .io import atomic_write_text
+
+    atomic_write_text(Path(path), to_yaml(compose(overrides)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m mlproject.config [--check] [overrides...]`: write or check params.yaml."""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    check = "--check" in args
+    overrides = [a for a in args if a != "--check"]
+    expected = to_yaml(compose(overrides))
+    if check:
+        actual = Path(PARAMS_FILE).read_text() if Path(PARAMS_FILE).exists() else ""
+        if actual != expected:
+            print(f"{PARAMS_FILE} differs from the composition of {CONF_DIR}/; run `make params`.")
+            return 1
+        print(f"{PARAMS_FILE} matches {CONF_DIR}/.")
+        return 0
+    write_params(overrides=overrides)
+    print(f"wrote {PARAMS_FILE} from {CONF_DIR}/")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

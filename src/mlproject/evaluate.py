@@ -1,0 +1,85 @@
+"""Stage `evaluate`: metrics and plots of the trained model on the held-out test split.
+
+Writes reports/eval/metrics.json (accuracy, f1_macro, ...), reports/eval/classes.json
+(precision, recall, F1 and support per class) and reports/eval/predictions.csv (actual and
+predicted class per test image, the source of the confusion-matrix plot in dvc.yaml).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+
+from .config import ConfigError, load_params
+from .data import load_split
+from .io import atomic_dir, write_json
+from .train import CHECKPOINT, PREPARED, Normalizer, load_checkpoint, predict_logits
+
+OUT_DIR = Path("reports/eval")
+
+
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray,
+                           classes: list[str]) -> tuple[dict[str, float], dict[str, Any]]:
+    labels = list(range(len(classes)))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0)
+    summary = {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "f1_macro": float(f1.mean()),
+        "precision_macro": float(precision.mean()),
+        "recall_macro": float(recall.mean()),
+    }
+    per_class = {name: {"precision": float(precision[i]), "recall": float(recall[i]),
+                        "f1": float(f1[i]), "support": int(support[i])}
+                 for i, name in enumerate(classes)}
+    return summary, per_class
+
+
+def evaluate(prepared: Path = PREPARED, checkpoint: Path = CHECKPOINT,
+             out_dir: Path = OUT_DIR) -> dict[str, Any]:
+    model, payload = load_checkpoint(checkpoint)
+    classes = payload["classes"]
+    x, y = load_split(prepared, "test")
+    spec = payload["input"]
+    logits = predict_logits(model, Normalizer(spec["mean"], spec["std"]), torch.from_numpy(x),
+                            batch_size=512, device=torch.device("cpu"))
+    y_pred = logits.argmax(1).numpy()
+    summary, per_class = classification_metrics(y, y_pred, classes)
+    summary["loss"] = float(F.cross_entropy(logits, torch.from_numpy(y)).item())
+    summary["n_test"] = len(y)
+
+    rows = io.StringIO()
+    writer = csv.writer(rows, lineterminator="\n")
+    writer.writerow(["actual", "predicted"])
+    writer.writerows((classes[a], classes[p]) for a, p in zip(y, y_pred))
+    with atomic_dir(out_dir) as tmp:
+        write_json(tmp / "metrics.json", summary)
+        write_json(tmp / "classes.json", per_class)
+        write_json(tmp / "confusion_matrix.json", {
+            "labels": classes, "matrix": confusion_matrix(y, y_pred, labels=range(len(classes))).tolist()})
+        (tmp / "predictions.csv").write_text(rows.getvalue())
+    return summary
+
+
+def main() -> int:
+    try:
+        load_params()  # fail early on a bad config, naming the key
+        metrics = evaluate()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print("evaluate: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "n_test")
+          + f"  (n={metrics['n_test']})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,277 @@
+"""Stage `train`: one plain PyTorch loop, read top to bottom.
+
+    dvc repro train                                               # as a pipeline stage
+    python -m mlproject.train                                     # the same, directly
+    torchrun --standalone --nproc_per_node=2 -m mlproject.train   # DDP (gloo on CPU, nccl on CUDA)
+
+The device is chosen automatically (CUDA, then MPS, then CPU); mixed precision runs on CUDA; on
+CPU the run is seeded and deterministic. Per-epoch metrics go to DVCLive (reports/train) and to a
+progress line. The best epoch by validation is kept; the checkpoint carries the config, the class
+names and the input spec, and loads with `torch.load(..., weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from .config import ConfigError, instantiate_model, load_params
+from .data import load_split
+from .io import atomic_dir, atomic_path, read_json
+
+PREPARED = Path("outputs/prepared")
+CHECKPOINT = Path("outputs/model.pt")
+LIVE_DIR = Path("reports/train")
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def select_device(name: str = "auto") -> torch.device:
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int, device: torch.device) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    # On CUDA some kernels have no deterministic version: warn there rather than fail.
+    torch.use_deterministic_algorithms(True, warn_only=device.type != "cpu")
+
+
+def autocast(device: torch.device, enabled: bool):
+    if enabled and device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return nullcontext()
+
+
+class Normalizer(nn.Module):
+    """uint8 pixels -> standardized floats, on the device, batch by batch."""
+
+    def __init__(self, mean: list[float], std: list[float]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1) * 255.0)
+        self.register_buffer("inv_std", 1.0 / (torch.tensor(std).view(1, -1, 1, 1) * 255.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() - self.mean) * self.inv_std
+
+
+def batches(n: int, batch_size: int, generator: torch.Generator | None = None,
+            rank: int = 0, world: int = 1) -> Iterator[torch.Tensor]:
+    """Index batches over n samples: shuffled when a generator is given; sharded across ranks."""
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    order = order[rank::world]
+    for start in range(0, len(order), batch_size):
+        yield order[start:start + batch_size]
+
+
+class EarlyStopping:
+    def __init__(self, monitor: str, mode: str, patience: int, min_delta: float):
+        self.monitor, self.mode, self.patience, self.min_delta = monitor, mode, patience, min_delta
+        self.best, self.bad_epochs = math.inf if mode == "min" else -math.inf, 0
+
+    def improved(self, metrics: dict[str, float]) -> bool:
+        if self.monitor not in metrics:
+            raise ConfigError(f"train.early_stopping.monitor: '{self.monitor}' is not a logged "
+                              f"metric; choose one of {sorted(metrics)}.")
+        value = metrics[self.monitor]
+        better = (value < self.best - self.min_delta if self.mode == "min"
+                  else value > self.best + self.min_delta)
+        if better:
+            self.best, self.bad_epochs = value, 0
+        else:
+            self.bad_epochs += 1
+        return better
+
+    @property
+    def should_stop(self) -> bool:
+        return self.patience > 0 and self.bad_epochs >= self.patience
+
+
+# ------------------------------------------------------------------------------ the loop
+
+
+def train_one_epoch(model, normalize, optimizer, scaler, x, y, batch_size, generator, device,
+                    amp, rank=0, world=1) -> dict[str, float]:
+    model.train()
+    total_loss = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    for idx in batches(len(y), batch_size, generator, rank, world):
+        inputs, targets = normalize(x[idx]), y[idx]
+        with autocast(device, amp):
+            logits = model(inputs)
+            loss = F.cross_entropy(logits, targets)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        total_loss += loss.detach() * len(idx)
+        correct += (logits.argmax(1) == targets).sum()
+        seen += len(idx)
+    return {"loss": total_loss.item() / seen, "accuracy": correct.item() / seen}
+
+
+@torch.no_grad()
+def predict_logits(model, normalize, x, batch_size, device, amp=False) -> torch.Tensor:
+    model.eval()
+    outs = []
+    for idx in batches(len(x), batch_size):
+        with autocast(device, amp):
+            outs.append(model(normalize(x[idx])).float())
+    return torch.cat(outs)
+
+
+def evaluate_split(model, normalize, x, y, batch_size, device, amp) -> dict[str, float]:
+    logits = predict_logits(model, normalize, x, batch_size, device, amp)
+    return {"loss": F.cross_entropy(logits, y).item(),
+            "accuracy": (logits.argmax(1) == y).float().mean().item()}
+
+
+def train(cfg: DictConfig, prepared: Path = PREPARED, checkpoint: Path = CHECKPOINT,
+          live_dir: Path | None = LIVE_DIR, log=print) -> dict[str, Any]:
+    """Train the configured model; write the best checkpoint; return its metrics."""
+    tc = cfg.train
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    rank = int(os.environ.get("RANK", 0))
+    device = select_device(tc.device)
+    if world > 1:
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+    seed_everything(int(tc.seed), device)
+    is_main = rank == 0
+
+    meta = read_json(prepared / "meta.json")
+    spec, classes = meta["input"], meta["classes"]
+    x_train, y_train = (torch.from_numpy(a).to(device) for a in load_split(prepared, "train"))
+    x_val, y_val = (torch.from_numpy(a).to(device) for a in load_split(prepared, "val"))
+    normalize = Normalizer(spec["mean"], spec["std"]).to(device)
+
+    model = instantiate_model(cfg.model, in_channels=spec["channels"], num_classes=len(classes),
+                              image_size=[spec["height"], spec["width"]]).to(device)
+    net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    optimizer = instantiate(tc.optimizer)(model.parameters())
+    scheduler = instantiate(tc.scheduler)(optimizer) if tc.get("scheduler") else None
+    amp = bool(tc.amp) and device.type == "cuda"
+    # Loss scaling only for float16; bfloat16 and float32 do not need it.
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and not torch.cuda.is_bf16_supported())
+    stopper = EarlyStopping(**OmegaConf.to_container(tc.early_stopping))
+    generator = torch.Generator().manual_seed(int(tc.seed))
+
+    live_ctx = atomic_dir(live_dir) if (is_main and live_dir is not None) else nullcontext(None)
+    best: dict[str, Any] = {}
+    with live_ctx as live_tmp:
+        live = _open_live(live_tmp)
+        if is_main:
+            log(f"train: {type(model).__name__} on {device} ({world} process{'es' * (world > 1)}), "
+                f"{len(y_train)} train / {len(y_val)} val samples, amp={'on' if amp else 'off'}")
+        for epoch in range(1, int(tc.epochs) + 1):
+            start = time.perf_counter()
+            train_m = train_one_epoch(net, normalize, optimizer, scaler, x_train, y_train,
+                                      int(tc.batch_size) // world, generator, device, amp, rank, world)
+            val_m = evaluate_split(model, normalize, x_val, y_val, int(tc.batch_size), device, amp)
+            lr = optimizer.param_groups[0]["lr"]
+            if scheduler is not None:
+                scheduler.step()
+            metrics = {"train/loss": train_m["loss"], "train/accuracy": train_m["accuracy"],
+                       "val/loss": val_m["loss"], "val/accuracy": val_m["accuracy"], "lr": lr}
+            improved = stopper.improved(metrics)
+            if improved:
+                best = {"epoch": epoch, "metrics": metrics,
+                        "state": copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()})}
+            if is_main:
+                for name, value in metrics.items():
+                    live.log_metric(name, value)
+                live.next_step()
+                log(f"epoch {epoch:3d}/{tc.epochs}  train_loss {metrics['train/loss']:.4f}  "
+                    f"val_loss {metrics['val/loss']:.4f}  val_acc {metrics['val/accuracy']:.4f}  "
+                    f"lr {lr:.2e}  {time.perf_counter() - start:.2f}s{'  *' if improved else ''}")
+            if stopper.should_stop:
+                if is_main:
+                    log(f"early stop: {stopper.monitor} has not improved for {stopper.patience} epochs")
+                break
+        if is_main:
+            for name, value in best["metrics"].items():
+                live.summary[f"best/{name}"] = value
+            live.summary["best/epoch"] = best["epoch"]
+            live.make_summary()
+            live.end()
+            _save_checkpoint(checkpoint, best, cfg, classes, spec)
+            log(f"best epoch {best['epoch']}: val_acc {best['metrics']['val/accuracy']:.4f}  "
+                f"-> {checkpoint}")
+    if world > 1:
+        torch.distributed.destroy_process_group()
+    return {"epoch": best["epoch"], **best["metrics"]}
+
+
+def _open_live(directory: Path | None):
+    if directory is None:
+        return None
+    from dvclive import Live
+
+    # Metrics and plots are declared in dvc.yaml; DVCLive must not edit it or make experiments.
+    return Live(str(directory), dvcyaml=None, save_dvc_exp=False, report=None, monitor_system=False)
+
+
+def _save_checkpoint(path: Path, best: dict[str, Any], cfg: DictConfig, classes: list[str],
+                     spec: dict[str, Any]) -> None:
+    payload = {
+        "model_state": best["state"],
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "classes": list(classes),
+        "input": spec,
+        "epoch": best["epoch"],
+        "metrics": best["metrics"],
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: Path = CHECKPOINT, device: str | torch.device = "cpu"):
+    """Rebuild the trained model (eval mode) and return it with the checkpoint payload."""
+    payload = torch.load(path, map_location=device, weights_only=True)
+    spec = payload["input"]
+    model = instantiate_model(OmegaConf.create(payload["config"]["model"]),
+                              in_channels=spec["channels"], num_classes=len(payload["classes"]),
+                              image_size=[spec["height"], spec["width"]])
+    model.load_state_dict(payload["model_state"])
+    return model.to(device).eval(), payload
+
+
+def main() -> int:
+    try:
+        train(load_params())
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
