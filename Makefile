@@ -10,7 +10,7 @@ VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
 LOCK := requirements/lock.txt
 # Dependency groups installed into the venv (see pyproject.toml); serving alone: EXTRAS=serve
-EXTRAS ?= train,serve,report,monitor,dev
+EXTRAS ?= train,serve,report,monitor,explain,dev
 # Extra pip arguments, e.g. PIP_ARGS="--extra-index-url https://download.pytorch.org/whl/cpu"
 PIP_ARGS ?=
 
@@ -69,6 +69,12 @@ lint: install ## Lint the code, the workflows and the config
 .PHONY: bench
 bench: data ## Benchmark: training loop vs bare loop, pipeline wall time, no-op repro, ONNX vs PyTorch
 	python benchmarks/pipeline.py
+
+##@ Pull-request report and quality gate
+
+##@ Serving
+
+##@ Monitoring, retraining and registry
 
 ##@ Housekeeping
 

@@ -1,0 +1,1 @@
+"""Monitoring: input summaries, the training reference profile, drift (NumPy/SciPy, no PyTorch)."""

@@ -1,0 +1,66 @@
+"""Shared fixtures. Pipeline tests run the real DVC pipeline in a temporary git + DVC repository
+made from this checkout (committed and uncommitted files alike), never in the checkout itself."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+# Subprocesses find the venv's python, dvc and tools first, and DVC sends no analytics.
+ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+       "DVC_NO_ANALYTICS": "1", "PYTHONDONTWRITEBYTECODE": "1",
+       "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
+       "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com"}
+
+
+def run(args, cwd, check=True, env=None, timeout=600) -> subprocess.CompletedProcess:
+    """Run a command (list or shell string), capturing output; fail with it shown."""
+    result = subprocess.run(args, cwd=cwd, env=env or ENV, capture_output=True, text=True,
+                            shell=isinstance(args, str), timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{args} exited {result.returncode}\n--- stdout\n{result.stdout}"
+                             f"\n--- stderr\n{result.stderr}")
+    return result
+
+
+def project_files() -> list[str]:
+    """The files a clone of this checkout would have, plus uncommitted ones git does not ignore."""
+    out = run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], ROOT).stdout
+    return [f for f in out.split("\0") if f and (ROOT / f).is_file()]
+
+
+def make_project(dest: Path, with_data: bool = True) -> Path:
+    """A fresh git + DVC repository holding this project, committed; data/ written if asked."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for rel in project_files():
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, target)
+    run(["git", "init", "-q", "-b", "main"], dest)
+    run(["git", "add", "-A"], dest)
+    run(["git", "commit", "-q", "-m", "project"], dest)
+    if with_data:
+        run([sys.executable, "-m", "mlproject.data"], dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def pipeline_repo(tmp_path_factory) -> Path:
+    """A project in which `dvc repro` has run once on the demo data (shared; do not modify)."""
+    repo = make_project(tmp_path_factory.mktemp("pipeline") / "repo")
+    run(["dvc", "repro"], repo)
+    return repo
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    """A fresh project with the demo data present and nothing run yet (yours to modify)."""
+    return make_project(tmp_path / "repo")
