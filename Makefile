@@ -39,7 +39,7 @@ data: install ## Make data/ present: DVC remote if reachable, else the embedded 
 repro: data ## Run the DVC pipeline (prepare, train, evaluate, export) and print the metrics
 	dvc repro
 	@echo
-	dvc metrics show
+	dvc metrics show --precision 4 reports/eval/metrics.json
 
 .PHONY: params
 params: install ## Rewrite params.yaml from conf/ (commit both)

@@ -217,9 +217,9 @@ def train(cfg: DictConfig, prepared: Path = PREPARED, checkpoint: Path = CHECKPO
                     log(f"early stop: {stopper.monitor} has not improved for {stopper.patience} epochs")
                 break
         if is_main:
-            for name, value in best["metrics"].items():
-                live.summary[f"best/{name}"] = value
             live.summary["best/epoch"] = best["epoch"]
+            for name in ("val/loss", "val/accuracy"):
+                live.summary[f"best/{name}"] = best["metrics"][name]
             live.make_summary()
             live.end()
             _save_checkpoint(checkpoint, best, cfg, classes, spec)
