@@ -102,7 +102,7 @@ def validate(cfg: DictConfig, source: str = PARAMS_FILE) -> DictConfig:
             key = f"{section}.{exc.full_key}" if getattr(exc, "full_key", None) else section
             known = ", ".join(f.name for f in dataclasses.fields(schema))
             raise ConfigError(
-                f"{source}: bad key or value '{key}': {exc.msg if hasattr(exc, 'msg') else exc}. "
+                f"{source}: bad key or value '{key}': {str(exc).splitlines()[0]}. "
                 f"Known keys under '{section}': {known}. Fix it in {CONF_DIR}/ and run "
                 "`make params`, or pass a valid override."
             ) from exc

@@ -1,8 +1,9 @@
 """Stage `evaluate`: metrics and plots of the trained model on the held-out test split.
 
-Writes reports/eval/metrics.json (accuracy, f1_macro, ...), reports/eval/classes.json
-(precision, recall, F1 and support per class) and reports/eval/predictions.csv (actual and
-predicted class per test image, the source of the confusion-matrix plot in dvc.yaml).
+Writes reports/eval/metrics.json (accuracy, f1_macro, ...), reports/eval/classes.json and
+classes.csv (precision, recall, F1 and support per class; the CSV feeds a bar plot) and
+reports/eval/predictions.csv (actual and predicted class per test image, the source of the
+confusion-matrix plot in dvc.yaml).
 """
 
 from __future__ import annotations
@@ -56,6 +57,11 @@ def evaluate(prepared: Path = PREPARED, checkpoint: Path = CHECKPOINT,
     summary["loss"] = float(F.cross_entropy(logits, torch.from_numpy(y)).item())
     summary["n_test"] = len(y)
 
+    per_class_csv = io.StringIO()
+    csv.writer(per_class_csv, lineterminator="\n").writerows(
+        [["class", "precision", "recall", "f1", "support"]]
+        + [[name, round(m["precision"], 6), round(m["recall"], 6), round(m["f1"], 6), m["support"]]
+           for name, m in per_class.items()])
     rows = io.StringIO()
     writer = csv.writer(rows, lineterminator="\n")
     writer.writerow(["actual", "predicted"])
@@ -66,6 +72,7 @@ def evaluate(prepared: Path = PREPARED, checkpoint: Path = CHECKPOINT,
         write_json(tmp / "confusion_matrix.json", {
             "labels": classes, "matrix": confusion_matrix(y, y_pred, labels=range(len(classes))).tolist()})
         (tmp / "predictions.csv").write_text(rows.getvalue())
+        (tmp / "classes.csv").write_text(per_class_csv.getvalue())
     return summary
 
 
