@@ -61,7 +61,7 @@ test-fast: install ## Run the tests that take seconds (no pipeline runs)
 	python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 .PHONY: lint
-lint: install ## Lint the code, the workflows and the config
+lint: install lint-workflows ## Lint the code, the workflows and the config
 	ruff check src tests
 	ruff format --check src tests || { echo "run: ruff format src tests"; exit 1; }
 	python -m mlproject.config --check
@@ -71,6 +71,65 @@ bench: data ## Benchmark: training loop vs bare loop, pipeline wall time, no-op 
 	python benchmarks/pipeline.py
 
 ##@ Pull-request report and quality gate
+
+# The report's base revision: default the merge-base with the PR's base branch (CI) or main.
+BASE ?=
+REPORT_DIR := reports/pr
+# Pinned CML (npm @dvcorg/cml) for the comment and cloud-runner jobs.
+CML_VERSION ?= 0.20.6
+WORKFLOWS := $(wildcard .github/workflows/*.yml)
+
+.PHONY: report
+report: install ## PR report vs base (BASE=<rev>): params, metric deltas, gate, plots -> reports/pr/report.md
+	python -m mlproject.report build $(if $(BASE),--base $(BASE))
+
+.PHONY: gate
+gate: install ## Quality gate vs base (BASE=<rev>): floors and max regression from gate: in conf/; exit 1 on fail
+	python -m mlproject.report gate $(if $(BASE),--base $(BASE))
+
+.PHONY: lint-workflows
+lint-workflows: install ## Validate .github/ offline: workflow schema, zizmor (security), actionlint
+	check-jsonschema --builtin-schema vendor.github-workflows $(WORKFLOWS)
+	check-jsonschema --builtin-schema vendor.github-actions .github/actions/*/action.yml
+	zizmor --offline --config .github/zizmor.yml --min-severity medium .github
+	actionlint -no-color $(WORKFLOWS)
+
+.PHONY: pr-local
+pr-local: install ## Run the pull-request workflow's steps here, in order (no posting without a PR)
+	python -m mlproject.report.workflow .github/workflows/pr-loop.yml
+
+.PHONY: bench-report
+bench-report: data ## Benchmark: make report (outputs cached) and the PR workflow's steps from a clean clone
+	python benchmarks/report.py
+
+# Steps of .github/workflows/pr-loop.yml (the composite action has run `make install` already).
+.PHONY: ci-pr-repro ci-pr-report ci-pr-summary ci-pr-gate ci-pr-comment ci-install-cml ci-test-gpu ci-gpu-runner
+ci-pr-repro: ## CI: make data present, then dvc repro (pulling cached outputs when a remote is set)
+	python -m mlproject.data
+	python -m mlproject.report.ci repro
+
+ci-pr-report: ## CI: build the report (the gate's verdict is in it; the gate step fails the job)
+	python -m mlproject.report build $(if $(BASE),--base $(BASE))
+
+ci-pr-summary: ## CI: append the report to the job summary
+	python -m mlproject.report.ci summary
+
+ci-pr-gate: ## CI: fail when the quality gate in reports/pr/report.json failed
+	python -m mlproject.report gate --from-report $(REPORT_DIR)/report.json
+
+# Standard library only: the comment job has python3 and the report artifact, no environment.
+ci-pr-comment: ## CI: post or update the PR's one report comment with CML
+	PYTHONPATH=src $(PYTHON) -m mlproject.report.ci comment
+
+ci-install-cml: ## CI: install the pinned CML CLI with npm (kept when a runner already has cml)
+	command -v cml >/dev/null || npm install --global --no-fund --no-audit @dvcorg/cml@$(CML_VERSION)
+
+# pytest exits 5 when no test is marked gpu: nothing to run is not a failure.
+ci-test-gpu: ## CI: run the tests marked gpu (on a GPU runner)
+	python -m pytest -m gpu $(PYTEST_ARGS) || test $$? -eq 5
+
+ci-gpu-runner: ## CI: launch a cloud GPU runner with CML (--single, idle timeout)
+	PYTHONPATH=src $(PYTHON) -m mlproject.report.ci launch-runner
 
 ##@ Serving
 

@@ -1,0 +1,80 @@
+"""`python -m mlproject.report [build|gate] [--base REV] [--out DIR] ...`
+
+    build   collect base vs workspace, write reports/pr/{report.json,report.md,plots/} (make report)
+    gate    print the quality gate's checks; exit 1 when it fails                   (make gate)
+
+The base defaults to the merge-base of HEAD with the PR's base branch (GITHUB_BASE_REF in CI),
+else with main; BASE=<rev> (or --base) chooses another.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from . import REPORT_DIR
+from .diff import ReportError
+from .gate import GateConfigError
+from .render import gate_section, verdict_line
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m mlproject.report",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("command", choices=("build", "gate"))
+    parser.add_argument(
+        "--base",
+        default=os.environ.get("BASE") or None,
+        help="base revision (default: merge-base with the PR base or main)",
+    )
+    parser.add_argument("--out", default=REPORT_DIR, help=f"output folder (default {REPORT_DIR})")
+    parser.add_argument(
+        "--from-report",
+        metavar="JSON",
+        help="gate: take the verdict from a report.json built in this run",
+    )
+    parser.add_argument("--no-plots", action="store_true", help="build: skip the PNGs")
+    parser.add_argument("--no-latency", action="store_true", help="build: skip onnxruntime timing")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    start = time.perf_counter()
+    try:
+        if args.command == "build":
+            from .build import build
+
+            report = build(
+                args.base, out=args.out, plots=not args.no_plots, latency=not args.no_latency
+            )
+            print(verdict_line(report["gate"]).lstrip("# "))
+            print(
+                f"wrote {args.out}/report.md, report.json and {len(report['plots'])} plot(s) "
+                f"in {time.perf_counter() - start:.1f} s"
+            )
+            return 0
+        if args.from_report:
+            from .build import load_report
+
+            gate = load_report(args.from_report)["gate"]
+        else:
+            from .build import collect
+
+            gate = collect(args.base, plots=False, latency=False)["gate"]
+    except (ReportError, GateConfigError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(verdict_line(gate).lstrip("# "))
+    if gate["checks"]:
+        print(gate_section(gate))
+    return 0 if gate["passed"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

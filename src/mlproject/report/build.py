@@ -1,0 +1,142 @@
+"""Build the report: collect base vs head into one dict, evaluate the gate, render, write.
+
+reports/pr/report.json   everything below, the input of every rendering
+reports/pr/report.md     the markdown (images inline, by relative path)
+reports/pr/plots/*.png   base | head plots
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ..io import atomic_dir
+from . import REPORT_DIR
+from .diff import (
+    ci_context,
+    data_version,
+    dvc_diffs,
+    flatten,
+    git,
+    git_show,
+    load_params,
+    metric_tables,
+    model_info,
+    params_changed,
+    resolve_base,
+)
+from .gate import GateConfig, evaluate
+from .render import render
+
+
+def head_info(cwd: str | Path = ".", env: dict[str, str] | None = None) -> dict[str, Any]:
+    env = os.environ if env is None else env
+    # On a pull_request event HEAD is GitHub's merge commit; the PR's own head is more useful.
+    sha = env.get("PR_HEAD_SHA") or git("rev-parse", "HEAD", cwd=cwd)
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no", cwd=cwd, check=False))
+    return {"rev": sha, "short": sha[:7], "dirty": dirty}
+
+
+def gate_inputs(tables: list[dict[str, Any]], gate: GateConfig) -> tuple[dict, dict]:
+    """(head, base) metric values of the gate's metrics file, from the diff rows."""
+    rows = next((t["rows"] for t in tables if t["file"] == gate.metrics_file), [])
+    head = {r["name"]: r["new"] for r in rows if r["new"] is not None}
+    base = {r["name"]: r["old"] for r in rows if r["old"] is not None}
+    return head, base
+
+
+# JSON files shown like metrics (folded when long) though dvc.yaml does not declare them so.
+DETAIL_FILES = ("reports/eval/classes.json",)
+
+
+def json_diff(base: str, files: tuple[str, ...], cwd: Path) -> dict[str, dict]:
+    """`dvc metrics diff`-shaped entries for JSON files read from git (base) and disk (head)."""
+    out = {}
+    for file in files:
+        old_text, new_path = git_show(base, file, cwd), cwd / file
+        try:
+            old = flatten(json.loads(old_text)) if old_text else {}
+            new = flatten(json.loads(new_path.read_text())) if new_path.is_file() else {}
+        except json.JSONDecodeError:
+            continue
+        if old or new:
+            out[file] = {k: {"old": old.get(k), "new": new.get(k)} for k in {**old, **new}}
+    return out
+
+
+def collect(
+    base: str | None = None,
+    cwd: str | Path = ".",
+    out_dir: str | Path | None = None,
+    plots: bool = True,
+    latency: bool = True,
+    detail_files: tuple[str, ...] = DETAIL_FILES,
+) -> dict[str, Any]:
+    """Everything the report shows, as JSON-able data; plots rendered into out_dir/plots."""
+    cwd = Path(cwd)
+    base_sha, base_label = resolve_base(base, cwd)
+    gate = GateConfig.from_params(load_params(cwd))
+    metrics_diff, params_diff = dvc_diffs(base_sha, cwd)
+    extra = tuple(f for f in detail_files if f not in metrics_diff)
+    metrics_diff.update(json_diff(base_sha, extra, cwd))
+    tables = metric_tables(metrics_diff, gate, cwd)
+    params = params_changed(params_diff)
+    head_metrics, base_metrics = gate_inputs(tables, gate)
+    if not head_metrics and (cwd / gate.metrics_file).is_file():
+        head_metrics = flatten(json.loads((cwd / gate.metrics_file).read_text()))
+    report: dict[str, Any] = {
+        "base": {"rev": base_sha, "short": base_sha[:7], "label": base_label},
+        "head": head_info(cwd),
+        "ci": ci_context(),
+        "params": params,
+        "gate_params_changed": any(p["name"].startswith("gate.") for p in params),
+        "metrics": tables,
+        "gate": evaluate(gate, head_metrics, base_metrics),
+    }
+    if not base_metrics:
+        report["note"] = (
+            f"The base has no `{gate.metrics_file}` yet: every metric is new and "
+            "regression checks have nothing to compare with."
+        )
+    old_data, new_data = data_version(base_sha, cwd), data_version(None, cwd)
+    report["data"] = {"old": old_data, "new": new_data, "changed": old_data != new_data}
+    model = model_info(base_sha, cwd)
+    if latency:
+        from .model import latencies
+
+        model["latency_ms"] = latencies(model.pop("files"))
+    else:
+        model.pop("files")
+    report["model"] = model
+    report["plots"] = []
+    if plots and out_dir is not None:
+        from .plots import render_plots
+
+        names = {"old": f"({report['base']['short']})", "new": f"({report['head']['short']})"}
+        report["plots"] = render_plots(base_sha, out_dir, names, cwd)
+    return report
+
+
+def build(
+    base: str | None = None,
+    cwd: str | Path = ".",
+    out: str | Path = REPORT_DIR,
+    plots: bool = True,
+    latency: bool = True,
+) -> dict[str, Any]:
+    """Collect and write report.json, report.md and the plots into `out`, all or nothing."""
+    out = Path(cwd) / out
+    with atomic_dir(out) as tmp:
+        report = collect(base, cwd, tmp, plots=plots, latency=latency)
+        (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        (tmp / "report.md").write_text(render(report, images="inline"))
+    return report
+
+
+def load_report(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no report yet; run `make report` first.")
+    return json.loads(path.read_text())

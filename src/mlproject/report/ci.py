@@ -1,0 +1,168 @@
+"""The pull-request workflow's steps, as commands that run the same here and in CI.
+
+    python -m mlproject.report.ci repro      dvc repro, pulling cached outputs when a remote is set
+    python -m mlproject.report.ci summary    append the report to $GITHUB_STEP_SUMMARY
+    python -m mlproject.report.ci comment    post/update the one PR comment with CML
+    python -m mlproject.report.ci launch-runner   start a cloud GPU runner with cost guards
+
+Standard library only (plus render.py), so the comment job needs no environment beyond python3.
+
+Images in the PR comment (REPORT_IMAGES): `artifact` (default) keeps PNGs in the run's artifacts
+and links them; `none` leaves them out; `cml` uploads them with `cml comment update --publish`,
+to CML's public asset host unless REPORT_PUBLISH_URL names one the repository controls. A private
+repository (REPO_VISIBILITY) never uses the public host.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from . import REPORT_DIR
+from .render import render
+
+WATERMARK = "mlproject-pr-report"
+IMAGE_SETTINGS = ("artifact", "cml", "none")
+
+
+def _run(args: list[str], check: bool = True) -> int:
+    print("+ " + " ".join(args), flush=True)
+    code = subprocess.run(args).returncode
+    if check and code != 0:
+        raise SystemExit(code)
+    return code
+
+
+def _warn(message: str) -> None:
+    # GitHub shows ::warning:: lines as annotations; elsewhere they are plain text.
+    print(
+        f"::warning::{message}" if os.environ.get("GITHUB_ACTIONS") else f"warning: {message}",
+        file=sys.stderr,
+    )
+
+
+def _load(report_dir: str) -> dict:
+    path = Path(report_dir) / "report.json"
+    if not path.is_file():
+        raise SystemExit(f"{path}: no report; run `make report` (or `make ci-pr-report`) first.")
+    return json.loads(path.read_text())
+
+
+def remote_configured() -> bool:
+    result = subprocess.run(["dvc", "remote", "list"], capture_output=True, text=True)
+    return result.returncode == 0 and bool(result.stdout.strip())
+
+
+def repro() -> int:
+    """`dvc repro`; with a DVC remote, pull what is cached there first (fork PRs get no secrets,
+    so a failed pull falls back to rebuilding)."""
+    if remote_configured():
+        if _run(["dvc", "repro", "--pull", "--allow-missing"], check=False) == 0:
+            return 0
+        _warn("could not pull from the DVC remote (no credentials?); rebuilding instead")
+    return _run(["dvc", "repro"], check=False)
+
+
+def image_setting(env: dict[str, str]) -> str:
+    """The REPORT_IMAGES setting after the privacy rule; unknown values are an error."""
+    setting = (env.get("REPORT_IMAGES") or "artifact").strip().lower()
+    if setting not in IMAGE_SETTINGS:
+        raise SystemExit(f"REPORT_IMAGES={setting!r}: expected one of {', '.join(IMAGE_SETTINGS)}.")
+    if (
+        setting == "cml"
+        and env.get("REPO_VISIBILITY", "private") != "public"
+        and not env.get("REPORT_PUBLISH_URL")
+    ):
+        _warn(
+            "REPORT_IMAGES=cml would upload a non-public repository's plots to CML's public "
+            "host; using artifact links instead (set REPORT_PUBLISH_URL to a host you control)."
+        )
+        return "artifact"
+    return setting
+
+
+def cml_args(markdown: str, setting: str, env: dict[str, str]) -> list[str]:
+    """`cml comment update` for the one report comment of this PR (found by its watermark)."""
+    target = f"pr/{env['PR_NUMBER']}" if env.get("PR_NUMBER") else "pr"
+    args = ["cml", "comment", "update", f"--target={target}", f"--watermark-title={WATERMARK}"]
+    if setting == "cml":
+        args.append("--publish")
+        if env.get("REPORT_PUBLISH_URL"):
+            args.append(f"--publish-url={env['REPORT_PUBLISH_URL']}")
+    else:
+        args.append("--no-publish")  # CML uploads local images by default; never silently
+    return [*args, markdown]
+
+
+def comment(report_dir: str = REPORT_DIR, env: dict[str, str] | None = None) -> int:
+    env = dict(os.environ if env is None else env)
+    setting = image_setting(env)
+    report = _load(report_dir)
+    text = render(report, images={"cml": "inline", "artifact": "artifact"}.get(setting, "none"))
+    path = Path(report_dir) / "comment.md"
+    path.write_text(text)
+    if not shutil.which("cml"):
+        raise SystemExit("cml is not on PATH; install it with `make ci-install-cml`.")
+    return _run(cml_args(str(path), setting, env), check=False)
+
+
+def summary(report_dir: str = REPORT_DIR, env: dict[str, str] | None = None) -> int:
+    """Append the report (no images: a summary cannot show local files) to the job summary."""
+    env = os.environ if env is None else env
+    report = _load(report_dir)
+    text = render(report, images="artifact" if report.get("ci") else "none")
+    target = env.get("GITHUB_STEP_SUMMARY")
+    if not target:
+        print(text)
+        return 0
+    with open(target, "a", encoding="utf-8") as fh:
+        fh.write(text + "\n")
+    print(f"report appended to the job summary ({len(text)} characters)")
+    return 0
+
+
+def launch_runner_args(env: dict[str, str]) -> list[str]:
+    """`cml runner launch` for one GPU job: it exits after that job (--single) or when no job
+    arrives within the idle timeout, so no instance is left running and billing.
+
+    The cloud, region, type, GPU and spot settings are read by CML itself from CML_RUNNER_*
+    variables (its `--cloud-type` is CML_RUNNER_CLOUD_TYPE, and so on)."""
+    missing = [k for k in ("CML_RUNNER_CLOUD", "CML_RUNNER_CLOUD_TYPE") if not env.get(k)]
+    if missing:
+        raise SystemExit(
+            f"set {' and '.join(missing)} (repository variables GPU_CLOUD, "
+            "GPU_CLOUD_TYPE) to launch a cloud GPU runner."
+        )
+    idle = env.get("GPU_IDLE_TIMEOUT") or "10min"
+    return [
+        "cml",
+        "runner",
+        "launch",
+        "--single",
+        f"--idle-timeout={idle}",
+        f"--labels={env.get('GPU_RUNNER_LABEL') or 'cml-gpu'}",
+    ]
+
+
+def launch_runner(env: dict[str, str] | None = None) -> int:
+    env = dict(os.environ if env is None else env)
+    return _run(launch_runner_args(env), check=False)
+
+
+COMMANDS = {"repro": repro, "summary": summary, "comment": comment, "launch-runner": launch_runner}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1 or args[0] not in COMMANDS:
+        print(__doc__)
+        return 0 if args in ([], ["-h"], ["--help"]) else 2
+    return COMMANDS[args[0]]()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

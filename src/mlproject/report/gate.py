@@ -1,0 +1,164 @@
+"""The quality gate: floors and ceilings on the head's metrics, and the largest regression allowed
+against the base. Configured under `gate:` in conf/config.yaml (so in params.yaml)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+# Changes smaller than this are float noise, not regressions.
+EPS = 1e-12
+
+
+class GateConfigError(ValueError):
+    """The `gate:` section is malformed; the message names the key."""
+
+
+@dataclass
+class GateConfig:
+    metrics_file: str = "reports/eval/metrics.json"
+    min: dict[str, float] = field(default_factory=dict)
+    max: dict[str, float] = field(default_factory=dict)
+    max_regression: dict[str, float] = field(default_factory=dict)
+    lower_is_better: list[str] = field(default_factory=lambda: ["loss"])
+    neutral: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any] | None, source: str = "params.yaml") -> GateConfig:
+        """Read the `gate:` section of params; a missing section means no gate (always passes)."""
+        section = (params or {}).get("gate") or {}
+        if not isinstance(section, dict):
+            raise GateConfigError(f"{source}: 'gate' must be a mapping, got {section!r}.")
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(section) - known)
+        if unknown:
+            raise GateConfigError(
+                f"{source}: unknown key 'gate.{unknown[0]}'. Known keys: {', '.join(sorted(known))}."
+            )
+        cfg = cls()
+        if "metrics_file" in section:
+            if not isinstance(section["metrics_file"], str):
+                raise GateConfigError(f"{source}: 'gate.metrics_file' must be a path string.")
+            cfg.metrics_file = section["metrics_file"]
+        for key in ("min", "max", "max_regression"):
+            setattr(cfg, key, _thresholds(section.get(key), f"gate.{key}", source))
+        for name, tol in cfg.max_regression.items():
+            if tol < 0:
+                raise GateConfigError(f"{source}: 'gate.max_regression.{name}' must be >= 0.")
+        for key in ("lower_is_better", "neutral"):
+            value = section.get(key, getattr(cfg, key))
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise GateConfigError(f"{source}: 'gate.{key}' must be a list of name substrings.")
+            setattr(cfg, key, list(value))
+        return cfg
+
+    def direction(self, name: str) -> str:
+        """'lower', 'higher' or 'neutral' (counts and settings): which way is better for a metric."""
+        if any(pattern in name for pattern in self.neutral):
+            return "neutral"
+        if any(pattern in name for pattern in self.lower_is_better):
+            return "lower"
+        return "higher"
+
+
+def _thresholds(value: Any, key: str, source: str) -> dict[str, float]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise GateConfigError(f"{source}: '{key}' must map metric names to numbers, got {value!r}.")
+    out = {}
+    for name, threshold in value.items():
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+            raise GateConfigError(f"{source}: '{key}.{name}' must be a number, got {threshold!r}.")
+        out[str(name)] = float(threshold)
+    return out
+
+
+def _number(value: Any) -> float | None:
+    """A metric value as a float; None when absent or not numeric."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def evaluate(cfg: GateConfig, head: dict[str, Any], base: dict[str, Any] | None) -> dict[str, Any]:
+    """Check head metrics (name -> value) against the config and the base metrics (or None).
+
+    Returns {"passed": bool, "checks": [{metric, rule, threshold, value, base, ok, reason}]}.
+    A metric named in the config but missing or NaN in the head fails: a gate that cannot measure
+    must not pass.
+    """
+    base = base or {}
+    checks: list[dict[str, Any]] = []
+
+    def check(metric, rule, threshold, ok, reason, value=None, base_value=None):
+        checks.append(
+            {
+                "metric": metric,
+                "rule": rule,
+                "threshold": threshold,
+                "value": value,
+                "base": base_value,
+                "ok": ok,
+                "reason": reason,
+            }
+        )
+
+    def head_value(metric: str, rule: str, threshold: float) -> float | None:
+        value = _number(head.get(metric))
+        if value is None:
+            check(metric, rule, threshold, False, f"'{metric}' is missing from the head metrics")
+        elif math.isnan(value):
+            check(metric, rule, threshold, False, f"'{metric}' is NaN", value)
+            return None
+        return value
+
+    for metric, floor in cfg.min.items():
+        value = head_value(metric, "min", floor)
+        if value is not None:
+            ok = value >= floor - EPS
+            check(
+                metric,
+                "min",
+                floor,
+                ok,
+                f"{metric} {value:.4g} {'>=' if ok else '<'} {floor:g}",
+                value,
+            )
+    for metric, ceiling in cfg.max.items():
+        value = head_value(metric, "max", ceiling)
+        if value is not None:
+            ok = value <= ceiling + EPS
+            check(
+                metric,
+                "max",
+                ceiling,
+                ok,
+                f"{metric} {value:.4g} {'<=' if ok else '>'} {ceiling:g}",
+                value,
+            )
+    for metric, tolerance in cfg.max_regression.items():
+        value = head_value(metric, "max_regression", tolerance)
+        if value is None:
+            continue
+        old = _number(base.get(metric))
+        if old is None or math.isnan(old):
+            check(
+                metric,
+                "max_regression",
+                tolerance,
+                True,
+                f"{metric}: no base value to compare with",
+                value,
+            )
+            continue
+        worse_by = (value - old) if cfg.direction(metric) == "lower" else (old - value)
+        ok = worse_by <= tolerance + EPS
+        reason = f"{metric} {old:.4g} -> {value:.4g}: " + (
+            f"worse by {worse_by:.4g} ({'within' if ok else 'over'} {tolerance:g})"
+            if worse_by > EPS
+            else "no regression"
+        )
+        check(metric, "max_regression", tolerance, ok, reason, value, old)
+    return {"passed": all(c["ok"] for c in checks), "checks": checks}
