@@ -15,19 +15,34 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 # Subprocesses find the venv's python, dvc and tools first, and DVC sends no analytics.
-ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-       "DVC_NO_ANALYTICS": "1", "PYTHONDONTWRITEBYTECODE": "1",
-       "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
-       "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com"}
+ENV = {
+    **os.environ,
+    "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    "DVC_NO_ANALYTICS": "1",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "GIT_AUTHOR_NAME": "test",
+    "GIT_AUTHOR_EMAIL": "test@example.com",
+    "GIT_COMMITTER_NAME": "test",
+    "GIT_COMMITTER_EMAIL": "test@example.com",
+}
 
 
 def run(args, cwd, check=True, env=None, timeout=600) -> subprocess.CompletedProcess:
     """Run a command (list or shell string), capturing output; fail with it shown."""
-    result = subprocess.run(args, cwd=cwd, env=env or ENV, capture_output=True, text=True,
-                            shell=isinstance(args, str), timeout=timeout)
+    result = subprocess.run(
+        args,
+        cwd=cwd,
+        env=env or ENV,
+        capture_output=True,
+        text=True,
+        shell=isinstance(args, str),
+        timeout=timeout,
+    )
     if check and result.returncode != 0:
-        raise AssertionError(f"{args} exited {result.returncode}\n--- stdout\n{result.stdout}"
-                             f"\n--- stderr\n{result.stderr}")
+        raise AssertionError(
+            f"{args} exited {result.returncode}\n--- stdout\n{result.stdout}"
+            f"\n--- stderr\n{result.stderr}"
+        )
     return result
 
 

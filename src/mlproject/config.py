@@ -76,8 +76,11 @@ SCHEMAS: dict[str, type] = {
     "export": ExportSchema,
 }
 
-CHOICES = {"data.resize": ("stretch", "pad"), "data.channels": (1, 3),
-           "train.early_stopping.mode": ("min", "max")}
+CHOICES = {
+    "data.resize": ("stretch", "pad"),
+    "data.channels": (1, 3),
+    "train.early_stopping.mode": ("min", "max"),
+}
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> DictConfig:

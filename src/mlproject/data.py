@@ -36,7 +36,7 @@ def png_bytes(pixels: np.ndarray) -> bytes:
     raw = b"".join(b"\x00" + pixels[row].astype(np.uint8).tobytes() for row in range(height))
     blocks, pos = [], 0
     while True:  # stored blocks hold at most 65535 bytes each
-        chunk = raw[pos:pos + 65535]
+        chunk = raw[pos : pos + 65535]
         pos += len(chunk)
         final = pos >= len(raw)
         blocks.append(struct.pack("<BHH", int(final), len(chunk), len(chunk) ^ 0xFFFF) + chunk)
@@ -45,10 +45,17 @@ def png_bytes(pixels: np.ndarray) -> bytes:
     stream = b"\x78\x01" + b"".join(blocks) + struct.pack(">I", zlib.adler32(raw))
 
     def chunk_(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grayscale
-    return b"\x89PNG\r\n\x1a\n" + chunk_(b"IHDR", header) + chunk_(b"IDAT", stream) + chunk_(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk_(b"IHDR", header)
+        + chunk_(b"IDAT", stream)
+        + chunk_(b"IEND", b"")
+    )
 
 
 def write_demo_dataset(root: str | Path) -> int:
@@ -57,7 +64,7 @@ def write_demo_dataset(root: str | Path) -> int:
 
     digits = load_digits()
     root = Path(root)
-    for index, (image, label) in enumerate(zip(digits.images, digits.target)):
+    for index, (image, label) in enumerate(zip(digits.images, digits.target, strict=True)):
         pixels = (image.astype(np.int64) * 255 // 16).astype(np.uint8)  # 0..16 -> 0..255
         folder = root / str(int(label))
         folder.mkdir(parents=True, exist_ok=True)
@@ -89,21 +96,27 @@ def discover(root: str | Path, extensions: list[str], min_per_class: int = 1) ->
         if entry.name.startswith(".") or entry.name.endswith(".dvc"):
             continue
         if not entry.is_dir():
-            raise DataError(f"{entry}: a file at the top of {root}/; images go in "
-                            f"{root}/<class name>/. Move or delete it.")
+            raise DataError(
+                f"{entry}: a file at the top of {root}/; images go in "
+                f"{root}/<class name>/. Move or delete it."
+            )
         images = []
         for path in sorted(entry.rglob("*")):
             if path.is_dir() or path.name.startswith("."):
                 continue
             if path.suffix.lower() not in allowed:
-                raise DataError(f"{path}: not an image file (allowed: {', '.join(sorted(allowed))}). "
-                                "Remove it, or add its suffix to data.extensions.")
+                raise DataError(
+                    f"{path}: not an image file (allowed: {', '.join(sorted(allowed))}). "
+                    "Remove it, or add its suffix to data.extensions."
+                )
             images.append(path)
         if not images:
             raise DataError(f"{entry}/: class folder is empty. Add images or delete the folder.")
         if len(images) < min_per_class:
-            raise DataError(f"{entry}/: {len(images)} images; at least {min_per_class} per class "
-                            "are needed (data.min_images_per_class).")
+            raise DataError(
+                f"{entry}/: {len(images)} images; at least {min_per_class} per class "
+                "are needed (data.min_images_per_class)."
+            )
         label = len(classes)
         classes.append(entry.name)
         files.extend(images)
@@ -113,8 +126,9 @@ def discover(root: str | Path, extensions: list[str], min_per_class: int = 1) ->
     return Dataset(classes, files, np.asarray(labels, dtype=np.int64))
 
 
-def load_pixels(files: list[Path], height: int, width: int, channels: int,
-                resize: str) -> np.ndarray:
+def load_pixels(
+    files: list[Path], height: int, width: int, channels: int, resize: str
+) -> np.ndarray:
     """Read every image as uint8 [N, C, H, W]; the first unreadable one raises DataError."""
     out = np.empty((len(files), channels, height, width), dtype=np.uint8)
     for i, path in enumerate(files):
@@ -127,19 +141,23 @@ def load_pixels(files: list[Path], height: int, width: int, channels: int,
     return out
 
 
-def stratified_split(labels: np.ndarray, val: float, test: float,
-                     seed: int) -> dict[str, np.ndarray]:
+def stratified_split(
+    labels: np.ndarray, val: float, test: float, seed: int
+) -> dict[str, np.ndarray]:
     """Indices of a deterministic stratified train/val/test split."""
     from sklearn.model_selection import train_test_split
 
     index = np.arange(len(labels))
     try:
         rest, test_idx = train_test_split(index, test_size=test, stratify=labels, random_state=seed)
-        train_idx, val_idx = train_test_split(rest, test_size=val / (1 - test),
-                                              stratify=labels[rest], random_state=seed)
+        train_idx, val_idx = train_test_split(
+            rest, test_size=val / (1 - test), stratify=labels[rest], random_state=seed
+        )
     except ValueError as exc:
-        raise DataError(f"data.split: cannot make a stratified split ({exc}). "
-                        "Add images to small classes or change data.split.") from exc
+        raise DataError(
+            f"data.split: cannot make a stratified split ({exc}). "
+            "Add images to small classes or change data.split."
+        ) from exc
     return {"train": np.sort(train_idx), "val": np.sort(val_idx), "test": np.sort(test_idx)}
 
 
@@ -173,16 +191,22 @@ def ensure_data(root: str = "data", dvc_file: str = "data.dvc") -> str:
         pulled = _dvc("pull", dvc_file)
         if pulled.returncode == 0:
             return "pulled"
-        print(f"dvc pull failed, falling back to the embedded demo data:\n{pulled.stderr.strip()}",
-              file=sys.stderr)
+        print(
+            f"dvc pull failed, falling back to the embedded demo data:\n{pulled.stderr.strip()}",
+            file=sys.stderr,
+        )
     if Path(root).exists() and any(Path(root).iterdir()):
-        raise DataError(f"{root}/ differs from {dvc_file} and no remote could restore it. "
-                        f"If you changed the data on purpose, run `dvc add {root}` and commit "
-                        f"{dvc_file}; to restore the demo data, delete {root}/ and run `make data`.")
+        raise DataError(
+            f"{root}/ differs from {dvc_file} and no remote could restore it. "
+            f"If you changed the data on purpose, run `dvc add {root}` and commit "
+            f"{dvc_file}; to restore the demo data, delete {root}/ and run `make data`."
+        )
     write_demo_dataset(root)
     if not _status_clean(dvc_file):
-        raise DataError(f"{root}/: the demo data written here does not match the hash in "
-                        f"{dvc_file}. Was {dvc_file} changed by hand?")
+        raise DataError(
+            f"{root}/: the demo data written here does not match the hash in "
+            f"{dvc_file}. Was {dvc_file} changed by hand?"
+        )
     # Put the verified bytes into the local DVC cache so `dvc status` is clean.
     committed = _dvc("commit", "--force", dvc_file)
     if committed.returncode != 0:
@@ -210,9 +234,13 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print({"present": "data/ is present and matches data.dvc",
-           "pulled": "data/ pulled from the DVC remote",
-           "demo": "data/ written from the embedded demo dataset (matches data.dvc)"}[how])
+    print(
+        {
+            "present": "data/ is present and matches data.dvc",
+            "pulled": "data/ pulled from the DVC remote",
+            "demo": "data/ written from the embedded demo dataset (matches data.dvc)",
+        }[how]
+    )
     return 0
 
 

@@ -27,31 +27,45 @@ from .train import CHECKPOINT, PREPARED, Normalizer, load_checkpoint, predict_lo
 OUT_DIR = Path("reports/eval")
 
 
-def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray,
-                           classes: list[str]) -> tuple[dict[str, float], dict[str, Any]]:
+def classification_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]
+) -> tuple[dict[str, float], dict[str, Any]]:
     labels = list(range(len(classes)))
     precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, zero_division=0)
+        y_true, y_pred, labels=labels, zero_division=0
+    )
     summary = {
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "f1_macro": float(f1.mean()),
         "precision_macro": float(precision.mean()),
         "recall_macro": float(recall.mean()),
     }
-    per_class = {name: {"precision": float(precision[i]), "recall": float(recall[i]),
-                        "f1": float(f1[i]), "support": int(support[i])}
-                 for i, name in enumerate(classes)}
+    per_class = {
+        name: {
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
+        for i, name in enumerate(classes)
+    }
     return summary, per_class
 
 
-def evaluate(prepared: Path = PREPARED, checkpoint: Path = CHECKPOINT,
-             out_dir: Path = OUT_DIR) -> dict[str, Any]:
+def evaluate(
+    prepared: Path = PREPARED, checkpoint: Path = CHECKPOINT, out_dir: Path = OUT_DIR
+) -> dict[str, Any]:
     model, payload = load_checkpoint(checkpoint)
     classes = payload["classes"]
     x, y = load_split(prepared, "test")
     spec = payload["input"]
-    logits = predict_logits(model, Normalizer(spec["mean"], spec["std"]), torch.from_numpy(x),
-                            batch_size=512, device=torch.device("cpu"))
+    logits = predict_logits(
+        model,
+        Normalizer(spec["mean"], spec["std"]),
+        torch.from_numpy(x),
+        batch_size=512,
+        device=torch.device("cpu"),
+    )
     y_pred = logits.argmax(1).numpy()
     summary, per_class = classification_metrics(y, y_pred, classes)
     summary["loss"] = float(F.cross_entropy(logits, torch.from_numpy(y)).item())
@@ -60,17 +74,25 @@ def evaluate(prepared: Path = PREPARED, checkpoint: Path = CHECKPOINT,
     per_class_csv = io.StringIO()
     csv.writer(per_class_csv, lineterminator="\n").writerows(
         [["class", "precision", "recall", "f1", "support"]]
-        + [[name, round(m["precision"], 6), round(m["recall"], 6), round(m["f1"], 6), m["support"]]
-           for name, m in per_class.items()])
+        + [
+            [name, round(m["precision"], 6), round(m["recall"], 6), round(m["f1"], 6), m["support"]]
+            for name, m in per_class.items()
+        ]
+    )
     rows = io.StringIO()
     writer = csv.writer(rows, lineterminator="\n")
     writer.writerow(["actual", "predicted"])
-    writer.writerows((classes[a], classes[p]) for a, p in zip(y, y_pred))
+    writer.writerows((classes[a], classes[p]) for a, p in zip(y, y_pred, strict=True))
     with atomic_dir(out_dir) as tmp:
         write_json(tmp / "metrics.json", summary)
         write_json(tmp / "classes.json", per_class)
-        write_json(tmp / "confusion_matrix.json", {
-            "labels": classes, "matrix": confusion_matrix(y, y_pred, labels=range(len(classes))).tolist()})
+        write_json(
+            tmp / "confusion_matrix.json",
+            {
+                "labels": classes,
+                "matrix": confusion_matrix(y, y_pred, labels=range(len(classes))).tolist(),
+            },
+        )
         (tmp / "predictions.csv").write_text(rows.getvalue())
         (tmp / "classes.csv").write_text(per_class_csv.getvalue())
     return summary
@@ -83,8 +105,11 @@ def main() -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print("evaluate: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "n_test")
-          + f"  (n={metrics['n_test']})")
+    print(
+        "evaluate: "
+        + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "n_test")
+        + f"  (n={metrics['n_test']})"
+    )
     return 0
 
 

@@ -55,8 +55,13 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, opset
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            model, (example,), dynamo=True, opset_version=opset, verbose=False,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME, PROBS_NAME],
+            model,
+            (example,),
+            dynamo=True,
+            opset_version=opset,
+            verbose=False,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME, PROBS_NAME],
             dynamic_shapes=({0: batch},),
         )
     program.save(str(path), external_data=False)
@@ -73,14 +78,21 @@ def parity(model: torch.nn.Module, onnx_path: Path, x: np.ndarray) -> dict[str, 
     with torch.no_grad():
         torch_logits, torch_probs = (t.numpy() for t in model(torch.from_numpy(x)))
     logit_diff = float(np.abs(ort_logits - torch_logits).max())
-    return {"max_abs_diff": float(np.abs(ort_probs - torch_probs).max()),
-            "logits_max_abs_diff": logit_diff,
-            "logits_max_rel_diff": logit_diff / float(np.abs(torch_logits).max())}
+    return {
+        "max_abs_diff": float(np.abs(ort_probs - torch_probs).max()),
+        "logits_max_abs_diff": logit_diff,
+        "logits_max_rel_diff": logit_diff / float(np.abs(torch_logits).max()),
+    }
 
 
-def export(cfg: DictConfig, prepared: Path = PREPARED, checkpoint: Path = CHECKPOINT,
-           onnx_path: Path = ONNX_PATH, card_path: Path = CARD_PATH,
-           metrics_path: Path = METRICS) -> dict[str, Any]:
+def export(
+    cfg: DictConfig,
+    prepared: Path = PREPARED,
+    checkpoint: Path = CHECKPOINT,
+    onnx_path: Path = ONNX_PATH,
+    card_path: Path = CARD_PATH,
+    metrics_path: Path = METRICS,
+) -> dict[str, Any]:
     import onnx
     import onnxruntime
 
@@ -95,9 +107,11 @@ def export(cfg: DictConfig, prepared: Path = PREPARED, checkpoint: Path = CHECKP
         onnx.checker.check_model(str(tmp), full_check=True)
         diffs = parity(model, tmp, x)
         if not diffs["max_abs_diff"] <= float(cfg.export.parity_atol):
-            raise ParityError(f"export: onnxruntime probabilities differ from PyTorch by "
-                              f"{diffs['max_abs_diff']:.3g} (> export.parity_atol = "
-                              f"{cfg.export.parity_atol}); not written.")
+            raise ParityError(
+                f"export: onnxruntime probabilities differ from PyTorch by "
+                f"{diffs['max_abs_diff']:.3g} (> export.parity_atol = "
+                f"{cfg.export.parity_atol}); not written."
+            )
         blob = tmp.read_bytes()
 
     card = {
@@ -106,28 +120,54 @@ def export(cfg: DictConfig, prepared: Path = PREPARED, checkpoint: Path = CHECKP
         "file": onnx_path.name,
         "sha256": hashlib.sha256(blob).hexdigest(),
         "size_bytes": len(blob),
-        "lineage": {"git": git_commit(), "data": dvc_tracked_info("data.dvc"),
-                    "checkpoint_epoch": payload["epoch"]},
-        "model": {"target": payload["config"]["model"]["_target_"],
-                  "parameters": sum(p.numel() for p in trained.parameters())},
+        "lineage": {
+            "git": git_commit(),
+            "data": dvc_tracked_info("data.dvc"),
+            "checkpoint_epoch": payload["epoch"],
+        },
+        "model": {
+            "target": payload["config"]["model"]["_target_"],
+            "parameters": sum(p.numel() for p in trained.parameters()),
+        },
         "params": payload["config"],
-        "metrics": {"test": read_json(metrics_path) if metrics_path.exists() else None,
-                    "val": payload["metrics"]},
-        "input": {"name": INPUT_NAME, "datatype": "FP32",
-                  "shape": [-1, spec["channels"], spec["height"], spec["width"]], **spec,
-                  "scale": "pixel / 255, then (x - mean) / std per channel"},
-        "output": {"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, len(payload["classes"])],
-                   "postprocess": "softmax over logits gives class probabilities"},
-        "outputs": [{"name": name, "datatype": "FP32", "shape": [-1, len(payload["classes"])]}
-                    for name in (OUTPUT_NAME, PROBS_NAME)],
+        "metrics": {
+            "test": read_json(metrics_path) if metrics_path.exists() else None,
+            "val": payload["metrics"],
+        },
+        "input": {
+            "name": INPUT_NAME,
+            "datatype": "FP32",
+            "shape": [-1, spec["channels"], spec["height"], spec["width"]],
+            **spec,
+            "scale": "pixel / 255, then (x - mean) / std per channel",
+        },
+        "output": {
+            "name": OUTPUT_NAME,
+            "datatype": "FP32",
+            "shape": [-1, len(payload["classes"])],
+            "postprocess": "softmax over logits gives class probabilities",
+        },
+        "outputs": [
+            {"name": name, "datatype": "FP32", "shape": [-1, len(payload["classes"])]}
+            for name in (OUTPUT_NAME, PROBS_NAME)
+        ],
         "classes": payload["classes"],
-        "export": {"exporter": "torch.onnx.export(dynamo=True)", "opset": int(cfg.export.opset),
-                   "dynamic_axes": {name: {"0": "batch"}
-                                    for name in (INPUT_NAME, OUTPUT_NAME, PROBS_NAME)},
-                   "torch": torch.__version__.split("+")[0], "onnx": onnx.__version__,
-                   "onnxruntime": onnxruntime.__version__,
-                   "parity": {**diffs, "on": PROBS_NAME, "atol": float(cfg.export.parity_atol),
-                              "samples": len(x)}},
+        "export": {
+            "exporter": "torch.onnx.export(dynamo=True)",
+            "opset": int(cfg.export.opset),
+            "dynamic_axes": {
+                name: {"0": "batch"} for name in (INPUT_NAME, OUTPUT_NAME, PROBS_NAME)
+            },
+            "torch": torch.__version__.split("+")[0],
+            "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "parity": {
+                **diffs,
+                "on": PROBS_NAME,
+                "atol": float(cfg.export.parity_atol),
+                "samples": len(x),
+            },
+        },
     }
     write_json(card_path, card)
     return card
@@ -139,10 +179,12 @@ def main() -> int:
     except (ConfigError, ParityError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"export: {ONNX_PATH} ({card['size_bytes'] / 1024:.0f} KiB, opset {card['export']['opset']}), "
-          f"parity max |diff| {card['export']['parity']['max_abs_diff']:.1e} on probabilities "
-          f"({card['export']['parity']['logits_max_rel_diff']:.1e} relative on logits) over "
-          f"{card['export']['parity']['samples']} test images; card {CARD_PATH}")
+    print(
+        f"export: {ONNX_PATH} ({card['size_bytes'] / 1024:.0f} KiB, opset {card['export']['opset']}), "
+        f"parity max |diff| {card['export']['parity']['max_abs_diff']:.1e} on probabilities "
+        f"({card['export']['parity']['logits_max_rel_diff']:.1e} relative on logits) over "
+        f"{card['export']['parity']['samples']} test images; card {CARD_PATH}"
+    )
     return 0
 
 

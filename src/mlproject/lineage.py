@@ -9,18 +9,31 @@ from pathlib import Path
 
 import yaml
 
+# Files the pipeline itself rewrites; changes to them do not make the source "dirty".
+PIPELINE_OUTPUTS = ("dvc.lock", "reports", "models")
+
 
 def git_commit(cwd: str | Path = ".") -> dict[str, object]:
-    """The HEAD commit and whether the work tree has uncommitted changes."""
+    """The HEAD commit and whether tracked sources (not pipeline outputs) have changes."""
+
     def git(*args: str) -> str | None:
         try:
-            out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                ["git", *args], cwd=cwd, capture_output=True, text=True, check=True
+            )
         except (OSError, subprocess.CalledProcessError):
             return None
         return out.stdout.strip()
 
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no")
+    status = git(
+        "status",
+        "--porcelain",
+        "--untracked-files=no",
+        "--",
+        ".",
+        *(f":(exclude){p}" for p in PIPELINE_OUTPUTS),
+    )
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
@@ -38,8 +51,13 @@ def dvc_tracked_info(dvc_file: str | Path = "data.dvc") -> dict[str, object]:
     if not path.is_file():
         return {"dvc_file": str(dvc_file), "md5": None}
     out = ((yaml.safe_load(path.read_text()) or {}).get("outs") or [{}])[0]
-    return {"dvc_file": str(dvc_file), "path": out.get("path"), "md5": out.get("md5"),
-            "nfiles": out.get("nfiles"), "size": out.get("size")}
+    return {
+        "dvc_file": str(dvc_file),
+        "path": out.get("path"),
+        "md5": out.get("md5"),
+        "nfiles": out.get("nfiles"),
+        "size": out.get("size"),
+    }
 
 
 def file_md5(path: str | Path) -> str:
@@ -59,7 +77,8 @@ def workspace_dir_hash(root: str | Path) -> str:
     root = Path(root)
     entries = [
         {"md5": file_md5(p), "relpath": p.relative_to(root).as_posix()}
-        for p in root.rglob("*") if p.is_file()
+        for p in root.rglob("*")
+        if p.is_file()
     ]
     entries.sort(key=lambda e: e["relpath"])
     blob = json.dumps(entries, sort_keys=True).encode("utf-8")

@@ -35,15 +35,23 @@ def prepare(cfg: DictConfig, out_dir: Path = OUT_DIR) -> dict[str, Any]:
     root = Path(data.root)
     meta = {
         "classes": dataset.classes,
-        "input": {"height": height, "width": width, "channels": int(data.channels),
-                  "resize": data.resize,
-                  "mean": [round(float(v), 6) for v in mean],
-                  "std": [round(float(v), 6) for v in std]},
-        "counts": {name: np.bincount(dataset.labels[idx], minlength=len(dataset.classes)).tolist()
-                   for name, idx in splits.items()},
+        "input": {
+            "height": height,
+            "width": width,
+            "channels": int(data.channels),
+            "resize": data.resize,
+            "mean": [round(float(v), 6) for v in mean],
+            "std": [round(float(v), 6) for v in std],
+        },
+        "counts": {
+            name: np.bincount(dataset.labels[idx], minlength=len(dataset.classes)).tolist()
+            for name, idx in splits.items()
+        },
         "leakage": {"duplicate_images_across_splits": _cross_split_duplicates(pixels, splits)},
-        "files": {name: [dataset.files[i].relative_to(root).as_posix() for i in idx]
-                  for name, idx in splits.items()},
+        "files": {
+            name: [dataset.files[i].relative_to(root).as_posix() for i in idx]
+            for name, idx in splits.items()
+        },
     }
     with atomic_dir(out_dir) as tmp:
         for name, idx in splits.items():
@@ -56,8 +64,11 @@ def prepare(cfg: DictConfig, out_dir: Path = OUT_DIR) -> dict[str, Any]:
 def _cross_split_duplicates(pixels: np.ndarray, splits: dict[str, np.ndarray]) -> int:
     """How many val/test images are pixel-identical to a training image (data leakage check)."""
     train = {hashlib.sha1(pixels[i].tobytes()).digest() for i in splits["train"]}
-    return sum(hashlib.sha1(pixels[i].tobytes()).digest() in train
-               for name in ("val", "test") for i in splits[name])
+    return sum(
+        hashlib.sha1(pixels[i].tobytes()).digest() in train
+        for name in ("val", "test")
+        for i in splits[name]
+    )
 
 
 def main() -> int:
@@ -67,8 +78,10 @@ def main() -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     sizes = ", ".join(f"{k} {sum(v)}" for k, v in meta["counts"].items())
-    print(f"prepare: {len(meta['classes'])} classes; {sizes}; "
-          f"{meta['leakage']['duplicate_images_across_splits']} cross-split duplicates")
+    print(
+        f"prepare: {len(meta['classes'])} classes; {sizes}; "
+        f"{meta['leakage']['duplicate_images_across_splits']} cross-split duplicates"
+    )
     return 0
 
 

@@ -34,14 +34,24 @@ class InputSpec:
     def from_card(cls, card: dict[str, Any]) -> InputSpec:
         spec = card["input"]
         return cls(
-            height=spec["height"], width=spec["width"], channels=spec["channels"],
-            resize=spec["resize"], mean=tuple(spec["mean"]), std=tuple(spec["std"]),
+            height=spec["height"],
+            width=spec["width"],
+            channels=spec["channels"],
+            resize=spec["resize"],
+            mean=tuple(spec["mean"]),
+            std=tuple(spec["std"]),
         )
 
     def to_card(self) -> dict[str, Any]:
-        return {"height": self.height, "width": self.width, "channels": self.channels,
-                "resize": self.resize, "mean": list(self.mean), "std": list(self.std),
-                "scale": "pixel / 255, then (x - mean) / std per channel"}
+        return {
+            "height": self.height,
+            "width": self.width,
+            "channels": self.channels,
+            "resize": self.resize,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "scale": "pixel / 255, then (x - mean) / std per channel",
+        }
 
 
 def open_image(source: str | Path | bytes | BinaryIO, name: str | None = None) -> Image.Image:
@@ -54,7 +64,9 @@ def open_image(source: str | Path | bytes | BinaryIO, name: str | None = None) -
             img.load()
             return img.copy()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"{label}: cannot read image ({exc}). Replace or remove the file.") from exc
+        raise ImageError(
+            f"{label}: cannot read image ({exc}). Replace or remove the file."
+        ) from exc
 
 
 def to_pixels(img: Image.Image, height: int, width: int, channels: int, resize: str) -> np.ndarray:
@@ -88,8 +100,9 @@ def normalize(pixels: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...
     return (x - m) / s
 
 
-def preprocess(source: str | Path | bytes | BinaryIO, spec: InputSpec,
-               name: str | None = None) -> np.ndarray:
+def preprocess(
+    source: str | Path | bytes | BinaryIO, spec: InputSpec, name: str | None = None
+) -> np.ndarray:
     """An image file -> the model's float32 input [C, H, W]."""
     img = open_image(source, name)
     pixels = to_pixels(img, spec.height, spec.width, spec.channels, spec.resize)

@@ -54,7 +54,7 @@ def select_device(name: str = "auto") -> torch.device:
 
 def seed_everything(seed: int, device: torch.device) -> None:
     random.seed(seed)
-    np.random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 -- seeds legacy global RNG users (libraries)
     torch.manual_seed(seed)
     if device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -81,13 +81,14 @@ class Normalizer(nn.Module):
         return (x.float() - self.mean) * self.inv_std
 
 
-def batches(n: int, batch_size: int, generator: torch.Generator | None = None,
-            rank: int = 0, world: int = 1) -> Iterator[torch.Tensor]:
+def batches(
+    n: int, batch_size: int, generator: torch.Generator | None = None, rank: int = 0, world: int = 1
+) -> Iterator[torch.Tensor]:
     """Index batches over n samples: shuffled when a generator is given; sharded across ranks."""
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     order = order[rank::world]
     for start in range(0, len(order), batch_size):
-        yield order[start:start + batch_size]
+        yield order[start : start + batch_size]
 
 
 class EarlyStopping:
@@ -97,11 +98,16 @@ class EarlyStopping:
 
     def improved(self, metrics: dict[str, float]) -> bool:
         if self.monitor not in metrics:
-            raise ConfigError(f"train.early_stopping.monitor: '{self.monitor}' is not a logged "
-                              f"metric; choose one of {sorted(metrics)}.")
+            raise ConfigError(
+                f"train.early_stopping.monitor: '{self.monitor}' is not a logged "
+                f"metric; choose one of {sorted(metrics)}."
+            )
         value = metrics[self.monitor]
-        better = (value < self.best - self.min_delta if self.mode == "min"
-                  else value > self.best + self.min_delta)
+        better = (
+            value < self.best - self.min_delta
+            if self.mode == "min"
+            else value > self.best + self.min_delta
+        )
         if better:
             self.best, self.bad_epochs = value, 0
         else:
@@ -116,8 +122,9 @@ class EarlyStopping:
 # ------------------------------------------------------------------------------ the loop
 
 
-def train_one_epoch(model, normalize, optimizer, scaler, x, y, batch_size, generator, device,
-                    amp, rank=0, world=1) -> dict[str, float]:
+def train_one_epoch(
+    model, normalize, optimizer, scaler, x, y, batch_size, generator, device, amp, rank=0, world=1
+) -> dict[str, float]:
     model.train()
     total_loss = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -149,12 +156,19 @@ def predict_logits(model, normalize, x, batch_size, device, amp=False) -> torch.
 
 def evaluate_split(model, normalize, x, y, batch_size, device, amp) -> dict[str, float]:
     logits = predict_logits(model, normalize, x, batch_size, device, amp)
-    return {"loss": F.cross_entropy(logits, y).item(),
-            "accuracy": (logits.argmax(1) == y).float().mean().item()}
+    return {
+        "loss": F.cross_entropy(logits, y).item(),
+        "accuracy": (logits.argmax(1) == y).float().mean().item(),
+    }
 
 
-def train(cfg: DictConfig, prepared: Path = PREPARED, checkpoint: Path = CHECKPOINT,
-          live_dir: Path | None = LIVE_DIR, log=print) -> dict[str, Any]:
+def train(
+    cfg: DictConfig,
+    prepared: Path = PREPARED,
+    checkpoint: Path = CHECKPOINT,
+    live_dir: Path | None = LIVE_DIR,
+    log=print,
+) -> dict[str, Any]:
     """Train the configured model; write the best checkpoint; return its metrics."""
     tc = cfg.train
     world = int(os.environ.get("WORLD_SIZE", 1))
@@ -173,8 +187,12 @@ def train(cfg: DictConfig, prepared: Path = PREPARED, checkpoint: Path = CHECKPO
     x_val, y_val = (torch.from_numpy(a).to(device) for a in load_split(prepared, "val"))
     normalize = Normalizer(spec["mean"], spec["std"]).to(device)
 
-    model = instantiate_model(cfg.model, in_channels=spec["channels"], num_classes=len(classes),
-                              image_size=[spec["height"], spec["width"]]).to(device)
+    model = instantiate_model(
+        cfg.model,
+        in_channels=spec["channels"],
+        num_classes=len(classes),
+        image_size=[spec["height"], spec["width"]],
+    ).to(device)
     net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     optimizer = instantiate(tc.optimizer)(model.parameters())
     scheduler = instantiate(tc.scheduler)(optimizer) if tc.get("scheduler") else None
@@ -189,42 +207,72 @@ def train(cfg: DictConfig, prepared: Path = PREPARED, checkpoint: Path = CHECKPO
     with live_ctx as live_tmp:
         live = _open_live(live_tmp)
         if is_main:
-            log(f"train: {type(model).__name__} on {device} ({world} process{'es' * (world > 1)}), "
-                f"{len(y_train)} train / {len(y_val)} val samples, amp={'on' if amp else 'off'}")
+            log(
+                f"train: {type(model).__name__} on {device} ({world} process{'es' * (world > 1)}), "
+                f"{len(y_train)} train / {len(y_val)} val samples, amp={'on' if amp else 'off'}"
+            )
         for epoch in range(1, int(tc.epochs) + 1):
             start = time.perf_counter()
-            train_m = train_one_epoch(net, normalize, optimizer, scaler, x_train, y_train,
-                                      int(tc.batch_size) // world, generator, device, amp, rank, world)
+            train_m = train_one_epoch(
+                net,
+                normalize,
+                optimizer,
+                scaler,
+                x_train,
+                y_train,
+                int(tc.batch_size) // world,
+                generator,
+                device,
+                amp,
+                rank,
+                world,
+            )
             val_m = evaluate_split(model, normalize, x_val, y_val, int(tc.batch_size), device, amp)
             lr = optimizer.param_groups[0]["lr"]
             if scheduler is not None:
                 scheduler.step()
-            metrics = {"train/loss": train_m["loss"], "train/accuracy": train_m["accuracy"],
-                       "val/loss": val_m["loss"], "val/accuracy": val_m["accuracy"], "lr": lr}
+            metrics = {
+                "train/loss": train_m["loss"],
+                "train/accuracy": train_m["accuracy"],
+                "val/loss": val_m["loss"],
+                "val/accuracy": val_m["accuracy"],
+                "lr": lr,
+            }
             improved = stopper.improved(metrics)
             if improved:
-                best = {"epoch": epoch, "metrics": metrics,
-                        "state": copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()})}
-            if is_main:
+                best = {
+                    "epoch": epoch,
+                    "metrics": metrics,
+                    "state": copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()}),
+                }
+            if live is not None:
                 for name, value in metrics.items():
                     live.log_metric(name, value)
                 live.next_step()
-                log(f"epoch {epoch:3d}/{tc.epochs}  train_loss {metrics['train/loss']:.4f}  "
+            if is_main:
+                log(
+                    f"epoch {epoch:3d}/{tc.epochs}  train_loss {metrics['train/loss']:.4f}  "
                     f"val_loss {metrics['val/loss']:.4f}  val_acc {metrics['val/accuracy']:.4f}  "
-                    f"lr {lr:.2e}  {time.perf_counter() - start:.2f}s{'  *' if improved else ''}")
+                    f"lr {lr:.2e}  {time.perf_counter() - start:.2f}s{'  *' if improved else ''}"
+                )
             if stopper.should_stop:
                 if is_main:
-                    log(f"early stop: {stopper.monitor} has not improved for {stopper.patience} epochs")
+                    log(
+                        f"early stop: {stopper.monitor} has not improved for {stopper.patience} epochs"
+                    )
                 break
-        if is_main:
+        if live is not None:
             live.summary["best/epoch"] = best["epoch"]
             for name in ("val/loss", "val/accuracy"):
                 live.summary[f"best/{name}"] = best["metrics"][name]
             live.make_summary()
             live.end()
+        if is_main:
             _save_checkpoint(checkpoint, best, cfg, classes, spec)
-            log(f"best epoch {best['epoch']}: val_acc {best['metrics']['val/accuracy']:.4f}  "
-                f"-> {checkpoint}")
+            log(
+                f"best epoch {best['epoch']}: val_acc {best['metrics']['val/accuracy']:.4f}  "
+                f"-> {checkpoint}"
+            )
     if world > 1:
         torch.distributed.destroy_process_group()
     return {"epoch": best["epoch"], **best["metrics"]}
@@ -239,8 +287,9 @@ def _open_live(directory: Path | None):
     return Live(str(directory), dvcyaml=None, save_dvc_exp=False, report=None, monitor_system=False)
 
 
-def _save_checkpoint(path: Path, best: dict[str, Any], cfg: DictConfig, classes: list[str],
-                     spec: dict[str, Any]) -> None:
+def _save_checkpoint(
+    path: Path, best: dict[str, Any], cfg: DictConfig, classes: list[str], spec: dict[str, Any]
+) -> None:
     payload = {
         "model_state": best["state"],
         "config": OmegaConf.to_container(cfg, resolve=True),
@@ -257,9 +306,12 @@ def load_checkpoint(path: Path = CHECKPOINT, device: str | torch.device = "cpu")
     """Rebuild the trained model (eval mode) and return it with the checkpoint payload."""
     payload = torch.load(path, map_location=device, weights_only=True)
     spec = payload["input"]
-    model = instantiate_model(OmegaConf.create(payload["config"]["model"]),
-                              in_channels=spec["channels"], num_classes=len(payload["classes"]),
-                              image_size=[spec["height"], spec["width"]])
+    model = instantiate_model(
+        OmegaConf.create(payload["config"]["model"]),
+        in_channels=spec["channels"],
+        num_classes=len(payload["classes"]),
+        image_size=[spec["height"], spec["width"]],
+    )
     model.load_state_dict(payload["model_state"])
     return model.to(device).eval(), payload
 

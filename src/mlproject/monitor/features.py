@@ -23,14 +23,17 @@ def image_features(pixels: np.ndarray) -> np.ndarray:
     flat = x.reshape(len(x), -1)
     gy = np.abs(np.diff(x, axis=2)).mean(axis=(1, 2, 3)) if x.shape[2] > 1 else 0.0
     gx = np.abs(np.diff(x, axis=3)).mean(axis=(1, 2, 3)) if x.shape[3] > 1 else 0.0
-    return np.stack([
-        flat.mean(axis=1),
-        flat.std(axis=1),
-        (flat < 0.1).mean(axis=1),
-        (flat > 0.9).mean(axis=1),
-        (np.asarray(gx) + np.asarray(gy)) / 2 * np.ones(len(x)),
-    ], axis=1)
+    return np.stack(
+        [
+            flat.mean(axis=1),
+            flat.std(axis=1),
+            (flat < 0.1).mean(axis=1),
+            (flat > 0.9).mean(axis=1),
+            (np.asarray(gx) + np.asarray(gy)) / 2 * np.ones(len(x)),
+        ],
+        axis=1,
+    )
 
 
 def features_dict(row: np.ndarray) -> dict[str, float]:
-    return {name: round(float(v), 6) for name, v in zip(FEATURES, row)}
+    return {name: round(float(v), 6) for name, v in zip(FEATURES, row, strict=True)}

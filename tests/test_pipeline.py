@@ -1,0 +1,174 @@
+"""The whole pipeline through DVC, in temporary git + DVC repositories, on the demo data."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import run
+
+pytestmark = pytest.mark.slow
+
+
+def _json(path: Path):
+    return json.loads(path.read_text())
+
+
+def _copy(repo: Path, dest: Path) -> Path:
+    shutil.copytree(repo, dest, symlinks=True)
+    return dest
+
+
+def test_pipeline_reaches_the_accuracy_target_and_declares_its_outputs(pipeline_repo):
+    metrics = _json(pipeline_repo / "reports/eval/metrics.json")
+    assert metrics["accuracy"] >= 0.97
+    assert metrics["f1_macro"] >= 0.97
+
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], pipeline_repo).stdout)
+    eval_metrics = shown[""]["data"]["reports/eval/metrics.json"]["data"]
+    assert set(eval_metrics) >= {"accuracy", "f1_macro"}
+    assert "val" in shown[""]["data"]["reports/train/metrics.json"]["data"]
+
+    plots = json.loads(run(["dvc", "plots", "show", "--json"], pipeline_repo).stdout)
+    assert {"Loss", "Accuracy", "Confusion matrix", "Per-class F1"} <= set(plots["data"])
+
+    artifacts = yaml.safe_load((pipeline_repo / "dvc.yaml").read_text())["artifacts"]
+    assert artifacts["classifier"] == {
+        **artifacts["classifier"],
+        "path": "models/model.onnx",
+        "type": "model",
+    }
+    card = _json(pipeline_repo / "models/model_card.json")
+    head = run(["git", "rev-parse", "HEAD"], pipeline_repo).stdout.strip()
+    assert card["lineage"]["git"] == {"commit": head, "dirty": False}
+    data_dvc = yaml.safe_load((pipeline_repo / "data.dvc").read_text())["outs"][0]
+    assert card["lineage"]["data"]["md5"] == data_dvc["md5"]
+    assert card["metrics"]["test"]["accuracy"] == metrics["accuracy"]
+    assert card["classes"] == [str(d) for d in range(10)]
+
+
+def test_second_run_does_no_work_and_says_so(pipeline_repo):
+    out = run(["dvc", "repro"], pipeline_repo).stdout
+    assert "Data and pipelines are up to date." in out
+    assert "Running stage" not in out
+    assert "up to date" in run(["dvc", "status"], pipeline_repo).stdout
+
+
+def test_forced_reruns_give_identical_metrics_and_weights(pipeline_repo, tmp_path):
+    again = _copy(pipeline_repo, tmp_path / "again")
+    run(["dvc", "repro", "--force"], again)
+    for rel in (
+        "reports/eval/metrics.json",
+        "reports/train/metrics.json",
+        "reports/eval/predictions.csv",
+        "reports/train/plots/metrics/val/loss.tsv",
+    ):
+        assert (again / rel).read_bytes() == (pipeline_repo / rel).read_bytes(), rel
+    a = torch.load(pipeline_repo / "outputs/model.pt", weights_only=True)["model_state"]
+    b = torch.load(again / "outputs/model.pt", weights_only=True)["model_state"]
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (
+        _json(again / "models/model_card.json")["sha256"]
+        == _json(pipeline_repo / "models/model_card.json")["sha256"]
+    )
+
+
+def test_experiment_swaps_the_model_group(pipeline_repo, tmp_path):
+    repo = _copy(pipeline_repo, tmp_path / "exp")
+    run("git add -A && git commit -qm baseline", repo)
+    run(["dvc", "exp", "run", "-S", "model=mlp", "-S", "train.epochs=8"], repo)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    assert params["model"]["_target_"] == "mlproject.models.MLP"
+    assert params["train"]["epochs"] == 8
+    card = _json(repo / "models/model_card.json")
+    assert card["model"]["target"] == "mlproject.models.MLP"
+    assert _json(repo / "reports/eval/metrics.json")["accuracy"] > 0.9
+    shown = run(["dvc", "exp", "show", "--json"], repo)
+    assert "mlproject.models.MLP" in shown.stdout
+
+
+def test_unknown_group_option_fails_the_experiment_naming_it(pipeline_repo, tmp_path):
+    repo = _copy(pipeline_repo, tmp_path / "bad-exp")
+    run("git add -A && git commit -qm baseline", repo)
+    result = run(["dvc", "exp", "run", "-S", "model=resnet"], repo, check=False)
+    assert result.returncode != 0
+    assert "model/resnet" in result.stdout + result.stderr
+
+
+def _break_png(repo: Path) -> str:
+    (repo / "data/3/0003.png").write_bytes(b"\x89PNG\r\n\x1a\ngarbage")
+    return "data/3/0003.png: cannot read image"
+
+
+def _empty_png(repo: Path) -> str:
+    (repo / "data/5/0005.png").write_bytes(b"")
+    return "data/5/0005.png: empty file"
+
+
+def _empty_class(repo: Path) -> str:
+    (repo / "data/ten").mkdir()
+    return "data/ten/: class folder is empty"
+
+
+def _stray_file(repo: Path) -> str:
+    (repo / "data/7/README.txt").write_text("notes")
+    return "data/7/README.txt: not an image file"
+
+
+def _missing_data(repo: Path) -> str:
+    shutil.rmtree(repo / "data")
+    return "missing data 'source': data"  # DVC's check of data.dvc comes before the stage
+
+
+def _unknown_key(repo: Path) -> str:
+    params = repo / "params.yaml"
+    params.write_text(params.read_text().replace("  batch_size:", "  batchsize: 64\n  batch_size:"))
+    return "train.batchsize"
+
+
+def _bad_choice(repo: Path) -> str:
+    params = repo / "params.yaml"
+    params.write_text(params.read_text().replace("resize: stretch", "resize: crop"))
+    return "data.resize"
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [_break_png, _empty_png, _empty_class, _stray_file, _missing_data, _unknown_key, _bad_choice],
+)
+def test_bad_input_fails_naming_it_and_leaves_no_outputs(project, damage):
+    expected = damage(project)
+    result = run(["dvc", "repro"], project, check=False)
+    assert result.returncode != 0
+    assert expected in result.stdout + result.stderr
+    assert not (project / "outputs").exists() or not any((project / "outputs").iterdir())
+    assert not (project / "models/model.onnx").exists()
+    leftovers = [p for p in project.rglob(".*.tmp")] + list(project.glob("outputs/.prepared*"))
+    assert leftovers == []
+
+
+def test_data_comes_from_a_reachable_remote_else_the_embedded_demo(project, tmp_path):
+    remote = tmp_path / "remote"
+    run(["dvc", "remote", "add", "-d", "store", str(remote)], project)
+    run(["dvc", "push", "data.dvc"], project)
+    shutil.rmtree(project / "data")
+    shutil.rmtree(project / ".dvc/cache")
+    out = run([sys.executable, "-m", "mlproject.data"], project).stdout
+    assert "pulled from the DVC remote" in out
+    assert "up to date" in run(["dvc", "status", "data.dvc"], project).stdout
+
+    shutil.rmtree(project / "data")
+    shutil.rmtree(project / ".dvc/cache")
+    shutil.rmtree(remote)  # configured but unreachable: fall back to the demo bytes
+    result = run([sys.executable, "-m", "mlproject.data"], project)
+    assert "embedded demo dataset" in result.stdout
+    assert "dvc pull failed" in result.stderr
+    assert "up to date" in run(["dvc", "status", "data.dvc"], project).stdout
+    assert "present" in run([sys.executable, "-m", "mlproject.data"], project).stdout
