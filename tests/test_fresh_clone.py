@@ -1,0 +1,37 @@
+"""The template tests itself as a new user would: clone, `make repro`, from nothing else."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from conftest import ROOT, run
+
+pytestmark = pytest.mark.slow
+
+
+def test_make_repro_in_a_fresh_clone_builds_everything_and_reruns_as_a_no_op(tmp_path):
+    clone = tmp_path / "clone"
+    run(["git", "clone", "--quiet", str(ROOT), str(clone)], tmp_path)
+    # A new user's shell: no virtual environment active, only the system Python on PATH.
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env["PATH"] = os.pathsep.join(
+        p for p in env.get("PATH", "").split(os.pathsep) if not p.startswith(str(ROOT))
+    )
+    env["DVC_NO_ANALYTICS"] = "1"
+
+    first = run(["make", "repro"], clone, env=env, timeout=900)
+    assert "creating .venv" in first.stdout
+    assert "Running stage 'export'" in first.stdout
+    assert "accuracy" in first.stdout  # the metrics table
+    metrics = json.loads((clone / "reports/eval/metrics.json").read_text())
+    assert metrics["accuracy"] >= 0.97
+    assert (clone / "models/model.onnx").stat().st_size > 0
+
+    second = run(["make", "repro"], clone, env=env)
+    assert "Data and pipelines are up to date." in second.stdout
+    assert "creating .venv" not in second.stdout and "installing" not in second.stdout
+    status = run(["git", "status", "--porcelain", "--", "data.dvc", "params.yaml"], clone)
+    assert status.stdout == ""
