@@ -91,6 +91,7 @@ gate: install ## Quality gate vs base (BASE=<rev>): floors and max regression fr
 lint-workflows: install ## Validate .github/ offline: workflow schema, zizmor (security), actionlint
 	check-jsonschema --builtin-schema vendor.github-workflows $(WORKFLOWS)
 	check-jsonschema --builtin-schema vendor.github-actions .github/actions/*/action.yml
+	check-jsonschema --builtin-schema vendor.dependabot .github/dependabot.yml
 	zizmor --offline --config .github/zizmor.yml --min-severity medium .github
 	actionlint -no-color $(WORKFLOWS)
 
@@ -134,6 +135,49 @@ ci-gpu-runner: ## CI: launch a cloud GPU runner with CML (--single, idle timeout
 ##@ Serving
 
 ##@ Monitoring, retraining and registry
+
+# monitor: LOGS=<folder with predictions.jsonl> or DATA=<image folder>; the report goes to MONITOR_OUT.
+LOGS ?=
+DATA ?=
+MONITOR_OUT ?= reports/monitor
+MONITOR_SOURCE = $(if $(LOGS),--logs "$(LOGS)",$(if $(DATA),--data "$(DATA)"))
+# registry: VERSION=v1.2.0 or BUMP=patch|minor|major; STAGE=prod; REV=<version or git revision>;
+# REPO=<git URL or path> to fetch from; MODEL_OUT=<folder>; PUSH=1 also pushes tags and the model.
+VERSION ?=
+BUMP ?= patch
+STAGE ?=
+REV ?=
+REPO ?= .
+MODEL_OUT ?= dist/model
+PUSH ?=
+
+.PHONY: monitor
+monitor: install ## Drift report vs the training profile: make monitor LOGS=<dir> | DATA=<dir>; exit 1 on drift
+	python -m mlproject.monitor.drift $(MONITOR_SOURCE) --out "$(MONITOR_OUT)"
+
+.PHONY: monitor-retrain
+monitor-retrain: install ## Like monitor; on drift also start the retraining workflow (gh, GH_TOKEN)
+	python -m mlproject.monitor.drift $(MONITOR_SOURCE) --out "$(MONITOR_OUT)" --trigger-retrain
+
+.PHONY: bench-monitor
+bench-monitor: install ## Benchmark: drift check over 10,000 logged records (target <= 5 s)
+	python benchmarks/monitor.py
+
+.PHONY: register
+register: install ## Register the committed model (tag name@vX.Y.Z): [VERSION=v1.2.0 | BUMP=minor] [PUSH=1]
+	python -m mlproject.registry register $(if $(VERSION),--version "$(VERSION)") --bump "$(BUMP)" $(if $(PUSH),--push)
+
+.PHONY: promote
+promote: install ## Assign a stage (tag name#stage#N): make promote STAGE=prod [VERSION=v1.2.0] [PUSH=1]
+	python -m mlproject.registry promote --stage "$(STAGE)" $(if $(VERSION),--version "$(VERSION)") $(if $(PUSH),--push)
+
+.PHONY: fetch-model
+fetch-model: install ## Download a registered model, card, profile: make fetch-model STAGE=prod | REV=v1.2.0 [REPO=url]
+	python -m mlproject.registry fetch $(if $(STAGE),--stage "$(STAGE)",--rev "$(REV)") --repo "$(REPO)" --out "$(MODEL_OUT)"
+
+.PHONY: registry
+registry: install ## Show the model versions and their stages (gto show)
+	python -m mlproject.registry show
 
 ##@ Housekeeping
 

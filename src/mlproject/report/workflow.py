@@ -18,9 +18,10 @@ import os
 import re
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import yaml
 
@@ -233,6 +234,7 @@ class StepResult:
     run: str | None
     skipped: bool
     returncode: int | None
+    seconds: float = 0.0
 
 
 def job_order(workflow: dict[str, Any]) -> list[str]:
@@ -250,6 +252,13 @@ def job_order(workflow: dict[str, Any]) -> list[str]:
     return done
 
 
+def input_defaults(workflow: dict[str, Any]) -> dict[str, Any]:
+    """Defaults of a reusable workflow's `workflow_call` inputs (YAML reads `on:` as True)."""
+    triggers = workflow.get("on", workflow.get(True)) or {}
+    call = triggers.get("workflow_call") if isinstance(triggers, dict) else None
+    return {name: spec.get("default") for name, spec in ((call or {}).get("inputs") or {}).items()}
+
+
 def run_workflow(
     path: str | Path,
     context: dict[str, Any],
@@ -257,13 +266,16 @@ def run_workflow(
     env: dict[str, str] | None = None,
     jobs: list[str] | None = None,
     echo: bool = True,
+    log: IO[str] | None = None,
 ) -> list[StepResult]:
     """Run the `run:` steps of the workflow's jobs (all, or those named) in order, in `cwd`.
 
     A failed step fails its job: later steps run only if their `if:` allows it (always(),
     failure()), as on GitHub. Returns every step's result; the caller checks return codes.
+    Steps' output goes to `log` when given, else to this process's stdout and stderr.
     """
     workflow = yaml.safe_load(Path(path).read_text())
+    context = {**context, "inputs": {**input_defaults(workflow), **(context.get("inputs") or {})}}
     base_env = dict(os.environ if env is None else env)
     results: list[StepResult] = []
     job_status: dict[str, str] = {}
@@ -293,14 +305,18 @@ def run_workflow(
             script = substitute(step["run"], {**step_ctx, "env": {**job_env, **step_env}})
             if echo:
                 print(f"::group::{job_name} / {name}\n{script}", flush=True)
+            start = time.perf_counter()
             proc = subprocess.run(
                 ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script],
                 cwd=workdir,
                 env={**base_env, **job_env, **step_env},
+                stdout=log,
+                stderr=subprocess.STDOUT if log else None,
             )
+            seconds = time.perf_counter() - start
             if echo:
-                print(f"::endgroup:: exit {proc.returncode}", flush=True)
-            results.append(StepResult(job_name, name, script, False, proc.returncode))
+                print(f"::endgroup:: exit {proc.returncode} in {seconds:.1f} s", flush=True)
+            results.append(StepResult(job_name, name, script, False, proc.returncode, seconds))
             if proc.returncode != 0 and not step.get("continue-on-error"):
                 status = "failure"
         job_status[job_name] = status

@@ -1,0 +1,189 @@
+"""PR-loop benchmark: the pull-request workflow's steps from a clean clone, and `make report`.
+
+    make bench-report                     # or: python benchmarks/report.py [--epochs 20]
+
+Makes a temporary git repository from this checkout (tracked and untracked files, as a clone
+would have them): `main` holds the project, branch `feature` one commit that changes
+`train.epochs`. Then, with the environment present (this venv), runs the `run:` steps of
+.github/workflows/pr-loop.yml in order, as GitHub would on a pull request, with `cml` replaced
+by a recorder, twice:
+  - cold: no DVC cache (a first run, or a cache miss): the whole pipeline is rebuilt;
+  - warm: the DVC cache of a run on `main` carried over (actions/cache): only the stages the
+    change touches rerun.
+Finally times `make report` on the feature branch with every output cached (median of 3).
+Prints each step's time and the totals next to the targets (steps <= 180 s, report <= 10 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from mlproject.report.workflow import run_workflow
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOW = ROOT / ".github" / "workflows" / "pr-loop.yml"
+TARGET_STEPS_S = 180.0
+TARGET_REPORT_S = 10.0
+BIN = Path(sys.executable).parent
+ENV = {
+    **os.environ,
+    "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    "DVC_NO_ANALYTICS": "1",
+    "GIT_AUTHOR_NAME": "bench",
+    "GIT_AUTHOR_EMAIL": "bench@example.com",
+    "GIT_COMMITTER_NAME": "bench",
+    "GIT_COMMITTER_EMAIL": "bench@example.com",
+}
+RECORDER = f"""#!{sys.executable}
+import sys
+print("recorded: cml " + " ".join(sys.argv[1:]))
+"""
+
+
+def sh(args: list[str], cwd: Path) -> str:
+    result = subprocess.run(args, cwd=cwd, env=ENV, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"{args} failed:\n{result.stdout}\n{result.stderr}")
+    return result.stdout.strip()
+
+
+def make_clone(dest: Path, epochs: int) -> Path:
+    """The project as a fresh clone would have it, plus a `feature` branch changing epochs."""
+    files = sh(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], ROOT)
+    dest.mkdir(parents=True)
+    for rel in filter(None, files.split("\0")):
+        if (ROOT / rel).is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, dest / rel)
+    sh(["git", "init", "-q", "-b", "main"], dest)
+    sh(["git", "add", "-A"], dest)
+    sh(["git", "commit", "-q", "-m", "project"], dest)
+    sh(["git", "checkout", "-q", "-b", "feature"], dest)
+    for rel in ("params.yaml", "conf/config.yaml"):
+        path = dest / rel
+        path.write_text(
+            path.read_text()
+            .replace("epochs: 40", f"epochs: {epochs}")
+            .replace("T_max: 40", f"T_max: {epochs}")
+        )
+    sh(["git", "commit", "-q", "-am", f"train.epochs: 40 -> {epochs}"], dest)
+    return dest
+
+
+def run_steps(repo: Path, tmp: Path) -> tuple[float, list[tuple[str, float, int]]]:
+    """Run the PR workflow's steps; (total seconds, [(step, seconds, exit code)])."""
+    bindir = tmp / "bin"
+    bindir.mkdir(exist_ok=True)
+    (bindir / "cml").write_text(RECORDER)
+    (bindir / "cml").chmod(0o755)
+    head = sh(["git", "rev-parse", "HEAD"], repo)
+    env = {
+        **ENV,
+        "PATH": f"{bindir}{os.pathsep}{ENV['PATH']}",
+        "GITHUB_BASE_REF": "main",
+        "GITHUB_REPOSITORY": "acme/mlproject",
+        "GITHUB_RUN_ID": "1",
+        "GITHUB_SERVER_URL": "https://github.com",
+        "GITHUB_STEP_SUMMARY": str(tmp / "summary.md"),
+    }
+    context = {
+        "github": {
+            "event_name": "pull_request",
+            "repository": "acme/mlproject",
+            "base_ref": "main",
+            "token": "x",
+            "event": {
+                "pull_request": {
+                    "number": 1,
+                    "head": {"sha": head, "repo": {"full_name": "acme/mlproject"}},
+                },
+                "repository": {"visibility": "private"},
+            },
+        }
+    }
+    start = time.perf_counter()
+    with open(tmp / f"{repo.name}-steps.log", "w") as log:
+        results = run_workflow(WORKFLOW, context, cwd=repo, env=env, echo=False, log=log)
+    total = time.perf_counter() - start
+    if any(r.returncode for r in results):
+        print((tmp / f"{repo.name}-steps.log").read_text()[-3000:])
+    return total, [
+        (f"{r.job}: {r.name}", r.seconds, r.returncode) for r in results if not r.skipped
+    ]
+
+
+def time_make_report(repo: Path, repeats: int = 3) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        sh(["make", "-o", "install", "report", f"VENV={BIN.parent}"], repo)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def print_steps(title: str, total: float, steps: list[tuple[str, float, int]]) -> None:
+    print(f"\n{title}")
+    for name, seconds, code in steps:
+        print(f"  {seconds:7.1f} s  exit {code}  {name}")
+    print(
+        f"  {total:7.1f} s  total   (target <= {TARGET_STEPS_S:.0f} s: "
+        f"{total / TARGET_STEPS_S:.2f} of it)"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--epochs", type=int, default=20, help="the head's train.epochs")
+    args = parser.parse_args()
+    print(f"machine: {os.cpu_count()} CPUs; python {sys.version.split()[0]}")
+    with tempfile.TemporaryDirectory(prefix="bench-report-") as tmp_name:
+        tmp = Path(tmp_name)
+        repo = make_clone(tmp / "cold", args.epochs)
+        sh([sys.executable, "-m", "mlproject.data"], repo)
+        cold_total, cold_steps = run_steps(repo, tmp)
+        print_steps(
+            f"PR workflow steps, clean clone, no DVC cache (train.epochs 40 -> "
+            f"{args.epochs}, the whole pipeline runs)",
+            cold_total,
+            cold_steps,
+        )
+
+        # Warm: a run on main filled the DVC cache, which actions/cache carries to the PR.
+        warm = make_clone(tmp / "warm", args.epochs)
+        sh([sys.executable, "-m", "mlproject.data"], warm)
+        sh(["git", "checkout", "-q", "main"], warm)
+        sh(["dvc", "repro"], warm)
+        sh(["git", "checkout", "-q", "-f", "feature"], warm)
+        warm_total, warm_steps = run_steps(warm, tmp)
+        print_steps(
+            "PR workflow steps, DVC cache of main carried over (actions/cache)",
+            warm_total,
+            warm_steps,
+        )
+
+        report_s = time_make_report(repo)
+        built = json.loads((repo / "reports/pr/report.json").read_text())
+        print(
+            f"\nmake report, outputs cached (median of 3): {report_s:.2f} s "
+            f"(target <= {TARGET_REPORT_S:.0f} s: {report_s / TARGET_REPORT_S:.2f} of it); "
+            f"{len(built['plots'])} plots, latency base/head "
+            f"{built['model']['latency_ms']['old']} / {built['model']['latency_ms']['new']} ms"
+        )
+    ok = cold_total <= TARGET_STEPS_S and report_s <= TARGET_REPORT_S
+    print("\nwithin targets" if ok else "\nOVER TARGET")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
