@@ -1,0 +1,217 @@
+"""Pipeline benchmark: `make bench` prints every figure next to its target, in one run.
+
+- training loop: the project's `train_one_epoch` against a bare forward/backward loop over the
+  same preloaded tensors (same model, batch size and order), time per epoch;
+- whole pipeline: `dvc repro --force` wall time on the demo data (environment present);
+- no-op `dvc repro` wall time;
+- ONNX Runtime against eager PyTorch, latency at batch 1 and 256;
+- fresh clone `make repro` including environment creation (skip with --no-clone).
+
+Runs in a temporary copy of the project; the checkout is not touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from conftest import ENV, make_project, run  # noqa: E402
+
+
+def timed(args, cwd, env=None) -> float:
+    start = time.perf_counter()
+    run(args, cwd, env=env, timeout=1200)
+    return time.perf_counter() - start
+
+
+def median_time(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def training_loop(repo: Path) -> tuple[float, float, float]:
+    """Seconds per epoch: project loop, project loop + validation, bare loop."""
+    import torch
+    import torch.nn.functional as F
+
+    from mlproject.config import instantiate_model, load_params
+    from mlproject.data import load_split
+    from mlproject.io import read_json
+    from mlproject.train import Normalizer, evaluate_split, train_one_epoch
+
+    torch.manual_seed(0)
+    cfg = load_params(repo / "params.yaml")
+    meta = read_json(repo / "outputs/prepared/meta.json")
+    spec = meta["input"]
+    x, y = (torch.from_numpy(a) for a in load_split(repo / "outputs/prepared", "train"))
+    xv, yv = (torch.from_numpy(a) for a in load_split(repo / "outputs/prepared", "val"))
+    device, bs = torch.device("cpu"), int(cfg.train.batch_size)
+
+    def fresh():
+        model = instantiate_model(
+            cfg.model,
+            in_channels=spec["channels"],
+            num_classes=10,
+            image_size=[spec["height"], spec["width"]],
+        )
+        return model, torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+    norm = Normalizer(spec["mean"], spec["std"])
+    scaler = torch.amp.GradScaler("cuda", enabled=False)
+    model, opt = fresh()
+    gen = torch.Generator().manual_seed(0)
+
+    def project_epoch():
+        train_one_epoch(model, norm, opt, scaler, x, y, bs, gen, device, False)
+
+    def project_epoch_with_val():
+        project_epoch()
+        evaluate_split(model, norm, xv, yv, bs, device, False)
+
+    bare_model, bare_opt = fresh()
+    xf = norm(x)  # the bare loop gets tensors already normalized: no per-batch work at all
+    bare_gen = torch.Generator().manual_seed(0)
+
+    def bare_epoch():
+        bare_model.train()
+        for idx in torch.randperm(len(y), generator=bare_gen).split(bs):
+            loss = F.cross_entropy(bare_model(xf[idx]), y[idx])
+            bare_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            bare_opt.step()
+
+    for fn in (project_epoch, bare_epoch):  # warm-up
+        fn()
+    # Interleave so that machine noise hits both alike.
+    proj, projv, bare = [], [], []
+    for _ in range(7):
+        bare.append(median_time(bare_epoch, 3))
+        proj.append(median_time(project_epoch, 3))
+        projv.append(median_time(project_epoch_with_val, 1))
+    return statistics.median(proj), statistics.median(projv), statistics.median(bare)
+
+
+def inference(repo: Path) -> dict[int, tuple[float, float]]:
+    """Median latency (s) of onnxruntime and eager PyTorch at batch 1 and 256."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from mlproject.train import load_checkpoint
+
+    model, _ = load_checkpoint(repo / "outputs/model.pt")
+    session = ort.InferenceSession(
+        str(repo / "models/model.onnx"), providers=["CPUExecutionProvider"]
+    )
+    out = {}
+    for batch in (1, 256):
+        x = np.random.default_rng(0).standard_normal((batch, 1, 8, 8)).astype(np.float32)
+        xt = torch.from_numpy(x)
+        repeat = 2000 if batch == 1 else 200
+
+        def ort_run(x=x):
+            session.run(None, {"input": x})
+
+        def torch_run(xt=xt):
+            with torch.inference_mode():
+                model(xt)
+
+        for fn in (ort_run, torch_run):
+            for _ in range(50):
+                fn()
+        ort_t = statistics.median(median_time(ort_run, repeat // 10) for _ in range(10))
+        torch_t = statistics.median(median_time(torch_run, repeat // 10) for _ in range(10))
+        out[batch] = (ort_t, torch_t)
+    return out
+
+
+def fresh_clone() -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        clone = Path(tmp) / "clone"
+        run(["git", "clone", "--quiet", str(ROOT), str(clone)], tmp)
+        env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+        env["PATH"] = os.pathsep.join(
+            p for p in env["PATH"].split(os.pathsep) if not p.startswith(str(ROOT))
+        )
+        return timed(["make", "repro"], clone, env=env)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--no-clone", action="store_true", help="skip the fresh-clone timing")
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = make_project(Path(tmp) / "repo")
+        run(["dvc", "repro"], repo)  # warm caches (imports, page cache) before timing
+        full = timed(["dvc", "repro", "--force"], repo)
+        noop = min(timed(["dvc", "repro"], repo) for _ in range(3))
+        acc = __import__("json").loads((repo / "reports/eval/metrics.json").read_text())["accuracy"]
+        proj, projv, bare = training_loop(repo)
+        infer = inference(repo)
+        shutil.rmtree(repo / ".dvc/cache", ignore_errors=True)
+
+    rows.append(("test accuracy (default config)", f"{acc:.4f}", ">= 0.97", "", acc >= 0.97))
+    rows.append(("dvc repro --force (whole pipeline)", f"{full:.1f} s", "<= 60 s", "", full <= 60))
+    rows.append(("dvc repro, nothing changed", f"{noop:.2f} s", "<= 2 s", "", noop <= 2))
+    rows.append(("bare loop, s/epoch", f"{bare * 1000:.1f} ms", "", "1.00x", True))
+    rows.append(
+        (
+            "project loop, s/epoch",
+            f"{proj * 1000:.1f} ms",
+            "<= 1.15x bare",
+            f"{proj / bare:.2f}x",
+            proj / bare <= 1.15,
+        )
+    )
+    rows.append(
+        (
+            "project loop + validation, s/epoch",
+            f"{projv * 1000:.1f} ms",
+            "(info)",
+            f"{projv / bare:.2f}x",
+            True,
+        )
+    )
+    for batch, (ort_t, torch_t) in infer.items():
+        speedup = torch_t / ort_t
+        target = ">= 3x faster" if batch == 1 else "(info)"
+        rows.append(
+            (
+                f"batch {batch}: onnxruntime / eager torch",
+                f"{ort_t * 1e6:.0f} us / {torch_t * 1e6:.0f} us",
+                target,
+                f"{speedup:.1f}x",
+                speedup >= 3 if batch == 1 else True,
+            )
+        )
+    if not args.no_clone:
+        clone = fresh_clone()
+        rows.append(
+            ("fresh clone: make repro (with venv)", f"{clone:.0f} s", "<= 240 s", "", clone <= 240)
+        )
+
+    width = max(len(r[0]) for r in rows)
+    print(f"\n{'figure':<{width}}  {'measured':>22}  {'target':>14}  {'ratio':>6}  ok")
+    for name, value, target, ratio, ok in rows:
+        print(f"{name:<{width}}  {value:>22}  {target:>14}  {ratio:>6}  {'yes' if ok else 'NO'}")
+    print(f"\nmachine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+    return 0 if all(r[4] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    ENV.setdefault("DVC_NO_ANALYTICS", "1")
+    raise SystemExit(main())
