@@ -35,7 +35,11 @@ def head_info(cwd: str | Path = ".", env: dict[str, str] | None = None) -> dict[
     env = os.environ if env is None else env
     # On a pull_request event HEAD is GitHub's merge commit; the PR's own head is more useful.
     sha = env.get("PR_HEAD_SHA") or git("rev-parse", "HEAD", cwd=cwd)
-    dirty = bool(git("status", "--porcelain", "--untracked-files=no", cwd=cwd, check=False))
+    # In CI the workspace differs from the commit because the run reproduced the outputs; that
+    # is the point, not uncommitted work.
+    dirty = not env.get("GITHUB_ACTIONS") and bool(
+        git("status", "--porcelain", "--untracked-files=no", cwd=cwd, check=False)
+    )
     return {"rev": sha, "short": sha[:7], "dirty": dirty}
 
 

@@ -41,6 +41,12 @@ def git_show(rev: str, path: str, cwd: str | Path = ".") -> str | None:
     return result.stdout if result.returncode == 0 else None
 
 
+def git_show_bytes(rev: str, path: str, cwd: str | Path = ".") -> bytes | None:
+    """The bytes of `path` at `rev` (an image), or None when it does not exist there."""
+    result = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=cwd, capture_output=True)
+    return result.stdout if result.returncode == 0 else None
+
+
 def _rev_exists(rev: str, cwd: str | Path) -> bool:
     result = subprocess.run(
         ["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],

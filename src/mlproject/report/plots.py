@@ -2,8 +2,8 @@
 
 `linear`-style plots become line charts of each `y` file's field against `x`; `bar_horizontal*`
 bars of the `x` value per `y` category; the `confusion` template a confusion matrix counted from
-the `x` (actual) and `y` (predicted) columns.
-Base data is read with `git show <base>:<file>` (plot data is git-tracked); a file missing at the
+the `x` (actual) and `y` (predicted) columns; an image declared as a plot
+(`- reports/explain/attributions.png`) is shown as it is. Base data is read with `git show <base>:<file>` (plot data is git-tracked); a file missing at the
 base leaves that panel marked "not at base".
 """
 
@@ -18,9 +18,10 @@ from typing import Any
 
 import yaml
 
-from .diff import git_show
+from .diff import git_show, git_show_bytes
 
 Reader = Callable[[str], "str | None"]
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".svg", ".gif")
 
 
 def declared_plots(cwd: str | Path = ".") -> list[dict[str, Any]]:
@@ -29,9 +30,21 @@ def declared_plots(cwd: str | Path = ".") -> list[dict[str, Any]]:
     doc = yaml.safe_load(path.read_text()) if path.is_file() else {}
     out = []
     for entry in (doc or {}).get("plots") or []:
+        if isinstance(entry, str):
+            entry = {entry: None}
         if not isinstance(entry, dict):
-            continue  # a bare file path: DVC's own defaults, nothing to draw from here
+            continue
         for title, spec in entry.items():
+            if Path(str(title)).suffix.lower() in IMAGE_SUFFIXES:
+                # An image plot (a PNG a stage wrote): shown as it is, base | head.
+                out.append(
+                    {
+                        "title": Path(str(title)).stem.replace("_", " "),
+                        "template": "image",
+                        "file": str(title),
+                    }
+                )
+                continue
             spec = spec or {}
             y = spec.get("y")
             if not isinstance(y, dict):
@@ -108,6 +121,46 @@ def _bars(plot: dict[str, Any], read: Reader) -> tuple[list[str], list[float]] |
         return [str(r[fields[0]]) for r in rows], [float(r[plot["x"]]) for r in rows]
     except (KeyError, ValueError):
         return None
+
+
+def _image_panel(ax, data: bytes | None, missing: str) -> None:
+    import io as _io
+
+    import matplotlib.image as mpimg
+
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if data is None:
+        ax.text(0.5, 0.5, missing, ha="center", va="center", transform=ax.transAxes, color="gray")
+        return
+    ax.imshow(mpimg.imread(_io.BytesIO(data), format="png"))
+
+
+def render_image_plot(
+    plot: dict[str, Any], base: str, cwd: Path, names: dict[str, str], out: Path
+) -> bool:
+    """An image a stage wrote, base | head, in one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    head_path = cwd / plot["file"]
+    sides = {
+        "old": git_show_bytes(base, plot["file"], cwd),
+        "new": head_path.read_bytes() if head_path.is_file() else None,
+    }
+    if not any(sides.values()):
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), constrained_layout=True)
+    for ax, side in zip(axes, ("old", "new"), strict=True):
+        ax.set_title(f"{'base' if side == 'old' else 'head'} {names[side]}", fontsize=10)
+        _image_panel(ax, sides[side], "not at base" if side == "old" else "missing")
+    fig.suptitle(plot["title"], fontsize=11)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return True
 
 
 def slug(title: str) -> str:
@@ -206,6 +259,12 @@ def render_plots(
     images = []
     for plot in declared_plots(cwd):
         rel = f"plots/{slug(plot['title'])}.png"
-        if render_plot(plot, readers, names, out_dir / rel):
+        if plot["template"] == "image":
+            drawn = plot["file"].lower().endswith(".png") and render_image_plot(
+                plot, base, cwd, names, out_dir / rel
+            )
+        else:
+            drawn = render_plot(plot, readers, names, out_dir / rel)
+        if drawn:
             images.append({"title": plot["title"], "image": rel})
     return images

@@ -194,11 +194,16 @@ def render(report: dict[str, Any], images: str = "inline") -> str:
         raise ValueError(f"images must be one of {IMAGE_MODES}, got {images!r}")
     base, head, ci = report["base"], report["head"], report.get("ci") or {}
     gate = report.get("gate") or {"checks": []}
-    head_ref = f"`{head['short']}`" + (" + uncommitted changes" if head.get("dirty") else "")
+
+    def commit(info: dict[str, Any]) -> str:
+        short = f"`{info['short']}`"
+        return f"[{short}]({ci['repo_url']}/commit/{info['rev']})" if ci.get("repo_url") else short
+
+    head_ref = commit(head) + (" + uncommitted changes" if head.get("dirty") else "")
     origin = f" · [CI run]({ci['run_url']})" if ci.get("run_url") else ""
     parts = [
         verdict_line(gate),
-        f"**Head** {head_ref} vs **base** `{base.get('label', '')}` (`{base['short']}`){origin}",
+        f"**Head** {head_ref} vs **base** `{base.get('label', '')}` ({commit(base)}){origin}",
     ]
     if report.get("gate_params_changed"):
         parts.append("⚠️ This change edits the gate's own thresholds (`gate.*` params below).")
