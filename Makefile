@@ -134,6 +134,33 @@ ci-gpu-runner: ## CI: launch a cloud GPU runner with CML (--single, idle timeout
 
 ##@ Serving
 
+MODEL ?= models/model.onnx
+CARD ?= models/model_card.json
+HOST ?= 127.0.0.1
+PORT ?= 8000
+IMAGE ?= mlproject-serve:latest
+
+.PHONY: serve
+serve: install ## Serve the ONNX model: Open Inference Protocol + /predict (HOST, PORT, MODEL, CARD)
+	python -m mlproject.serve --model $(MODEL) --card $(CARD) --host $(HOST) --port $(PORT)
+
+.PHONY: bench-serve
+bench-serve: install ## Benchmark serving: req/s, p50/p99 vs the bare stack and eager PyTorch (wrk)
+	python benchmarks/serve.py $(ARGS)
+
+.PHONY: docker-build
+docker-build: ## Build the serving image (IMAGE); without a Docker engine, print the command
+	@if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then \
+	  echo "docker build -t $(IMAGE) ."; docker build -t $(IMAGE) .; \
+	else \
+	  echo "No Docker engine here. Build the image where one runs:"; \
+	  echo "  docker build -t $(IMAGE) ."; \
+	fi
+
+.PHONY: lint-docker
+lint-docker: install ## Lint the Dockerfile (hadolint)
+	hadolint Dockerfile
+
 ##@ Monitoring, retraining and registry
 
 # monitor: LOGS=<folder with predictions.jsonl> or DATA=<image folder>; the report goes to MONITOR_OUT.

@@ -1,0 +1,219 @@
+"""The app factory: model, routes, limits, metrics and the prediction log, wired together.
+
+`create_app(Settings)` loads the model (failing early with a message naming the file) and
+returns an ASGI app; `python -m mlproject.serve` runs it with uvicorn.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnxruntime as ort
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from .. import __version__
+from . import friendly, protocol
+from .batching import Batcher
+from .errors import RequestError, error_response
+from .metrics import Metrics, MetricsMiddleware
+from .model import Model, load_model
+from .predlog import PredictionLog
+from .settings import Settings
+
+
+@dataclass
+class Server:
+    """Everything a request handler needs, reachable as `request.app.state.server`."""
+
+    settings: Settings
+    model: Model
+    metrics: Metrics
+    card_json: bytes
+    predlog: PredictionLog | None = None
+    ready: bool = False
+    batcher: Batcher | None = None
+    _logits_index: int = field(default=0)
+
+    async def infer(self, api: str, x: np.ndarray, pixels: np.ndarray | None = None):
+        """The model's outputs for the float32 batch x, observed in metrics and the prediction
+        log (with the uint8 pixels when the caller has them, else x is un-normalized there)."""
+        mode = self.settings.inference
+        if mode == "batch":
+            results = await self.batcher.run(x)
+        elif mode == "inline":
+            results = self._timed_run(x)
+        else:
+            results = await run_in_threadpool(self._timed_run, x)
+        # argmax of logits equals argmax of probabilities: no softmax on the hot path.
+        predicted = results[self._logits_index].argmax(axis=1)
+        self.metrics.observe_items(api, predicted, self.model.classes)
+        if self.predlog is not None:
+            if pixels is None:
+                self.predlog.submit(api, x, True, results)
+            else:
+                self.predlog.submit(api, pixels, False, results)
+        return results
+
+    def _timed_run(self, x: np.ndarray) -> list[np.ndarray]:
+        start = time.perf_counter()
+        results = self.model.run(x)
+        self.metrics.observe_run(time.perf_counter() - start, len(x))
+        return results
+
+
+class BodyLimitMiddleware:
+    """413 for a body over MAX_BODY_BYTES: at once from Content-Length, or as it streams in."""
+
+    def __init__(self, app, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        message = (
+            f"request body: over the limit of {self.limit} bytes (MAX_BODY_BYTES); "
+            "send fewer or smaller items per request"
+        )
+        for key, value in scope["headers"]:
+            if key == b"content-length":
+                if not value.isdigit() or int(value) > self.limit:
+                    return await error_response(413, message)(scope, receive, send)
+                break
+        seen = 0
+
+        async def limited_receive():
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.limit:
+                    raise RequestError(413, message)
+            return msg
+
+        await self.app(scope, limited_receive, send)
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ()))
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def _fastapi_options() -> dict:
+    # Recent FastAPI emits OpenTelemetry natively and checks for providers on every request;
+    # this server reports through Prometheus, so that check is pure overhead (OTEL=1 keeps it).
+    if os.environ.get("OTEL") != "1" and "telemetry" in inspect.signature(FastAPI).parameters:
+        return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    return {}
+
+
+def create_app(settings: Settings | None = None, model: Model | None = None) -> FastAPI:
+    settings = settings or Settings.from_env()
+    model = model or load_model(settings.model, settings.card, settings.threads)
+    metrics = Metrics(
+        model.name,
+        model.version,
+        model.card["sha256"],
+        f"onnxruntime {ort.__version__}",
+        settings.threads,
+    )
+    server = Server(
+        settings=settings,
+        model=model,
+        metrics=metrics,
+        card_json=json.dumps(model.card).encode(),
+        _logits_index=model.output_index.get(model.card["output"]["name"], 0),
+    )
+    server.batcher = Batcher(model, settings.max_batch, on_run=metrics.observe_run)
+    if settings.prediction_log is not None:
+        server.predlog = PredictionLog(
+            settings.prediction_log,
+            model.name,
+            model.card["sha256"],
+            model.spec.mean,
+            model.spec.std,
+            model.probabilities,
+            model.classes,
+            settings.prediction_log_max_bytes,
+            settings.prediction_log_files,
+            on_written=metrics.predlog_records.inc,
+            on_dropped=metrics.predlog_dropped.inc,
+        )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if server.predlog is not None:
+            server.predlog.start()
+        server.ready = True
+        yield
+        server.ready = False
+        if server.predlog is not None:
+            server.predlog.close()  # after uvicorn finished the in-flight requests
+
+    app = FastAPI(
+        **_fastapi_options(),
+        title=f"{model.name} inference server",
+        version=__version__,
+        lifespan=lifespan,
+        description="Open Inference Protocol (KServe V2 / Triton) and a friendly image API "
+        f"for the ONNX model `{model.name}` (sha256 {model.card['sha256'][:12]}).",
+    )
+    app.state.server = server
+    protocol.add_routes(app)
+    friendly.add_routes(app)
+
+    @app.get(
+        "/metrics",
+        tags=["Operations"],
+        summary="Prometheus metrics",
+        responses={
+            200: {
+                "description": "Prometheus text format",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }
+        },
+    )
+    async def prometheus_metrics() -> Response:
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
+
+    if settings.bench_endpoint:
+        constant = json.dumps({"model_name": model.name, "outputs": []}).encode()
+
+        @app.post("/bench/constant", include_in_schema=False)
+        async def bench_constant(request: Request) -> Response:
+            # The stack's ceiling: same middleware and body read as /infer, no model, no parse.
+            await request.body()
+            return Response(constant, media_type="application/json")
+
+    @app.exception_handler(RequestError)
+    async def request_error(request: Request, exc: RequestError) -> Response:
+        return error_response(exc.status, exc.message)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+        return error_response(
+            exc.status_code, f"{request.url.path}: {detail}", headers=getattr(exc, "headers", None)
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        return error_response(422, _validation_message(exc))
+
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: sees every status
+    return app

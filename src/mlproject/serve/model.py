@@ -1,0 +1,188 @@
+"""The served model: one onnxruntime session per process, described by the export stage's card.
+
+Loading checks that the ONNX file is the one the card describes (sha256), reads input and output
+names, datatypes and shapes from the session itself, and runs a warm-up so the first request
+does not pay for memory-arena growth.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from ..preprocess import InputSpec
+
+# ONNX element type strings (as onnxruntime reports them) -> Open Inference Protocol datatypes.
+ORT_TO_V2 = {
+    "tensor(float)": "FP32",
+    "tensor(double)": "FP64",
+    "tensor(float16)": "FP16",
+    "tensor(int64)": "INT64",
+    "tensor(int32)": "INT32",
+    "tensor(int16)": "INT16",
+    "tensor(int8)": "INT8",
+    "tensor(uint8)": "UINT8",
+    "tensor(uint16)": "UINT16",
+    "tensor(bool)": "BOOL",
+}
+V2_TO_NUMPY = {
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
+    "FP16": np.dtype("<f2"),
+    "INT64": np.dtype("<i8"),
+    "INT32": np.dtype("<i4"),
+    "INT16": np.dtype("<i2"),
+    "INT8": np.dtype("i1"),
+    "UINT8": np.dtype("u1"),
+    "UINT16": np.dtype("<u2"),
+    "BOOL": np.dtype("?"),
+}
+PROBS_NAME = "probabilities"
+
+
+class ModelLoadError(RuntimeError):
+    """The model or its card cannot be served; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    datatype: str
+    shape: list[int]  # -1 marks a dynamic dimension (the batch)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": self.datatype, "shape": self.shape}
+
+
+@dataclass
+class Model:
+    card: dict[str, Any]
+    session: ort.InferenceSession
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    spec: InputSpec
+    threads: int
+    load_seconds: float = 0.0
+    output_index: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.card["name"]
+
+    @property
+    def version(self) -> str:
+        # The card has no version counter; the content hash identifies the model exactly.
+        return self.card["sha256"][:12]
+
+    @property
+    def classes(self) -> list[str]:
+        return self.card["classes"]
+
+    @property
+    def input(self) -> TensorSpec:
+        return self.inputs[0]
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        """All outputs for a float32 batch [N, C, H, W], in `self.outputs` order."""
+        return self.session.run(None, {self.input.name: x})
+
+    def probabilities(self, outputs: list[np.ndarray]) -> np.ndarray:
+        """Class probabilities from run()'s outputs: the graph's own softmax if it has one."""
+        if PROBS_NAME in self.output_index:
+            return outputs[self.output_index[PROBS_NAME]]
+        logits = outputs[self.output_index.get(self.card["output"]["name"], 0)]
+        z = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return z / z.sum(axis=1, keepdims=True)
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "versions": [self.version],
+            "platform": "onnxruntime_onnx",
+            "inputs": [t.to_json() for t in self.inputs],
+            "outputs": [t.to_json() for t in self.outputs],
+        }
+
+
+def _tensor_spec(node) -> TensorSpec:
+    shape = [d if isinstance(d, int) and d >= 0 else -1 for d in node.shape]
+    return TensorSpec(node.name, ORT_TO_V2.get(node.type, node.type), shape)
+
+
+def session_options(threads: int) -> ort.SessionOptions:
+    opts = ort.SessionOptions()
+    # One request runs at a time per event loop; more intra-op threads only add hand-offs for
+    # small batches, and spinning threads would steal the CPU the event loop needs.
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.log_severity_level = 3
+    return opts
+
+
+def load_model(
+    model_path: Path, card_path: Path, threads: int = 1, warmup_batches: tuple[int, ...] = (1, 8)
+) -> Model:
+    start = time.perf_counter()
+    try:
+        card = json.loads(Path(card_path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelLoadError(
+            f"{card_path}: model card not found; run `make repro` "
+            "(the export stage writes it) or set MODEL_CARD"
+        ) from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"{card_path}: cannot read the model card ({exc})") from None
+    for key in ("name", "sha256", "classes", "input", "output"):
+        if key not in card:
+            raise ModelLoadError(f"{card_path}: model card has no '{key}'")
+    try:
+        blob = Path(model_path).read_bytes()
+    except OSError as exc:
+        raise ModelLoadError(
+            f"{model_path}: cannot read the ONNX model ({exc.strerror}); "
+            "run `make repro` or `dvc pull`, or set MODEL_PATH"
+        ) from None
+    digest = hashlib.sha256(blob).hexdigest()
+    if digest != card["sha256"]:
+        raise ModelLoadError(
+            f"{model_path}: sha256 {digest[:12]} does not match the card "
+            f"{card_path} ({card['sha256'][:12]}); serve the pair that "
+            "the export stage wrote together"
+        )
+    try:
+        session = ort.InferenceSession(
+            blob, sess_options=session_options(threads), providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+        raise ModelLoadError(f"{model_path}: onnxruntime cannot load it ({exc})") from None
+    inputs = [_tensor_spec(n) for n in session.get_inputs()]
+    outputs = [_tensor_spec(n) for n in session.get_outputs()]
+    if len(inputs) != 1 or inputs[0].datatype != "FP32" or len(inputs[0].shape) != 4:
+        raise ModelLoadError(
+            f"{model_path}: expected one FP32 input [N, C, H, W], got "
+            f"{[t.to_json() for t in inputs]}"
+        )
+    model = Model(
+        card=card,
+        session=session,
+        inputs=inputs,
+        outputs=outputs,
+        spec=InputSpec.from_card(card),
+        threads=threads,
+        output_index={t.name: i for i, t in enumerate(outputs)},
+    )
+    spec = model.spec
+    for n in warmup_batches:
+        model.run(np.zeros([n, spec.channels, spec.height, spec.width], dtype=np.float32))
+    model.load_seconds = time.perf_counter() - start
+    return model

