@@ -94,6 +94,19 @@ def test_experiment_swaps_the_model_group(pipeline_repo, tmp_path):
     assert "mlproject.models.MLP" in shown.stdout
 
 
+def test_torchrun_trains_with_ddp_on_cpu(pipeline_repo, tmp_path):
+    repo = _copy(pipeline_repo, tmp_path / "ddp")
+    params = repo / "params.yaml"
+    params.write_text(params.read_text().replace("epochs: 40", "epochs: 2"))
+    (repo / "outputs/model.pt").unlink()
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    out = run([*torchrun, "-m", "mlproject.train"], repo).stdout
+    assert "(2 processes)" in out
+    assert out.count("epoch   1/2") == 1  # only rank 0 reports
+    payload = torch.load(repo / "outputs/model.pt", weights_only=True)
+    assert payload["config"]["train"]["epochs"] == 2
+
+
 def test_unknown_group_option_fails_the_experiment_naming_it(pipeline_repo, tmp_path):
     repo = _copy(pipeline_repo, tmp_path / "bad-exp")
     run("git add -A && git commit -qm baseline", repo)

@@ -141,7 +141,12 @@ def train_one_epoch(
         total_loss += loss.detach() * len(idx)
         correct += (logits.argmax(1) == targets).sum()
         seen += len(idx)
-    return {"loss": total_loss.item() / seen, "accuracy": correct.item() / seen}
+    totals = torch.stack(
+        [total_loss, correct.to(total_loss.dtype), torch.tensor(float(seen), device=device)]
+    )
+    if world > 1:  # every rank saw its own shard: sum them so each reports the global epoch
+        torch.distributed.all_reduce(totals)
+    return {"loss": (totals[0] / totals[2]).item(), "accuracy": (totals[1] / totals[2]).item()}
 
 
 @torch.no_grad()
