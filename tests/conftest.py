@@ -79,3 +79,19 @@ def pipeline_repo(tmp_path_factory) -> Path:
 def project(tmp_path) -> Path:
     """A fresh project with the demo data present and nothing run yet (yours to modify)."""
     return make_project(tmp_path / "repo")
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests run only where CUDA is present; elsewhere they are skipped, saying why."""
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:
+        has_cuda = False
+    if has_cuda:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (none found)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
