@@ -206,6 +206,54 @@ fetch-model: install ## Download a registered model, card, profile: make fetch-m
 registry: install ## Show the model versions and their stages (gto show)
 	python -m mlproject.registry show
 
+.PHONY: retrain-local
+retrain-local: install ## Run the retraining workflow's steps here, in order (cml/gh must be on PATH)
+	python -m mlproject.report.workflow .github/workflows/retrain.yml
+
+# Steps of .github/workflows/retrain.yml (the composite action has run `make install` already).
+.PHONY: retrain-data retrain-repro retrain-report retrain-pr
+retrain-data: ## CI: the newest data version (dvc update for an imported dataset, else data.dvc's)
+	python -m mlproject.retrain data
+
+retrain-repro: ## CI: retrain: the whole pipeline on that data (dvc repro)
+	dvc repro
+
+retrain-report: ## CI: the report against the production model (#prod tag's commit, else main)
+	python -m mlproject.retrain report
+
+retrain-pr: ## CI: if the gate passed, dvc push and open or update the pull request (cml pr create)
+	python -m mlproject.retrain pr
+
+# Steps of .github/workflows/release.yml; TAG is the registry tag (classifier@v1.2.0, classifier#prod#3).
+TAG ?=
+# IMAGE: the serving image's name (default ghcr.io/<owner>/<repo>, lower-case).
+IMAGE ?=
+export TAG IMAGE
+.PHONY: release-info release-assets release-publish release-image release-smoke release-push release-pull release-deploy
+release-info: ## CI: what TAG releases (version, commit, stage; deploy or not) -> $GITHUB_OUTPUT
+	python -m mlproject.release info
+
+release-assets: ## CI: model, card, profile, notes, SHA256SUMS of TAG -> dist/release (fetch, else rebuild)
+	python -m mlproject.release assets
+
+release-publish: ## CI: create or update the GitHub release of TAG's version with the assets (gh)
+	python -m mlproject.release publish
+
+release-image: ## CI: docker build the serving image with the released model
+	python -m mlproject.release image
+
+release-smoke: ## CI: run the image; check health, one OIP inference and one /predict
+	python -m mlproject.release smoke
+
+release-push: ## CI: push the image to the GitHub container registry
+	python -m mlproject.release push
+
+release-pull: ## CI: docker pull the image of TAG's version (the deploy job)
+	python -m mlproject.release pull
+
+release-deploy: ## CI: on promotion to prod, move the image's :prod tag (and call DEPLOY_WEBHOOK_URL)
+	python -m mlproject.release deploy
+
 ##@ Housekeeping
 
 .PHONY: lock

@@ -1,0 +1,221 @@
+"""The scheduled retraining workflow's steps (.github/workflows/retrain.yml), runnable here.
+
+    python -m mlproject.retrain data     the newest data version (dvc update for an imported
+                                         dataset, else the version data.dvc records)
+    python -m mlproject.retrain report   the PR report against the model in production: BASE is
+                                         the commit of the current `#prod` tag, else main
+    python -m mlproject.retrain pr       if the quality gate passed: push the outputs to the DVC
+                                         remote and open (or update) a pull request with CML
+
+Between `report` and `pr` the workflow runs the quality gate (`make ci-pr-gate`); a retrained
+model worse than production fails it, so no pull request is opened. `pr` checks the verdict again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import registry
+from .io import atomic_write_text
+
+REPORT_JSON = Path("reports/pr/report.json")
+OUT_DIR = Path("reports/retrain")
+# What a retraining pull request commits: the data version, the lock, and the git-tracked outputs.
+PR_PATHS = ("data.dvc", "dvc.lock", "models", "reports/train", "reports/eval", "reports/explain")
+WATERMARK = "mlproject-retrain-report"
+# GitHub refuses pull-request bodies above 65,536 characters.
+MAX_BODY = 60_000
+
+
+class RetrainError(RuntimeError):
+    """A retraining step cannot go on; the message says why."""
+
+
+def _run(args: list[str], check: bool = True) -> subprocess.CompletedProcess:
+    print("+ " + " ".join(args), flush=True)
+    proc = subprocess.run(args, capture_output=True, text=True)
+    sys.stdout.write(proc.stdout)
+    sys.stderr.write(proc.stderr)
+    if check and proc.returncode != 0:
+        raise RetrainError(f"`{' '.join(args[:3])} ...` exited {proc.returncode}")
+    return proc
+
+
+def _dvc(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return _run([sys.executable, "-m", "dvc", *args], check=check)
+
+
+def data_version(dvc_file: str = "data.dvc") -> str | None:
+    outs = (yaml.safe_load(Path(dvc_file).read_text()) or {}).get("outs") or [{}]
+    return outs[0].get("md5")
+
+
+def newest_data(dvc_file: str = "data.dvc") -> dict[str, Any]:
+    """Bring data/ to the newest version: `dvc update` follows an imported dataset's source
+    repository; a dataset tracked here is at the version data.dvc records on this branch."""
+    before = data_version(dvc_file)
+    deps = (yaml.safe_load(Path(dvc_file).read_text()) or {}).get("deps") or []
+    if any(dep.get("repo") for dep in deps):
+        _dvc("update", dvc_file)
+    else:
+        from .data import ensure_data
+
+        print(f"data: {ensure_data(dvc_file=dvc_file)}")
+    after = data_version(dvc_file)
+    print(f"data version: {before} -> {after}" if before != after else f"data version: {after}")
+    return {"before": before, "after": after, "changed": before != after}
+
+
+def build_report() -> dict[str, Any]:
+    """The PR report of the workspace against the production model's commit."""
+    name, _ = registry.artifact()
+    base = registry.base_revision(name)
+    try:
+        prod = registry.resolve(name, stage="prod")
+    except registry.RegistryError:
+        prod = None
+    label = f"{prod['tag']} (prod)" if prod else "the default branch (no prod model yet)"
+    print(f"retrain: comparing with {label} at {base[:8]}")
+    _run([sys.executable, "-m", "mlproject.report", "build", "--base", base])
+    atomic_write_text(OUT_DIR / "base.json", json.dumps({"commit": base, "prod": prod}) + "\n")
+    return {"base": base, "prod": prod}
+
+
+def changed_paths() -> list[str]:
+    out = _run(["git", "status", "--porcelain", "--untracked-files=all", "--", *PR_PATHS]).stdout
+    return sorted({line[3:].split(" -> ")[-1] for line in out.splitlines() if line.strip()})
+
+
+def branch_name(report: dict[str, Any]) -> str:
+    """One branch per (trigger commit, data version, outputs): a rerun finds its PR again."""
+    lock = Path("dvc.lock").read_bytes() if Path("dvc.lock").exists() else b""
+    digest = hashlib.sha256(lock).hexdigest()[:8]
+    return f"retrain/{report['head']['short']}-{digest}"
+
+
+def pr_body(report: dict[str, Any], base: dict[str, Any], reason: str) -> str:
+    from .report.render import render
+
+    prod = base.get("prod")
+    lines = [
+        "## Retrained model",
+        "",
+        f"- Trigger: {reason}",
+        f"- Compared with: `{prod['tag']}` in production (commit `{prod['commit'][:8]}`)"
+        if prod
+        else "- Compared with: the default branch (no model in production yet)",
+        f"- Data version: `{(report.get('data') or {}).get('new')}`",
+        "",
+        "The quality gate passed: the retrained model is at least as good as the one in "
+        "production. Merge, then `make register` and `make promote STAGE=prod` to deploy it.",
+        "",
+        "---",
+        "",
+    ]
+    body = "\n".join(lines) + render(report, images="none")
+    return body if len(body) <= MAX_BODY else body[:MAX_BODY] + "\n\n(report truncated)\n"
+
+
+def branch_exists(branch: str) -> bool:
+    proc = subprocess.run(
+        ["git", "ls-remote", "--exit-code", "origin", f"refs/heads/{branch}"],
+        capture_output=True,
+        text=True,
+    )
+    return proc.returncode == 0
+
+
+def open_pr(reason: str) -> str | None:
+    """Open or update the retraining PR; returns its URL, or None when there is nothing to do."""
+    if not REPORT_JSON.is_file():
+        raise RetrainError(f"{REPORT_JSON}: no report; run `make retrain-report` first.")
+    report = json.loads(REPORT_JSON.read_text())
+    if not (report.get("gate") or {}).get("passed"):
+        print("retrain: the quality gate failed; the retrained model is worse, no pull request.")
+        return None
+    paths = changed_paths()
+    if not paths:
+        print("retrain: nothing changed (same data, same outputs); no pull request.")
+        return None
+    base_file = OUT_DIR / "base.json"
+    base = json.loads(base_file.read_text()) if base_file.is_file() else {}
+    if _dvc("remote", "list").stdout.strip():
+        _dvc("push")  # the PR's dvc.lock must point at outputs others can pull
+    else:
+        print("retrain: no DVC remote; the PR's model files exist only in this run's cache.")
+    branch = branch_name(report)
+    existed = branch_exists(branch)
+    body = pr_body(report, base, reason)
+    atomic_write_text(OUT_DIR / "pr-body.md", body)
+    version = (base.get("prod") or {}).get("version") or "main"
+    proc = _run(
+        [
+            "cml",
+            "pr",
+            "create",
+            "--branch",
+            branch,
+            "--title",
+            f"Retrained model (vs {version}): {reason}",
+            "--body",
+            body,
+            "--message",
+            f"Retrain: {reason}",
+            "--user-name",
+            "mlproject-retrain[bot]",
+            "--user-email",
+            "mlproject-retrain@users.noreply.github.com",
+            *paths,
+        ]
+    )
+    url = (proc.stdout.strip().splitlines() or [""])[-1]
+    if existed and "/pull/" in url:
+        # CML leaves an existing branch alone; refresh the report on its PR instead.
+        number = url.rstrip("/").split("/pull/")[-1].split("#")[0]
+        _run(
+            [
+                "cml",
+                "comment",
+                "update",
+                f"--target=pr/{number}",
+                f"--watermark-title={WATERMARK}",
+                "--no-publish",
+                str(OUT_DIR / "pr-body.md"),
+            ]
+        )
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with open(summary, "a", encoding="utf-8") as fh:
+            fh.write(f"\nRetraining pull request: {url}\n")
+    print(f"retrain: pull request {url}")
+    return url
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] not in ("data", "report", "pr"):
+        print(__doc__)
+        return 2
+    try:
+        if args[0] == "data":
+            newest_data()
+        elif args[0] == "report":
+            build_report()
+        else:
+            open_pr(os.environ.get("RETRAIN_REASON") or "scheduled retraining")
+    except (RetrainError, registry.RegistryError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
