@@ -58,12 +58,15 @@ def remote_configured() -> bool:
 
 
 def repro() -> int:
-    """`dvc repro`; with a DVC remote, pull what is cached there first (fork PRs get no secrets,
-    so a failed pull falls back to rebuilding)."""
+    """Restore the committed outputs from the DVC cache (carried between runs by actions/cache),
+    then `dvc repro`, pulling from the DVC remote when one is set: only the stages whose code,
+    params or data changed run. Fork PRs get no secrets, so a failed pull means rebuilding."""
+    # Outputs missing from the cache make checkout complain; repro rebuilds those anyway.
+    _run(["dvc", "checkout", "--quiet"], check=False)
     if remote_configured():
-        if _run(["dvc", "repro", "--pull", "--allow-missing"], check=False) == 0:
+        if _run(["dvc", "repro", "--pull"], check=False) == 0:
             return 0
-        _warn("could not pull from the DVC remote (no credentials?); rebuilding instead")
+        _warn("dvc repro --pull failed (no credentials for the remote?); rebuilding instead")
     return _run(["dvc", "repro"], check=False)
 
 
