@@ -64,29 +64,30 @@ def attribute(
 
 
 def plot(pixels: np.ndarray, attributions: np.ndarray, titles: list[str], path: Path) -> None:
+    """Inputs above their attribution maps, at most 5 samples a row (reads well side by side)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     n = len(pixels)
-    fig, axes = plt.subplots(2, n, figsize=(1.3 * n, 3.0), squeeze=False)
+    cols = min(n, 5)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(2 * rows, cols, figsize=(1.4 * cols, 2.9 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_frame_on(False)
     for i in range(n):
+        top, bottom = axes[2 * (i // cols), i % cols], axes[2 * (i // cols) + 1, i % cols]
         image = pixels[i].transpose(1, 2, 0)
-        axes[0, i].imshow(
-            image[:, :, 0] if image.shape[2] == 1 else image, cmap="gray", vmin=0, vmax=255
-        )
+        top.imshow(image[:, :, 0] if image.shape[2] == 1 else image, cmap="gray", vmin=0, vmax=255)
         attr = attributions[i].sum(axis=0)  # over channels
         bound = float(np.abs(attr).max()) or 1.0
-        axes[1, i].imshow(attr, cmap="bwr", vmin=-bound, vmax=bound)
-        axes[0, i].set_title(titles[i], fontsize=7)
-        for ax in axes[:, i]:
-            ax.set_xticks([])
-            ax.set_yticks([])
-    axes[0, 0].set_ylabel("input", fontsize=7)
-    axes[1, 0].set_ylabel("attribution", fontsize=7)
+        bottom.imshow(attr, cmap="bwr", vmin=-bound, vmax=bound)
+        top.set_title(titles[i], fontsize=7)
     fig.suptitle(
-        "Integrated Gradients of the predicted class (red: for it, blue: against)", fontsize=8
+        "Integrated Gradients of the predicted class\n(red: for it, blue: against)", fontsize=8
     )
     fig.tight_layout()
     fig.savefig(path, dpi=100, metadata={"Software": None})
