@@ -96,6 +96,13 @@ class ServerProcess:
                     return int(line.split()[1]) * 1024
         return 0
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server process so far, all threads (Linux /proc)."""
+        with open(f"/proc/{self.proc.pid}/stat") as fh:
+            # Fields after the ")" that closes the command name; utime and stime are 14 and 15.
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self, timeout: float = 15.0) -> int:
         """SIGTERM, wait for a clean exit (SIGKILL after `timeout`); returns the exit code."""
         if self.proc is None:
