@@ -17,7 +17,7 @@ from . import REPORT_DIR
 from .diff import (
     ci_context,
     data_version,
-    dvc_diffs,
+    finish_dvc_diffs,
     flatten,
     git,
     git_show,
@@ -26,6 +26,7 @@ from .diff import (
     model_info,
     params_changed,
     resolve_base,
+    start_dvc_diffs,
 )
 from .gate import GateConfig, evaluate
 from .render import render
@@ -82,7 +83,17 @@ def collect(
     cwd = Path(cwd)
     base_sha, base_label = resolve_base(base, cwd)
     gate = GateConfig.from_params(load_params(cwd))
-    metrics_diff, params_diff = dvc_diffs(base_sha, cwd)
+    procs = start_dvc_diffs(base_sha, cwd)
+    head = head_info(cwd)
+    images: list[dict[str, str]] = []
+    try:
+        if plots and out_dir is not None:  # drawn while DVC computes the diffs
+            from .plots import render_plots
+
+            names = {"old": f"({base_sha[:7]})", "new": f"({head['short']})"}
+            images = render_plots(base_sha, out_dir, names, cwd)
+    finally:
+        metrics_diff, params_diff = finish_dvc_diffs(procs)
     extra = tuple(f for f in detail_files if f not in metrics_diff)
     metrics_diff.update(json_diff(base_sha, extra, cwd))
     tables = metric_tables(metrics_diff, gate, cwd)
@@ -92,7 +103,7 @@ def collect(
         head_metrics = flatten(json.loads((cwd / gate.metrics_file).read_text()))
     report: dict[str, Any] = {
         "base": {"rev": base_sha, "short": base_sha[:7], "label": base_label},
-        "head": head_info(cwd),
+        "head": head,
         "ci": ci_context(),
         "params": params,
         "gate_params_changed": any(p["name"].startswith("gate.") for p in params),
@@ -114,12 +125,7 @@ def collect(
     else:
         model.pop("files")
     report["model"] = model
-    report["plots"] = []
-    if plots and out_dir is not None:
-        from .plots import render_plots
-
-        names = {"old": f"({report['base']['short']})", "new": f"({report['head']['short']})"}
-        report["plots"] = render_plots(base_sha, out_dir, names, cwd)
+    report["plots"] = images
     return report
 
 

@@ -101,11 +101,23 @@ def _finish_dvc(proc: subprocess.Popen) -> dict[str, Any]:
         raise ReportError(f"{' '.join(proc.args)} printed no JSON: {out[:200]!r}") from exc
 
 
-def dvc_diffs(base: str, cwd: str | Path = ".") -> tuple[dict, dict]:
-    """(metrics diff, params diff) of `base` against the workspace, both run at once."""
-    metrics = _start_dvc("metrics", "diff", base, "--json", "--all", cwd=cwd)
-    params = _start_dvc("params", "diff", base, "--json", cwd=cwd)
-    return _finish_dvc(metrics), _finish_dvc(params)
+def start_dvc_diffs(base: str, cwd: str | Path = "."):
+    """Start `dvc metrics diff` and `dvc params diff` of `base` against the workspace; DVC takes
+    a second or two to start, so the caller does other work before `finish_dvc_diffs`."""
+    return (
+        _start_dvc("metrics", "diff", base, "--json", "--all", cwd=cwd),
+        _start_dvc("params", "diff", base, "--json", cwd=cwd),
+    )
+
+
+def finish_dvc_diffs(procs) -> tuple[dict, dict]:
+    """(metrics diff, params diff) from the processes `start_dvc_diffs` started."""
+    try:
+        return _finish_dvc(procs[0]), _finish_dvc(procs[1])
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
 
 
 # ------------------------------------------------------------------------------------- metrics
