@@ -226,9 +226,9 @@ retrain-pr: ## CI: if the gate passed, dvc push and open or update the pull requ
 
 # Steps of .github/workflows/release.yml; TAG is the registry tag (classifier@v1.2.0, classifier#prod#3).
 TAG ?=
-# IMAGE: the serving image's name (default ghcr.io/<owner>/<repo>, lower-case).
-IMAGE ?=
-export TAG IMAGE
+# RELEASE_IMAGE: the released image's name (default ghcr.io/<owner>/<repo>, lower-case).
+RELEASE_IMAGE ?=
+export TAG RELEASE_IMAGE
 .PHONY: release-info release-assets release-publish release-image release-smoke release-push release-pull release-deploy
 release-info: ## CI: what TAG releases (version, commit, stage; deploy or not) -> $GITHUB_OUTPUT
 	python -m mlproject.release info

@@ -14,13 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ENV, run
 from mlproject.data import png_bytes
 from mlproject.io import read_json
 from mlproject.monitor.drift import Window, detect, read_logs
 from mlproject.monitor.features import FEATURES, features_dict, image_features
 from mlproject.monitor.profile import build_profile, onnx_session, predict_classes
 from mlproject.monitor.settings import SettingsError, from_dict, load_settings
+
+from conftest import ENV, run
 
 pytestmark = pytest.mark.slow  # needs the pipeline_repo fixture (one `dvc repro`)
 

@@ -6,14 +6,17 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import socket
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from mlproject.registry import RegistryError, parse_tag
+from mlproject.release import smoke
 
-from conftest import run
+from conftest import ENV, run
 
 pytestmark = pytest.mark.slow  # needs the pipeline_repo fixture (one `dvc repro`)
 
@@ -130,3 +133,101 @@ def test_parse_tag_knows_the_gto_convention():
         parse_tag("release-1")
     assert parse_tag("classifier@v1.2.3!")["event"] == "deregister"
     assert parse_tag("classifier#prod!#4")["event"] == "unassign"
+
+
+GH_RECORDER = """#!{python}
+import json, os, pathlib, sys, time
+out = pathlib.Path(os.environ["RECORD_DIR"])
+out.mkdir(parents=True, exist_ok=True)
+(out / f"gh-{{time.time_ns()}}.json").write_text(json.dumps(sys.argv[1:]))
+sys.exit(1 if sys.argv[1:3] == ["release", "view"] else 0)  # no release yet
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_release_steps_for_a_promotion_tag_and_smoke_test_of_a_server(registry_repo, tmp_path):
+    """The release workflow's non-docker steps, run here; the smoke test against a real server
+    started from the released model (docker build/push cannot run on this machine)."""
+    repo = registry_repo
+    if "classifier@v0.1.0" not in run(["git", "tag"], repo).stdout:
+        make("register", repo)
+    promoted = make("promote", repo, "STAGE=staging", "VERSION=v0.1.0").stdout
+    tag = promoted.split("promoted: ")[1].split(";")[0]
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    (shims / "gh").write_text(GH_RECORDER.format(python=sys.executable))
+    (shims / "gh").chmod(0o755)
+    outputs = tmp_path / "github_output"
+    env = {
+        **ENV,
+        "PATH": f"{shims}:{ENV['PATH']}",
+        "RECORD_DIR": str(tmp_path / "record"),
+        "TAG": tag,
+        "GITHUB_OUTPUT": str(outputs),
+        "GITHUB_REPOSITORY": "Acme/MLProject",
+    }
+
+    def step(target):
+        return run(["make", target], repo, env=env)
+
+    step("release-info")
+    out = dict(line.split("=", 1) for line in outputs.read_text().splitlines())
+    assert out["event"] == "assign"
+    assert out["version"] == "v0.1.0"
+    assert out["stage"] == "staging"
+    assert out["deploy"] == "false"  # only prod deploys
+    assert out["image"] == "ghcr.io/acme/mlproject"
+    assert out["commit"] == tag_commit(repo, "classifier@v0.1.0")
+
+    step("release-assets")
+    dist = repo / "dist" / "release"
+    names = sorted(p.name for p in dist.iterdir())
+    assert names == [
+        "RELEASE.md",
+        "SHA256SUMS",
+        "model.onnx",
+        "model_card.json",
+        "reference_profile.json",
+    ]
+    card = json.loads((dist / "model_card.json").read_text())
+    assert card["lineage"]["registry"]["commit"] == out["commit"]
+    sums = dict(
+        reversed(line.split("  ")) for line in (dist / "SHA256SUMS").read_text().splitlines()
+    )
+    assert sums["model.onnx"] == card["sha256"]
+    assert "Promoted to **staging**" in (dist / "RELEASE.md").read_text()
+
+    step("release-publish")
+    calls = [json.loads(p.read_text()) for p in sorted((tmp_path / "record").glob("*.json"))]
+    create = next(c for c in calls if c[:2] == ["release", "create"])
+    assert create[2] == "classifier@v0.1.0"
+    assert "dist/release/model.onnx" in create
+    assert "dist/release/model_card.json" in create
+    assert "dist/release/reference_profile.json" in create
+
+    # The image's smoke test, against the server run from the released files.
+    port = free_port()
+    server_env = {
+        **ENV,
+        "MODEL_PATH": str(dist / "model.onnx"),
+        "MODEL_CARD": str(dist / "model_card.json"),
+        "PORT": str(port),
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlproject.serve"],
+        cwd=tmp_path,
+        env=server_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        result = smoke(f"http://127.0.0.1:{port}", card, wait_s=60)
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+    assert result["infer"]["shape"] == [1, len(card["classes"])]

@@ -61,8 +61,8 @@ def tag_from_env() -> str:
 
 def image_name(env: dict[str, str] | None = None) -> str:
     env = os.environ if env is None else env
-    if env.get("IMAGE"):
-        return env["IMAGE"]
+    if env.get("RELEASE_IMAGE"):
+        return env["RELEASE_IMAGE"]
     repo = env.get("GITHUB_REPOSITORY") or Path.cwd().name
     return f"ghcr.io/{repo.lower()}"  # registries want lower-case names
 
