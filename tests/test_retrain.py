@@ -28,7 +28,7 @@ out.mkdir(parents=True, exist_ok=True)
 print("https://github.com/acme/mlproject/pull/12")
 """
 WEAK = {"epochs: 40": "epochs: 1", "T_max: 40": "T_max: 1", "lr: 0.003": "lr: 1.0e-05"}
-SHORT = {"epochs: 40": "epochs: 6", "T_max: 40": "T_max: 6"}
+SHORT = {"epochs: 40": "epochs: 3", "T_max: 40": "T_max: 3"}
 
 
 def edit(repo: Path, replacements: dict[str, str]) -> None:
