@@ -259,8 +259,9 @@ release-deploy: ## CI: on promotion to prod, move the image's :prod tag (and cal
 .PHONY: lock
 lock: install ## Re-resolve requirements/lock.txt from pyproject.toml (needs network)
 	python -m pip install --quiet uv
-	python -m uv pip compile pyproject.toml --universal --python-version 3.10 --no-header \
-	  --annotation-style line $(foreach e,$(subst $(comma), ,$(EXTRAS)),--extra $(e)) -o $(LOCK)
+	python -m uv pip compile pyproject.toml --universal --python-version 3.10 --quiet \
+	  --custom-compile-command "make lock" --annotation-style line \
+	  $(foreach e,$(subst $(comma), ,$(EXTRAS)),--extra $(e)) -o $(LOCK)
 
 .PHONY: clean
 clean: ## Remove pipeline outputs (not data/, not the DVC cache, not .venv)
