@@ -62,8 +62,8 @@ test-fast: install ## Run the tests that take seconds (no pipeline runs)
 
 .PHONY: lint
 lint: install lint-workflows ## Lint the code, the workflows and the config
-	ruff check src tests
-	ruff format --check src tests || { echo "run: ruff format src tests"; exit 1; }
+	ruff check src tests benchmarks
+	ruff format --check src tests benchmarks || { echo "run: ruff format src tests benchmarks"; exit 1; }
 	python -m mlproject.config --check
 
 .PHONY: bench
