@@ -177,3 +177,10 @@ def test_fmt_keeps_small_and_large_numbers_readable():
     assert fmt(None) == "—"
     assert fmt("auto") == "`auto`"
     assert not math.isnan(0.0) and fmt(0.0) == "0"
+
+
+def test_float_noise_is_not_a_change():
+    assert (
+        metric_row("train.loss", 0.0012515316715103915, 0.0012515316946, "lower")["mark"] == "same"
+    )
+    assert metric_row("loss", 0.0382, 0.0381, "lower")["mark"] == "better"

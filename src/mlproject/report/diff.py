@@ -148,8 +148,8 @@ def metric_row(name: str, old: Any, new: Any, direction: str) -> dict[str, Any]:
         mark = "removed"
     elif delta is None:
         mark = "n/a"  # NaN or a non-number on either side: no honest direction
-    elif abs(delta) <= 1e-12:
-        mark = "same"
+    elif math.isclose(old, new, rel_tol=1e-9, abs_tol=1e-12):
+        mark = "same"  # float noise (e.g. a summation order) is not a change
     elif direction == "neutral":
         mark = "changed"
     else:
