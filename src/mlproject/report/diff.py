@@ -148,7 +148,7 @@ def metric_row(name: str, old: Any, new: Any, direction: str) -> dict[str, Any]:
         mark = "removed"
     elif delta is None:
         mark = "n/a"  # NaN or a non-number on either side: no honest direction
-    elif math.isclose(old, new, rel_tol=1e-9, abs_tol=1e-12):
+    elif math.isclose(old, new, rel_tol=1e-6, abs_tol=1e-12):
         mark = "same"  # float noise (e.g. a summation order) is not a change
     elif direction == "neutral":
         mark = "changed"
