@@ -176,6 +176,26 @@ def test_requests_ready_together_share_one_run(pipeline_repo):
             np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-6)
 
 
+def test_loop_histogram_exposes_what_prometheus_histogram_does():
+    """The model path's lock-free histograms read exactly like prometheus_client's own."""
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from mlproject.serve.metrics import BATCH_BUCKETS, INFERENCE_BUCKETS, LoopHistogram
+
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    by_api = LoopHistogram("m_rows", "rows", BATCH_BUCKETS, ["api"], registry=ours)
+    plain = LoopHistogram("m_seconds", "seconds", INFERENCE_BUCKETS, registry=ours)
+    ref_by_api = Histogram("m_rows", "rows", ["api"], buckets=BATCH_BUCKETS, registry=theirs)
+    ref_plain = Histogram("m_seconds", "seconds", buckets=INFERENCE_BUCKETS, registry=theirs)
+    for api, rows in [("infer", 1), ("infer", 2), ("predict", 3), ("infer", 64), ("x", 300)]:
+        by_api.observe(rows, by_api.labels(api))
+        ref_by_api.labels(api).observe(rows)
+    for seconds in [0.00001, 0.00005, 0.0003, 0.1, 3.0]:  # on a bound, between, beyond
+        plain.observe(seconds)
+        ref_plain.observe(seconds)
+    assert generate_latest(ours).decode() == generate_latest(theirs).decode()
+
+
 # --- prediction log ----------------------------------------------------------------------------
 
 

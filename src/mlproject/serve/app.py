@@ -51,9 +51,11 @@ class Server:
         if mode == "batch":
             results = await self.batcher.run(x)
         elif mode == "inline":
-            results = self._timed_run(x)
-        else:
-            results = await run_in_threadpool(self._timed_run, x)
+            results, seconds = self._timed_run(x)
+            self.metrics.observe_run(seconds, len(x))
+        else:  # metrics are observed on the event loop's thread, not the worker's
+            results, seconds = await run_in_threadpool(self._timed_run, x)
+            self.metrics.observe_run(seconds, len(x))
         # argmax of logits equals argmax of probabilities: no softmax on the hot path.
         predicted = results[self._logits_index].argmax(axis=1)
         self.metrics.observe_items(api, predicted, self.model.classes)
@@ -64,11 +66,10 @@ class Server:
                 self.predlog.submit(api, pixels, False, results)
         return results
 
-    def _timed_run(self, x: np.ndarray) -> list[np.ndarray]:
+    def _timed_run(self, x: np.ndarray) -> tuple[list[np.ndarray], float]:
         start = time.perf_counter()
         results = self.model.run(x)
-        self.metrics.observe_run(time.perf_counter() - start, len(x))
-        return results
+        return results, time.perf_counter() - start
 
 
 class BodyLimitMiddleware:

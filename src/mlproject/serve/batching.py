@@ -41,7 +41,10 @@ class Batcher:
         if self.busy:
             return await self._join(x)
         # The last turn saw one request: deferring would only add a loop turn to its latency.
-        return self._run([(x, None)])
+        start = time.perf_counter()
+        results = self.model.run(x)
+        self.on_run(time.perf_counter() - start, len(x))
+        return results
 
     def _end_turn(self) -> None:
         self.busy = self.turn_requests > 1
@@ -69,27 +72,23 @@ class Batcher:
             self._run(pending[start:end])
             start = end
 
-    def _run(self, group: list[tuple[np.ndarray, asyncio.Future | None]]) -> list[np.ndarray]:
-        """Run a group as one batch; resolve its futures (a group of one without a future
-        returns the outputs instead)."""
+    def _run(self, group: list[tuple[np.ndarray, asyncio.Future]]) -> None:
+        """Run a group as one batch and resolve its futures with their own rows."""
         xs = [x for x, _ in group]
         try:
             t0 = time.perf_counter()
             results = self.model.run(xs[0] if len(xs) == 1 else np.concatenate(xs))
             self.on_run(time.perf_counter() - t0, sum(len(x) for x in xs))
         except Exception as exc:  # every waiter gets the error, none hangs
-            if group[0][1] is None:
-                raise
             for _, future in group:
                 if not future.done():
                     future.set_exception(exc)
-            return []
+            return
         offset = 0
         for x, future in group:
             n = len(x)
-            if future is not None and not future.cancelled():
+            if not future.cancelled():
                 future.set_result(
                     [r[offset : offset + n] for r in results] if len(group) > 1 else results
                 )
             offset += n
-        return results

@@ -71,6 +71,13 @@ class Model:
     threads: int
     load_seconds: float = 0.0
     output_index: dict[str, int] = field(default_factory=dict)
+    # What run() hands onnxruntime, worked out once (its wrapper would rebuild the list per run).
+    _input_name: str = field(init=False, repr=False)
+    _output_names: list[str] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._input_name = self.inputs[0].name
+        self._output_names = [t.name for t in self.outputs]
 
     @property
     def name(self) -> str:
@@ -91,7 +98,7 @@ class Model:
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
         """All outputs for a float32 batch [N, C, H, W], in `self.outputs` order."""
-        return self.session.run(None, {self.input.name: x})
+        return self.session.run(self._output_names, {self._input_name: x})
 
     def probabilities(self, outputs: list[np.ndarray]) -> np.ndarray:
         """Class probabilities from run()'s outputs: the graph's own softmax if it has one."""
