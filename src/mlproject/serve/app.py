@@ -192,13 +192,7 @@ def create_app(settings: Settings | None = None, model: Model | None = None) -> 
         return Response(body, media_type=content_type)
 
     if settings.bench_endpoint:
-        constant = json.dumps({"model_name": model.name, "outputs": []}).encode()
-
-        @app.post("/bench/constant", include_in_schema=False)
-        async def bench_constant(request: Request) -> Response:
-            # The stack's ceiling: same middleware and body read as /infer, no model, no parse.
-            await request.body()
-            return Response(constant, media_type="application/json")
+        protocol.add_bench_routes(app, model)
 
     @app.exception_handler(RequestError)
     async def request_error(request: Request, exc: RequestError) -> Response:

@@ -1,8 +1,11 @@
 """Prediction log: one JSON line per predicted item, for drift monitoring (off by default).
 
-The request path only puts a reference to its arrays on a queue; a background thread computes
-the input summaries (`mlproject.monitor.features`), writes JSONL and rotates the files, so logging
-costs the request almost nothing. `close()` drains the queue: a clean shutdown loses no record.
+The request path only appends a tuple referring to its arrays to a deque: no lock, no event,
+no thread wake-up per record. A background thread wakes on a timer (FLUSH_INTERVAL, or sooner
+when the deque passes HIGH_WATER), computes the input summaries of the whole batch at once
+(`mlproject.monitor.features`, vectorized), formats every line with one string operation,
+writes them with one call and rotates the files. Beyond `queue_size` pending requests, records
+are dropped and counted. `close()` drains the deque: a clean shutdown loses no record.
 
 Files, in `PREDICTION_LOG=<dir>`: `predictions.jsonl` (being written), then `predictions.jsonl.1`
 (the newest full one) ... `predictions.jsonl.<PREDICTION_LOG_FILES>` (the oldest kept). Each file
@@ -19,13 +22,13 @@ before normalization, for /infer the tensor un-normalized with the card's mean a
 from __future__ import annotations
 
 import json
-import math
 import os
-import queue
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -33,9 +36,9 @@ import numpy as np
 from ..monitor.features import FEATURES, image_features
 
 FILE_NAME = "predictions.jsonl"
-CHUNK = 4096  # queue entries turned into lines per write, at most
-FLUSH_INTERVAL = 0.05  # seconds the writer lets records gather after a partial chunk
-_STOP = object()
+CHUNK = 512  # requests turned into lines per pass; the GIL is offered back between passes
+FLUSH_INTERVAL = 0.2  # seconds between the writer's wake-ups
+HIGH_WATER = 8192  # pending requests that wake the writer before its timer
 
 
 def rotated_names(directory: Path, keep: int) -> list[Path]:
@@ -55,6 +58,16 @@ class RotatingAppender:
         self.path = self.directory / FILE_NAME
         self.fh = open(self.path, "ab")  # noqa: SIM115 - held open for the server's life
         self.size = self.fh.tell()
+
+    def write_text(self, text: str) -> None:
+        """Whole lines of ASCII text (JSON escapes everything else): one write call unless the
+        file must rotate inside them."""
+        if self.size + len(text) <= self.max_bytes:
+            self.fh.write(text.encode())
+            self.fh.flush()
+            self.size += len(text)
+            return
+        self.write_lines([line.encode() for line in text.splitlines(keepends=True)])
 
     def write_lines(self, lines: list[bytes]) -> None:
         pending: list[bytes] = []
@@ -106,8 +119,10 @@ class PredictionLog:
         self.probabilities = probabilities
         self.max_bytes, self.keep = max_bytes, keep
         self.queue_size = queue_size
-        # SimpleQueue: a C queue whose put is a few hundred nanoseconds; bounded by qsize().
-        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        # deque.append is atomic under the GIL and wakes nobody; the writer polls on a timer.
+        self.pending: deque = deque()
+        self.wake = threading.Event()  # set only at HIGH_WATER and by close()
+        self.closing = False
         self.on_written = on_written or (lambda n: None)
         self.on_dropped = on_dropped or (lambda n: None)
         self.thread: threading.Thread | None = None
@@ -122,7 +137,10 @@ class PredictionLog:
             + ", ".join(f'"{name}": %.6g' for name in FEATURES)
             + '}, "predicted": %s, "confidence": %s}\n'
         )
-        self.class_json = [json.dumps(c) for c in classes]
+        # The same line with the confidence formatted in place (it is finite but for a broken
+        # model): '%.6g' % c is f"{c:.6g}".
+        self.template_finite = self.template.replace('"confidence": %s}', '"confidence": %.6g}')
+        self.class_json = np.array([json.dumps(c) for c in classes], dtype=object)
 
     def start(self) -> None:
         self.appender = RotatingAppender(self.directory, self.max_bytes, self.keep)
@@ -132,17 +150,23 @@ class PredictionLog:
     def submit(
         self, route: str, x: np.ndarray, normalized: bool, results: list[np.ndarray]
     ) -> None:
-        """Called on the request path: O(1), never blocks; drops (and counts) when full."""
-        if self.queue.qsize() >= self.queue_size:
+        """Called on the request path: O(1), never blocks, wakes no thread; drops (and counts)
+        beyond queue_size pending requests."""
+        pending = self.pending
+        n = len(pending)
+        if n >= self.queue_size:
             self.on_dropped(len(x))
             return
-        self.queue.put((time.time(), route, x, normalized, results))
+        pending.append((time.time(), route, x, normalized, results))
+        if n == HIGH_WATER:  # once per crossing, not per record
+            self.wake.set()
 
     def close(self, timeout: float = 30.0) -> None:
-        """Write everything queued so far, then stop the writer."""
+        """Write everything submitted so far, then stop the writer."""
         if self.thread is None:
             return
-        self.queue.put(_STOP)
+        self.closing = True
+        self.wake.set()
         self.thread.join(timeout)
         self.thread = None
         self.appender.close()
@@ -150,29 +174,28 @@ class PredictionLog:
     # --- writer thread ---------------------------------------------------------------------
 
     def _run(self) -> None:
-        stop = False
-        while not stop:
-            entries = [self.queue.get()]
-            while len(entries) < CHUNK:
-                try:
-                    entries.append(self.queue.get_nowait())
-                except queue.Empty:
-                    break
-            if _STOP in entries:
-                stop = True
-                entries = [e for e in entries if e is not _STOP]
-            if entries:
-                self._write(entries)
-            if not stop and len(entries) < CHUNK:
-                # Let records gather: one vectorized pass over many is far cheaper than many.
-                time.sleep(FLUSH_INTERVAL)
+        while True:
+            self.wake.wait(FLUSH_INTERVAL)
+            self.wake.clear()
+            closing = self.closing  # read before draining: whatever came before close() is in
+            self._drain()
+            if closing:
+                return
+
+    def _drain(self) -> None:
+        pending = self.pending
+        while pending:
+            n = min(len(pending), CHUNK)
+            self._write([pending.popleft() for _ in range(n)])
+            if pending:
+                time.sleep(0)  # let the event loop's thread take the GIL between passes
 
     def _write(self, entries: list[tuple]) -> None:
         try:
-            lines = self.lines(entries)
-            self.appender.write_lines(lines)
-            self.written += len(lines)
-            self.on_written(len(lines))
+            text, n = self.text(entries)
+            self.appender.write_text(text)
+            self.written += n
+            self.on_written(n)
         except Exception as exc:  # a full disk must not take the server down
             print(f"prediction log: {len(entries)} requests not written ({exc})", file=sys.stderr)
             self.on_dropped(sum(len(e[2]) for e in entries))
@@ -184,44 +207,48 @@ class PredictionLog:
 
     def features(self, entries: list[tuple]) -> np.ndarray:
         """image_features of every item, in entry order, computed in as few calls as possible."""
+        arrays = [e[2] for e in entries]
+        kinds = {(e[3], e[2].shape[1:]) for e in entries}
+        if len(kinds) == 1:  # the usual case: one route, one image size
+            ((normalized, _),) = kinds
+            return image_features(self.pixels(np.concatenate(arrays), normalized))
         out: list[np.ndarray | None] = [None] * len(entries)
-        for normalized in (True, False):
-            idx = [i for i, e in enumerate(entries) if e[3] is normalized]
-            arrays = [entries[i][2] for i in idx]
-            if not idx:
-                continue
-            if len({a.shape[1:] for a in arrays}) == 1:
-                feats = image_features(self.pixels(np.concatenate(arrays), normalized))
-                bounds = np.cumsum([0] + [len(a) for a in arrays])
-                for j, i in enumerate(idx):
-                    out[i] = feats[bounds[j] : bounds[j + 1]]
-            else:
-                for i, a in zip(idx, arrays, strict=True):
-                    out[i] = image_features(self.pixels(a, normalized))
+        groups: dict[tuple, list[int]] = {}
+        for i, e in enumerate(entries):
+            groups.setdefault((e[3], e[2].shape[1:]), []).append(i)
+        for (normalized, _), idx in groups.items():
+            feats = image_features(
+                self.pixels(np.concatenate([arrays[i] for i in idx]), normalized)
+            )
+            bounds = np.cumsum([0] + [len(arrays[i]) for i in idx])
+            for j, i in enumerate(idx):
+                out[i] = feats[bounds[j] : bounds[j + 1]]
         return np.concatenate(out)
 
-    def lines(self, entries: list[tuple]) -> list[bytes]:
-        features = self.features(entries).tolist()
+    def text(self, entries: list[tuple]) -> tuple[str, int]:
+        """The JSON lines of every item of these requests, as one string, and their count."""
+        features = self.features(entries)
         outputs = [np.concatenate(r) for r in zip(*(e[4] for e in entries), strict=True)]
         probs = self.probabilities(outputs)
+        n = len(probs)
         predicted = probs.argmax(axis=1)
-        confidence = probs[np.arange(len(probs)), predicted].tolist()
-        template, class_json = self.template, self.class_json
-        lines, row = [], 0
-        for ts, route, x, _, _ in entries:
-            for _ in range(len(x)):
-                c = confidence[row]
-                lines.append(
-                    (
-                        template
-                        % (
-                            ts,
-                            route,
-                            *features[row],
-                            class_json[predicted[row]],
-                            f"{c:.6g}" if math.isfinite(c) else "null",
-                        )
-                    ).encode()
-                )
-                row += 1
-        return lines
+        confidence = probs[np.arange(n), predicted].astype(np.float64)
+        counts = [len(e[2]) for e in entries]
+        if n == len(entries):  # one item per request
+            ts, routes = [e[0] for e in entries], [e[1] for e in entries]
+        else:
+            ts = np.repeat([e[0] for e in entries], counts).tolist()
+            routes = np.repeat(np.array([e[1] for e in entries], dtype=object), counts).tolist()
+        conf: list = confidence.tolist()
+        template = self.template_finite
+        if not np.isfinite(confidence).all():
+            conf = [f"{c:.6g}" if np.isfinite(c) else "null" for c in conf]
+            template = self.template
+        # One %-format over every line's values at once: the per-line cost is the number
+        # formatting alone, not a Python loop iteration per record.
+        columns = [ts, routes, *features.T.tolist(), self.class_json[predicted].tolist(), conf]
+        return (template * n) % tuple(chain.from_iterable(zip(*columns, strict=True))), n
+
+    def lines(self, entries: list[tuple]) -> list[bytes]:
+        text, _ = self.text(entries)
+        return [line.encode() for line in text.splitlines(keepends=True)]
