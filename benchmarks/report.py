@@ -30,19 +30,12 @@ from pathlib import Path
 from mlproject.report.workflow import run_workflow
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from conftest import BIN, ENV  # noqa: E402  (venv first on PATH, no DVC analytics, git identity)
+
 WORKFLOW = ROOT / ".github" / "workflows" / "pr-loop.yml"
 TARGET_STEPS_S = 180.0
 TARGET_REPORT_S = 10.0
-BIN = Path(sys.executable).parent
-ENV = {
-    **os.environ,
-    "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-    "DVC_NO_ANALYTICS": "1",
-    "GIT_AUTHOR_NAME": "bench",
-    "GIT_AUTHOR_EMAIL": "bench@example.com",
-    "GIT_COMMITTER_NAME": "bench",
-    "GIT_COMMITTER_EMAIL": "bench@example.com",
-}
 RECORDER = f"""#!{sys.executable}
 import sys
 print("recorded: cml " + " ".join(sys.argv[1:]))
