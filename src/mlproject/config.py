@@ -100,7 +100,8 @@ def validate(cfg: DictConfig, source: str = PARAMS_FILE) -> DictConfig:
         if section not in cfg:
             raise ConfigError(f"{source}: missing section '{section}'.")
         try:
-            merged = OmegaConf.merge(OmegaConf.structured(schema), cfg[section])
+            # Merging into the schema type-checks every key; the stages keep the plain values.
+            OmegaConf.merge(OmegaConf.structured(schema), cfg[section])
         except OmegaConfBaseException as exc:
             key = f"{section}.{exc.full_key}" if getattr(exc, "full_key", None) else section
             known = ", ".join(f.name for f in dataclasses.fields(schema))
@@ -109,7 +110,6 @@ def validate(cfg: DictConfig, source: str = PARAMS_FILE) -> DictConfig:
                 f"Known keys under '{section}': {known}. Fix it in {CONF_DIR}/ and run "
                 "`make params`, or pass a valid override."
             ) from exc
-        del merged  # type-checked only; the stages keep the plain values
     if "model" not in cfg or "_target_" not in cfg.model:
         raise ConfigError(f"{source}: 'model._target_' is missing; choose a model with model=cnn.")
     for dotted, allowed in CHOICES.items():

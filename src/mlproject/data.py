@@ -170,12 +170,8 @@ def load_split(prepared: str | Path, split: str) -> tuple[np.ndarray, np.ndarray
 # --------------------------------------------------------------- making data/ present
 
 
-def _run(args: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run(args, capture_output=True, text=True)
-
-
 def _dvc(*args: str) -> subprocess.CompletedProcess:
-    return _run([sys.executable, "-m", "dvc", *args])
+    return subprocess.run([sys.executable, "-m", "dvc", *args], capture_output=True, text=True)
 
 
 def remote_configured() -> bool:

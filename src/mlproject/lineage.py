@@ -39,14 +39,11 @@ def git_commit(cwd: str | Path = ".") -> dict[str, object]:
 
 def dvc_tracked_hash(dvc_file: str | Path = "data.dvc") -> str | None:
     """The md5 that a `.dvc` file records for its output, e.g. '3f1c….dir'."""
-    path = Path(dvc_file)
-    if not path.is_file():
-        return None
-    outs = (yaml.safe_load(path.read_text()) or {}).get("outs") or [{}]
-    return outs[0].get("md5")
+    return dvc_tracked_info(dvc_file)["md5"]
 
 
 def dvc_tracked_info(dvc_file: str | Path = "data.dvc") -> dict[str, object]:
+    """What a `.dvc` file records of its (first) output: path, md5, file count, size."""
     path = Path(dvc_file)
     if not path.is_file():
         return {"dvc_file": str(dvc_file), "md5": None}
