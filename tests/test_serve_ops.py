@@ -105,8 +105,9 @@ print('LOADED', bad)
         ([], {"INFERENCE_MODE": "fast"}, ["INFERENCE_MODE", "batch"]),
         (["--model", "missing.onnx"], {}, ["missing.onnx", "make repro"]),
         (["--card", "README.md"], {}, ["README.md", "model card"]),
+        ([], {"PREDICTION_LOG": "README.md/logs"}, ["PREDICTION_LOG", "README.md/logs"]),
     ],
-    ids=["port", "max-batch", "mode", "no-model", "bad-card"],
+    ids=["port", "max-batch", "mode", "no-model", "bad-card", "log-dir"],
 )
 def test_bad_settings_fail_early_naming_them(pipeline_repo, args, env, words):
     out = subprocess.run(
@@ -261,7 +262,7 @@ def test_prediction_log_rotates_within_bounds(pipeline_repo, tmp_path):
         model.card["sha256"],
         model.spec.mean,
         model.spec.std,
-        model.probabilities,
+        model.output_index["probabilities"],
         model.classes,
         max_bytes=4000,
         keep=2,
@@ -282,6 +283,187 @@ def test_prediction_log_rotates_within_bounds(pipeline_repo, tmp_path):
     assert log.written == 300 and 0 < len(lines) < 300  # the oldest were rotated away
     # The newest records survive, in order, and every line is whole.
     assert [r["route"] for r in lines[-2:]] == ["predict", "predict"]
+
+
+def log_config(tmp_path: Path, classes: list[str], **overrides):
+    from mlproject.serve.predlog import LogConfig
+
+    values = {
+        "directory": str(tmp_path),
+        "model_name": "m",
+        "model_sha256": "0" * 64,
+        "classes": classes,
+        "max_bytes": 1 << 20,
+        "keep": 1,
+    }
+    return LogConfig(**{**values, **overrides})
+
+
+def test_prediction_log_chunks_round_trip_and_reject_damage():
+    import io
+
+    from mlproject.serve.predlog import encode_chunk, read_chunk
+
+    rng = np.random.default_rng(0)
+    arrays = (
+        np.array([1.5, 2.25, 3.0]),
+        np.array([0, 1, 0], dtype=np.uint8),
+        rng.integers(0, 256, (3, 2, 4, 5), dtype=np.uint8),
+        rng.random((3, 7)).astype(np.float32),
+    )
+    blob = b"".join(bytes(memoryview(b)) for b in encode_chunk(*arrays))
+    stream = io.BytesIO(blob + blob)
+    for _ in range(2):
+        got = read_chunk(stream)
+        for a, b in zip(arrays, got, strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert read_chunk(stream) is None
+    with pytest.raises(ValueError, match="truncated chunk"):
+        read_chunk(io.BytesIO(blob[:-1]))
+    with pytest.raises(ValueError, match="bad chunk header"):
+        read_chunk(io.BytesIO(b"XXXX" + blob[4:]))
+
+
+def test_prediction_log_lines_from_logits_equal_lines_from_probabilities(tmp_path):
+    from mlproject.serve.predlog import LineFormatter
+
+    classes = ["a", "b", 'quote"d']
+    logits = np.array([[2.0, 0.5, -1.0], [0.0, 0.1, 3.0]], dtype=np.float32)
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    pixels = np.zeros((2, 1, 2, 2), dtype=np.uint8)
+    ts, routes = np.array([1.0, 2.0]), np.array([0, 1], dtype=np.uint8)
+    from_probs = LineFormatter(log_config(tmp_path, classes)).text(ts, routes, pixels, probs)
+    from_logits = LineFormatter(log_config(tmp_path, classes, scores_are_logits=True)).text(
+        ts, routes, pixels, logits
+    )
+    assert from_probs == from_logits
+    records = [json.loads(line) for line in from_probs.splitlines()]
+    assert [r["predicted"] for r in records] == ["a", 'quote"d']
+    assert [r["route"] for r in records] == ["infer", "predict"]
+    assert records[1]["confidence"] == pytest.approx(float(probs[1, 2]), rel=1e-5)
+
+
+def test_prediction_log_pixels_keep_request_order_across_routes_and_sizes(tmp_path):
+    """The hand-off chunks mixed requests (both routes, several items, two image sizes) without
+    reordering them, and un-normalizes /infer tensors back to the pixels /predict would log."""
+    from mlproject.serve.predlog import PredictionLog
+
+    mean, std = (0.5,), (0.25,)
+    log = PredictionLog(tmp_path, "m", "0" * 64, mean, std, 0, ["a", "b"], 1 << 20, 1)
+    rng = np.random.default_rng(1)
+    sent = []
+    for i, (n, size, route) in enumerate(
+        [(1, 4, "infer"), (3, 4, "predict"), (2, 6, "infer"), (1, 4, "infer"), (2, 4, "predict")]
+    ):
+        pixels = rng.integers(0, 256, (n, 1, size, size), dtype=np.uint8)
+        scores = np.full((n, 2), i, dtype=np.float32)
+        if route == "infer":
+            x = normalize(pixels, mean, std)
+            log.submit(route, x, True, [scores])
+        else:
+            log.submit(route, pixels, False, [scores])
+        sent += [(size, route, p, i) for p in pixels]
+    groups = list(log.groups(list(log.pending)))
+    assert [g[2].shape[2] for g in groups] == [4, 6]
+    for ts, routes, pixels, scores in groups:
+        want = [s for s in sent if s[0] == pixels.shape[2]]
+        assert [("infer", "predict")[r] for r in routes] == [s[1] for s in want]
+        np.testing.assert_array_equal(pixels, np.stack([s[2] for s in want]))
+        assert scores[:, 0].tolist() == [s[3] for s in want]
+        assert list(ts) == sorted(ts)
+
+
+def wait_for_lines(directory: Path, n: int, timeout: float = 20.0) -> None:
+    path, deadline = directory / "predictions.jsonl", time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_bytes().count(b"\n") >= n:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{path}: fewer than {n} lines after {timeout} s")
+
+
+def run_log(tmp_path: Path, n: int, **kwargs):
+    from mlproject.serve.predlog import PredictionLog
+
+    counts = {"written": 0, "dropped": 0}
+    log = PredictionLog(
+        tmp_path,
+        "m",
+        "0" * 64,
+        (0.0,),
+        (1.0,),
+        0,
+        ["a", "b"],
+        1 << 20,
+        1,
+        on_written=lambda k: counts.__setitem__("written", counts["written"] + k),
+        on_dropped=lambda k: counts.__setitem__("dropped", counts["dropped"] + k),
+        **kwargs,
+    )
+    log.start()
+    x = np.zeros((1, 1, 4, 4), dtype=np.float32)
+    scores = [np.array([[0.9, 0.1]], dtype=np.float32)]
+    return log, counts, lambda: [log.submit("infer", x, True, scores) for _ in range(n)]
+
+
+@pytest.mark.slow
+def test_prediction_log_writer_outlasts_signals_and_drains(tmp_path):
+    """A Ctrl-C reaches the whole process group: the writer must still write what it got."""
+    import signal
+
+    log, counts, submit = run_log(tmp_path, 500)
+    submit()
+    wait_for_lines(tmp_path, 500)  # the writer runs its loop (its signal handlers are set)
+    log.process.send_signal(signal.SIGINT)
+    log.process.send_signal(signal.SIGTERM)
+    submit()
+    log.close()
+    lines = (tmp_path / "predictions.jsonl").read_text().splitlines()
+    assert len(lines) == 1000 == log.written == counts["written"]
+    assert counts["dropped"] == 0
+
+
+@pytest.mark.slow
+def test_prediction_log_counts_records_lost_when_the_writer_dies(tmp_path, capfd):
+    log, counts, submit = run_log(tmp_path, 300)
+    submit()
+    wait_for_lines(tmp_path, 300)
+    log.process.kill()
+    log.process.wait()
+    for _ in range(4):  # never raises on the request path
+        submit()
+        time.sleep(0.3)
+    log.close()
+    assert counts["written"] >= 300 and counts["dropped"] >= 300
+    assert counts["written"] + counts["dropped"] == 1500
+    assert "writer process gone" in capfd.readouterr().err
+
+
+@pytest.mark.slow
+def test_bench_routes_answer_like_infer_and_exist_only_when_asked(pipeline_repo):
+    """The benchmark's ceiling answers an /infer-shaped constant; its floor runs the real model
+    (same outputs as /infer). A server without BENCH_ENDPOINT has neither."""
+    model, card_path = model_files(pipeline_repo)
+    name = json.loads(card_path.read_text())["name"]
+    x = np.random.default_rng(3).standard_normal((1, 1, 8, 8)).astype(np.float32)
+    body = infer_body(x)
+    with ServerProcess(model, card_path, env={"BENCH_ENDPOINT": "1"}) as server:
+        status, raw = post(f"{server.url}/v2/models/{name}/infer", body)
+        assert status == 200
+        want = {o["name"]: o["data"] for o in json.loads(raw)["outputs"]}
+        status, raw = post(f"{server.url}/bench/floor", body)
+        assert status == 200
+        floor = json.loads(raw)
+        assert floor["model_name"] == name
+        for out in floor["outputs"]:
+            assert out["shape"] == [1, 10]
+            assert out["data"] == pytest.approx(want[out["name"]], rel=1e-6, abs=1e-7)
+        status, raw = post(f"{server.url}/bench/constant", body)
+        assert status == 200
+        assert [o["name"] for o in json.loads(raw)["outputs"]] == list(want)
+    with ServerProcess(model, card_path) as server:
+        for path in ("/bench/floor", "/bench/constant"):
+            assert post(f"{server.url}{path}", body)[0] == 404
 
 
 # --- load and fuzz -----------------------------------------------------------------------------

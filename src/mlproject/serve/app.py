@@ -26,9 +26,9 @@ from . import friendly, protocol
 from .batching import Batcher
 from .errors import RequestError, error_response
 from .metrics import Metrics, MetricsMiddleware
-from .model import Model, load_model
+from .model import PROBS_NAME, Model, load_model
 from .predlog import PredictionLog
-from .settings import Settings
+from .settings import Settings, SettingsError
 
 
 @dataclass
@@ -140,19 +140,25 @@ def create_app(settings: Settings | None = None, model: Model | None = None) -> 
     )
     server.batcher = Batcher(model, settings.max_batch, on_run=metrics.observe_run)
     if settings.prediction_log is not None:
+        has_probs = PROBS_NAME in model.output_index
         server.predlog = PredictionLog(
             settings.prediction_log,
             model.name,
             model.card["sha256"],
             model.spec.mean,
             model.spec.std,
-            model.probabilities,
+            model.output_index[PROBS_NAME] if has_probs else server._logits_index,
             model.classes,
             settings.prediction_log_max_bytes,
             settings.prediction_log_files,
+            scores_are_logits=not has_probs,
             on_written=metrics.predlog_records.inc,
             on_dropped=metrics.predlog_dropped.inc,
         )
+        try:
+            server.predlog.check()
+        except OSError as exc:
+            raise SettingsError(str(exc)) from None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -131,12 +131,12 @@ class Metrics:
         self.model_info.labels(model_name, version, sha256, runtime, str(threads)).set(1)
         self.predlog_records = Counter(
             f"{PREFIX}_prediction_log_records",
-            "Prediction records written to the prediction log",
+            "Prediction records handed to the prediction log's writer process",
             registry=registry,
         )
         self.predlog_dropped = Counter(
             f"{PREFIX}_prediction_log_dropped",
-            "Prediction records dropped because the log's queue was full",
+            "Prediction records dropped: the log's queue was full or its writer had died",
             registry=registry,
         )
         self._request_children: dict[tuple[str, str, int], tuple] = {}

@@ -97,11 +97,22 @@ class ServerProcess:
         return 0
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time of the server process so far, all threads (Linux /proc)."""
-        with open(f"/proc/{self.proc.pid}/stat") as fh:
-            # Fields after the ")" that closes the command name; utime and stime are 14 and 15.
-            fields = fh.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User + system CPU time so far of the server process, all threads, and of its live
+        child processes (the prediction log's writer), from Linux /proc."""
+        total, pids = 0, [self.proc.pid]
+        while pids:
+            pid = pids.pop()
+            try:
+                with open(f"/proc/{pid}/stat") as fh:
+                    # Fields after the ")" that closes the command name; utime, stime: 14, 15.
+                    fields = fh.read().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])
+                for task in os.listdir(f"/proc/{pid}/task"):
+                    with open(f"/proc/{pid}/task/{task}/children") as fh:
+                        pids += [int(c) for c in fh.read().split()]
+            except (FileNotFoundError, ProcessLookupError):  # a child that just exited
+                continue
+        return total / os.sysconf("SC_CLK_TCK")
 
     def stop(self, timeout: float = 15.0) -> int:
         """SIGTERM, wait for a clean exit (SIGKILL after `timeout`); returns the exit code."""

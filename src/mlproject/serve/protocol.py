@@ -513,6 +513,36 @@ class ConstantEndpoint:
         await send({"type": "http.response.body", "body": self.content})
 
 
+class FloorEndpoint:
+    """The benchmark's floor (BENCH_ENDPOINT=1): the least work any JSON /infer must do on this
+    stack, and nothing else. It decodes the JSON, builds the tensor, runs the model once and
+    encodes both outputs, but checks nothing, batches nothing and counts nothing. /infer cannot
+    be faster than this row; the gap between it and the constant endpoint is the model's share."""
+
+    def __init__(self, model: Model):
+        self.model = model
+        self.version = model.version
+
+    async def __call__(self, scope, receive, send) -> None:
+        tensor = orjson.loads(await _read_body(receive))["inputs"][0]
+        x = np.asarray(tensor["data"], dtype=np.float32).reshape(tensor["shape"])
+        results = self.model.run(x)
+        content = orjson.dumps(
+            {
+                "model_name": self.model.name,
+                "model_version": self.version,
+                "outputs": [
+                    {"name": t.name, "datatype": "FP32", "shape": r.shape, "data": r.reshape(-1)}
+                    for t, r in zip(self.model.outputs, results, strict=True)
+                ],
+            },
+            option=orjson.OPT_SERIALIZE_NUMPY,
+        )
+        headers = response_headers(content, None)
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
+
+
 class InferRoute(Route):
     """A Starlette route that, like FastAPI's, puts itself in the scope: the metrics label
     requests by its path template."""
@@ -639,19 +669,21 @@ def add_routes(app: FastAPI) -> None:
 
 def add_bench_routes(app: FastAPI, model: Model) -> None:
     """POST /bench/constant (the stack's ceiling: the cheapest constant endpoint this app can
-    serve, made like the inference route) and POST /bench/constant-fastapi (the same body from
-    an ordinary FastAPI route, for comparison). Neither is in the OpenAPI schema."""
+    serve, made like the inference route), POST /bench/floor (the least model work on the same
+    route) and POST /bench/constant-fastapi (the constant from an ordinary FastAPI route, for
+    comparison). None is in the OpenAPI schema."""
     x = np.zeros([1, *model.input.shape[1:]], dtype=np.float32)
     content, _ = encode_infer_response(
         model, InferRequest(x=x, outputs=_requested_outputs({}, {}, model)), model.run(x)
     )
-    # First in the route list: it is matched before anything else, /infer included.
-    app.router.routes.insert(
-        0,
-        InferRoute(
-            "/bench/constant", ConstantEndpoint(content), methods=["POST"], include_in_schema=False
-        ),
-    )
+    # First in the route list: matched before anything else, /infer included.
+    for path, endpoint in (
+        ("/bench/constant", ConstantEndpoint(content)),
+        ("/bench/floor", FloorEndpoint(model)),
+    ):
+        app.router.routes.insert(
+            0, InferRoute(path, endpoint, methods=["POST"], include_in_schema=False)
+        )
 
     @app.post("/bench/constant-fastapi", include_in_schema=False)
     async def bench_constant_fastapi(request: Request) -> Response:

@@ -27,7 +27,10 @@ ENV = {
     "http": ("HTTP_IMPL", "uvicorn HTTP parser: auto (httptools when installed), h11, httptools"),
     "loop": ("LOOP_IMPL", "event loop: auto (uvloop when installed), asyncio, uvloop"),
     "access_log": ("ACCESS_LOG", "1: log every request line (costs throughput)"),
-    "bench_endpoint": ("BENCH_ENDPOINT", "1: add POST /bench/constant, the stack's ceiling"),
+    "bench_endpoint": (
+        "BENCH_ENDPOINT",
+        "1: add the benchmark routes /bench/constant (ceiling) and /bench/floor",
+    ),
 }
 
 
