@@ -6,6 +6,7 @@ returns an ASGI app; `python -m mlproject.serve` runs it with uvicorn.
 
 from __future__ import annotations
 
+import gc
 import inspect
 import json
 import os
@@ -164,6 +165,12 @@ def create_app(settings: Settings | None = None, model: Model | None = None) -> 
     async def lifespan(app: FastAPI):
         if server.predlog is not None:
             server.predlog.start()
+        # Everything alive now (the app, FastAPI and pydantic, numpy, onnxruntime's bindings)
+        # lives as long as the process: move it out of the collector's sight. Full collections
+        # otherwise walk all of it and stall the event loop; measured at concurrency 32, /infer's
+        # p99 fell from 26-32 ms to 8-9 ms.
+        gc.collect()
+        gc.freeze()
         server.ready = True
         yield
         server.ready = False
