@@ -273,7 +273,6 @@ class PredictionLog:
         self.on_dropped = on_dropped or (lambda n: None)
         self.thread: threading.Thread | None = None
         self.process: subprocess.Popen | None = None
-        self.sent = 0  # records handed to the writer process
         self.written = 0  # records the writer process reported written, once it has stopped
         self.broken = False
 
@@ -370,7 +369,6 @@ class PredictionLog:
             print(f"prediction log: writer process gone ({exc}); logging stops", file=sys.stderr)
             self.on_dropped(items)
             return
-        self.sent += items
         self.on_written(items)
 
     def pixels(self, x: np.ndarray, normalized: bool) -> np.ndarray:
