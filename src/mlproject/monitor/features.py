@@ -35,8 +35,9 @@ def image_features(pixels: np.ndarray) -> np.ndarray:
     mean = flat.sum(axis=1) / m
     var = np.maximum(np.einsum("ij,ij->i", flat, flat) / m - mean * mean, 0.0)
     if p.dtype == np.uint8:
-        dark = np.count_nonzero(p.reshape(n, -1) <= DARK_U8, axis=1)
-        bright = np.count_nonzero(p.reshape(n, -1) >= BRIGHT_U8, axis=1)
+        raw = p.reshape(n, -1)
+        dark = np.count_nonzero(raw <= DARK_U8, axis=1)
+        bright = np.count_nonzero(raw >= BRIGHT_U8, axis=1)
         planes = p.reshape(n * c, h * w).astype(np.int16)  # differences of uint8 fit int16
     else:
         dark = np.count_nonzero(flat < DARK * 255.0, axis=1)

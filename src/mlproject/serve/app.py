@@ -27,7 +27,7 @@ from . import friendly, protocol
 from .batching import Batcher
 from .errors import RequestError, error_response
 from .metrics import Metrics, MetricsMiddleware
-from .model import PROBS_NAME, Model, load_model
+from .model import Model, load_model
 from .predlog import PredictionLog
 from .settings import Settings, SettingsError
 
@@ -137,22 +137,22 @@ def create_app(settings: Settings | None = None, model: Model | None = None) -> 
         model=model,
         metrics=metrics,
         card_json=json.dumps(model.card).encode(),
-        _logits_index=model.output_index.get(model.card["output"]["name"], 0),
+        _logits_index=model.logits_index,
     )
     server.batcher = Batcher(model, settings.max_batch, on_run=metrics.observe_run)
     if settings.prediction_log is not None:
-        has_probs = PROBS_NAME in model.output_index
+        scores_index, scores_are_logits = model.scores_output
         server.predlog = PredictionLog(
             settings.prediction_log,
             model.name,
             model.card["sha256"],
             model.spec.mean,
             model.spec.std,
-            model.output_index[PROBS_NAME] if has_probs else server._logits_index,
+            scores_index,
             model.classes,
             settings.prediction_log_max_bytes,
             settings.prediction_log_files,
-            scores_are_logits=not has_probs,
+            scores_are_logits=scores_are_logits,
             on_written=metrics.predlog_records.inc,
             on_dropped=metrics.predlog_dropped.inc,
         )

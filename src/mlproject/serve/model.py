@@ -100,11 +100,25 @@ class Model:
         """All outputs for a float32 batch [N, C, H, W], in `self.outputs` order."""
         return self.session.run(self._output_names, {self._input_name: x})
 
+    @property
+    def logits_index(self) -> int:
+        """Position in run()'s outputs of the card's output (the logits)."""
+        return self.output_index.get(self.card["output"]["name"], 0)
+
+    @property
+    def scores_output(self) -> tuple[int, bool]:
+        """Position of the output that carries class scores, and whether they are logits: the
+        graph's own softmax output when it has one, else the logits."""
+        if PROBS_NAME in self.output_index:
+            return self.output_index[PROBS_NAME], False
+        return self.logits_index, True
+
     def probabilities(self, outputs: list[np.ndarray]) -> np.ndarray:
         """Class probabilities from run()'s outputs: the graph's own softmax if it has one."""
-        if PROBS_NAME in self.output_index:
-            return outputs[self.output_index[PROBS_NAME]]
-        logits = outputs[self.output_index.get(self.card["output"]["name"], 0)]
+        index, are_logits = self.scores_output
+        if not are_logits:
+            return outputs[index]
+        logits = outputs[index]
         z = np.exp(logits - logits.max(axis=1, keepdims=True))
         return z / z.sum(axis=1, keepdims=True)
 

@@ -289,8 +289,7 @@ class PredictionLog:
             ) from None
 
     def start(self) -> None:
-        """Start the writer process and the hand-off thread."""
-        self.check()
+        """Start the writer process and the hand-off thread (create_app has run check())."""
         self.process = subprocess.Popen(
             [sys.executable, "-m", "mlproject.serve.predlog", json.dumps(asdict(self.config))],
             stdin=subprocess.PIPE,
@@ -328,7 +327,7 @@ class PredictionLog:
         process, self.process = self.process, None
         try:
             out, _ = process.communicate(timeout=timeout)  # closes the pipe: the writer drains
-            self.written = int(out.split()[-1]) if out.split() else 0
+            self.written = int(out or 0)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
@@ -385,10 +384,12 @@ class PredictionLog:
         """(ts, routes, pixels, scores) per image size (one, unless the model takes several),
         each item with its request's time and route."""
         try:  # the usual case: one image size, so one chunk
-            yield self.group(entries, np.concatenate([e[2] for e in entries]))
+            x = np.concatenate([e[2] for e in entries])
+        except ValueError:  # several sizes: a chunk per size, below
+            x = None
+        if x is not None:
+            yield self.group(entries, x)
             return
-        except ValueError:  # several sizes: a chunk per size
-            pass
         by_shape: dict[tuple, list[tuple]] = {}
         for e in entries:
             by_shape.setdefault(e[2].shape[1:], []).append(e)
