@@ -57,6 +57,8 @@ class TrainSchema:
     seed: int = 42
     device: str = "auto"
     amp: bool = True
+    threads: int = 1
+    fast: bool = False
     optimizer: Any = None
     scheduler: Any = None
     early_stopping: EarlyStoppingSchema = field(default_factory=EarlyStoppingSchema)

@@ -5,7 +5,8 @@
     torchrun --standalone --nproc_per_node=2 -m mlproject.train   # DDP (gloo on CPU, nccl on CUDA)
 
 The device is chosen automatically (CUDA, then MPS, then CPU); mixed precision runs on CUDA; on
-CPU the run is seeded and deterministic. Per-epoch metrics go to DVCLive (reports/train) and to a
+CPU the run is seeded and pinned (mlproject.determinism: threads, instruction sets), so the same
+commit gives the same bits on any x86-64 machine; `train.fast: true` opts out. Per-epoch metrics go to DVCLive (reports/train) and to a
 progress line. The best epoch by validation is kept; the checkpoint carries the config, the class
 names and the input spec, and loads with `torch.load(..., weights_only=True)`.
 """
@@ -13,6 +14,7 @@ names and the input spec, and loads with `torch.load(..., weights_only=True)`.
 from __future__ import annotations
 
 import copy
+import io
 import math
 import os
 import random
@@ -32,7 +34,8 @@ from torch import nn
 
 from .config import ConfigError, instantiate_model, load_params
 from .data import load_split
-from .io import atomic_dir, atomic_path, read_json
+from .determinism import pin_torch, read_pinning, torch_was_pinned
+from .io import atomic_dir, atomic_write_bytes, read_json
 
 PREPARED = Path("outputs/prepared")
 CHECKPOINT = Path("outputs/model.pt")
@@ -185,6 +188,14 @@ def train(
             torch.cuda.set_device(device)
     seed_everything(int(tc.seed), device)
     is_main = rank == 0
+    pinning = read_pinning(OmegaConf.to_container(cfg, resolve=True))
+    if device.type == "cpu":
+        pin_torch(pinning)
+        if is_main and not torch_was_pinned(pinning):
+            log(
+                "warning: torch loaded before the pinning; run `python -m mlproject.stage train` "
+                "for bits that match other machines"
+            )
 
     meta = read_json(prepared / "meta.json")
     spec, classes = meta["input"], meta["classes"]
@@ -215,6 +226,7 @@ def train(
             log(
                 f"train: {type(model).__name__} on {device} ({world} process{'es' * (world > 1)}), "
                 f"{len(y_train)} train / {len(y_val)} val samples, amp={'on' if amp else 'off'}"
+                + (f", {pinning.describe()}" if device.type == "cpu" else "")
             )
         for epoch in range(1, int(tc.epochs) + 1):
             start = time.perf_counter()
@@ -303,8 +315,11 @@ def _save_checkpoint(
         "epoch": best["epoch"],
         "metrics": best["metrics"],
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    # Saved through a buffer: torch.save names the archive after the file it writes, and the
+    # atomic write's temporary name is random; in memory the name is fixed, so are the bytes.
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def load_checkpoint(path: Path = CHECKPOINT, device: str | torch.device = "cpu"):
