@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -83,6 +84,12 @@ def parity(model: torch.nn.Module, onnx_path: Path, x: np.ndarray) -> dict[str, 
         "logits_max_abs_diff": logit_diff,
         "logits_max_rel_diff": logit_diff / float(np.abs(torch_logits).max()),
     }
+
+
+def power_of_ten_bound(value: float) -> float:
+    """The smallest power of ten >= value (0 stays 0): a figure the CPU's instruction set does
+    not move, where the exact difference does (onnxruntime picks its kernels by CPU)."""
+    return 0.0 if value <= 0 else float(f"1e{math.ceil(math.log10(value))}")
 
 
 def export(
@@ -162,7 +169,8 @@ def export(
             "onnx": onnx.__version__,
             "onnxruntime": onnxruntime.__version__,
             "parity": {
-                **diffs,
+                **{name: power_of_ten_bound(value) for name, value in diffs.items()},
+                "rounding": "each difference rounded up to a power of ten (same card on any CPU)",
                 "on": PROBS_NAME,
                 "atol": float(cfg.export.parity_atol),
                 "samples": len(x),
@@ -170,7 +178,7 @@ def export(
         },
     }
     write_json(card_path, card)
-    return card
+    return {**card, "parity_measured": diffs}
 
 
 def main() -> int:
@@ -181,8 +189,8 @@ def main() -> int:
         return 1
     print(
         f"export: {ONNX_PATH} ({card['size_bytes'] / 1024:.0f} KiB, opset {card['export']['opset']}), "
-        f"parity max |diff| {card['export']['parity']['max_abs_diff']:.1e} on probabilities "
-        f"({card['export']['parity']['logits_max_rel_diff']:.1e} relative on logits) over "
+        f"parity max |diff| {card['parity_measured']['max_abs_diff']:.1e} on probabilities "
+        f"({card['parity_measured']['logits_max_rel_diff']:.1e} relative on logits) over "
         f"{card['export']['parity']['samples']} test images; card {CARD_PATH}"
     )
     return 0
