@@ -30,6 +30,9 @@ from .diff import (
 )
 from .gate import GateConfig, evaluate
 from .render import render
+from .significance import from_texts
+
+PREDICTIONS = "reports/eval/predictions.csv"
 
 
 def head_info(cwd: str | Path = ".", env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -101,6 +104,11 @@ def collect(
     head_metrics, base_metrics = gate_inputs(tables, gate)
     if not head_metrics and (cwd / gate.metrics_file).is_file():
         head_metrics = flatten(json.loads((cwd / gate.metrics_file).read_text()))
+    head_predictions = cwd / PREDICTIONS
+    significance = from_texts(
+        git_show(base_sha, PREDICTIONS, cwd),
+        head_predictions.read_text() if head_predictions.is_file() else None,
+    )
     report: dict[str, Any] = {
         "base": {"rev": base_sha, "short": base_sha[:7], "label": base_label},
         "head": head,
@@ -108,7 +116,8 @@ def collect(
         "params": params,
         "gate_params_changed": any(p["name"].startswith("gate.") for p in params),
         "metrics": tables,
-        "gate": evaluate(gate, head_metrics, base_metrics),
+        "gate": evaluate(gate, head_metrics, base_metrics, significance),
+        "significance": significance,
     }
     if not base_metrics:
         report["note"] = (

@@ -23,6 +23,9 @@ class GateConfig:
     max_regression: dict[str, float] = field(default_factory=dict)
     lower_is_better: list[str] = field(default_factory=lambda: ["loss"])
     neutral: list[str] = field(default_factory=list)
+    # When true, a regression beyond max_regression fails only if it is significant (report
+    # section `significance`: McNemar for accuracy, bootstrap for f1_macro), not within noise.
+    regression_needs_significance: bool = False
 
     @classmethod
     def from_params(cls, params: dict[str, Any] | None, source: str = "params.yaml") -> GateConfig:
@@ -46,6 +49,13 @@ class GateConfig:
         for name, tol in cfg.max_regression.items():
             if tol < 0:
                 raise GateConfigError(f"{source}: 'gate.max_regression.{name}' must be >= 0.")
+        flag = section.get("regression_needs_significance", False)
+        if not isinstance(flag, bool):
+            raise GateConfigError(
+                f"{source}: 'gate.regression_needs_significance' must be true or false, "
+                f"got {flag!r}."
+            )
+        cfg.regression_needs_significance = flag
         for key in ("lower_is_better", "neutral"):
             value = section.get(key, getattr(cfg, key))
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -82,8 +92,16 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
-def evaluate(cfg: GateConfig, head: dict[str, Any], base: dict[str, Any] | None) -> dict[str, Any]:
+def evaluate(
+    cfg: GateConfig,
+    head: dict[str, Any],
+    base: dict[str, Any] | None,
+    significance: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Check head metrics (name -> value) against the config and the base metrics (or None).
+
+    With `regression_needs_significance`, a regression over its tolerance passes when
+    `significance[metric]` says it is not significant (no figures for the metric: it fails).
 
     Returns {"passed": bool, "checks": [{metric, rule, threshold, value, base, ok, reason}]}.
     A metric named in the config but missing or NaN in the head fails: a gate that cannot measure
@@ -160,5 +178,12 @@ def evaluate(cfg: GateConfig, head: dict[str, Any], base: dict[str, Any] | None)
             if worse_by > EPS
             else "no regression"
         )
+        figures = (significance or {}).get(metric)
+        if not ok and cfg.regression_needs_significance and isinstance(figures, dict):
+            ok = not figures.get("significant", True)
+            reason += (
+                f", {'significant' if not ok else 'within noise'} "
+                f"(p = {figures.get('p_value', float('nan')):.3g})"
+            )
         check(metric, "max_regression", tolerance, ok, reason, value, old)
     return {"passed": all(c["ok"] for c in checks), "checks": checks}

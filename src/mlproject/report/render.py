@@ -173,6 +173,34 @@ def model_section(model: dict[str, Any], data: dict[str, Any]) -> str:
     return table(["", "base", "head"], rows)
 
 
+def significance_section(sig: dict[str, Any]) -> str:
+    """Fixed/broken test items, p-values and bootstrap intervals; ends in the one-line verdict."""
+    if not sig:
+        return ""
+    if "error" in sig:
+        return f"Not computed: {sig['error']}"
+    metrics = [m for m in ("accuracy", "f1_macro") if m in sig]
+    first = sig[metrics[0]]
+    rows = [
+        [
+            f"`{m}`",
+            fmt_delta(sig[m]["delta"]),
+            f"[{sig[m]['ci95'][0]:+.4f}, {sig[m]['ci95'][1]:+.4f}]",
+            f"{sig[m]['p_value']:.3g}",
+            sig[m]["test"],
+        ]
+        for m in metrics
+    ]
+    return "\n\n".join(
+        [
+            f"Of {sig['n']} test items, head **fixes {first['fixed']}** and "
+            f"**breaks {first['broken']}** that base got right.",
+            table(["metric", "Δ", "95% interval of Δ", "p-value", "test"], rows),
+            f"Verdict at α = {sig['alpha']:g}: **{sig['verdict']}**",
+        ]
+    )
+
+
 def plots_section(plots: list[dict[str, str]], images: str, run_url: str | None) -> str:
     if not plots:
         return ""
@@ -216,6 +244,11 @@ def render(report: dict[str, Any], images: str = "inline") -> str:
         "#### Metrics",
         metrics_section(report.get("metrics", [])),
     ]
+    if report.get("significance"):
+        parts += [
+            "#### Is the difference real?",
+            significance_section(report["significance"]),
+        ]
     if report.get("model") or report.get("data"):
         parts += [
             "#### Model and data",
