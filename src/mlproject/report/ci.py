@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -57,17 +58,61 @@ def remote_configured() -> bool:
     return result.returncode == 0 and bool(result.stdout.strip())
 
 
+STAGE_LINES = (
+    (re.compile(r"^Running stage '([^']+)'"), "ran"),
+    (re.compile(r"^Stage '([^']+)' didn't change, skipping"), "up to date"),
+    (re.compile(r"^Stage '([^']+)' is cached - skipping run"), "restored"),
+)
+
+
+def _run_dvc_repro(args: list[str], stages: dict[str, str]) -> int:
+    """Run `dvc repro ...`, passing its output through and noting what each stage did."""
+    print("+ " + " ".join(args), flush=True)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        print(line, end="", flush=True)
+        for pattern, what in STAGE_LINES:
+            match = pattern.match(line.strip())
+            if match:
+                stages[match.group(1).split(":")[-1]] = what
+    return proc.wait()
+
+
+def stage_summary(stages: dict[str, str]) -> str:
+    """One line: which stages ran and which came from the cache."""
+    ran = [s for s, what in stages.items() if what == "ran"]
+    cached = [
+        f"{s} ({'restored' if what == 'restored' else 'unchanged'})"
+        for s, what in stages.items()
+        if what != "ran"
+    ]
+    return (
+        f"repro: ran {', '.join(ran) if ran else 'no stage'}; "
+        f"from the cache: {', '.join(cached) if cached else 'none'}"
+    )
+
+
 def repro() -> int:
     """Restore the committed outputs from the DVC cache (carried between runs by actions/cache),
     then `dvc repro`, pulling from the DVC remote when one is set: only the stages whose code,
-    params or data changed run. Fork PRs get no secrets, so a failed pull means rebuilding."""
+    params or data changed run. Fork PRs get no secrets, so a failed pull means rebuilding.
+    Ends with one line naming the stages that ran and those that came from the cache."""
     # Outputs missing from the cache make checkout complain; repro rebuilds those anyway.
     _run(["dvc", "checkout", "--quiet"], check=False)
+    stages: dict[str, str] = {}
+    code = None
     if remote_configured():
-        if _run(["dvc", "repro", "--pull"], check=False) == 0:
-            return 0
-        _warn("dvc repro --pull failed (no credentials for the remote?); rebuilding instead")
-    return _run(["dvc", "repro"], check=False)
+        code = _run_dvc_repro(["dvc", "repro", "--pull"], stages)
+        if code != 0:
+            _warn(
+                "dvc repro --pull failed (no credentials for the remote?); "
+                "reproducing here instead"
+            )
+    if code != 0:
+        code = _run_dvc_repro(["dvc", "repro"], stages)
+    print(stage_summary(stages), flush=True)
+    return code
 
 
 def image_setting(env: dict[str, str]) -> str:
