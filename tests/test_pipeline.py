@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import run
+from conftest import ENV, run
 
 pytestmark = pytest.mark.slow
 
@@ -63,7 +66,13 @@ def test_second_run_does_no_work_and_says_so(pipeline_repo):
 def test_forced_reruns_give_identical_metrics_and_weights(pipeline_repo, tmp_path):
     again = _copy(pipeline_repo, tmp_path / "again")
     run(["dvc", "repro", "--force"], again)
+    # Every output, the checkpoint and the ONNX file included, has the same bytes: same lock.
+    assert (again / "dvc.lock").read_text() == (pipeline_repo / "dvc.lock").read_text()
     for rel in (
+        "outputs/model.pt",
+        "models/model.onnx",
+        "models/model_card.json",
+        "reports/explain/attributions.png",
         "reports/eval/metrics.json",
         "reports/train/metrics.json",
         "reports/eval/predictions.csv",
@@ -78,6 +87,48 @@ def test_forced_reruns_give_identical_metrics_and_weights(pipeline_repo, tmp_pat
         _json(again / "models/model_card.json")["sha256"]
         == _json(pipeline_repo / "models/model_card.json")["sha256"]
     )
+
+
+def _train_stage(repo: Path, env: dict[str, str], one_core: bool = False) -> str:
+    """Run the train stage as dvc.yaml does, under extra env; hash of checkpoint and metrics."""
+    first_cpu = min(os.sched_getaffinity(0))
+    result = subprocess.run(
+        [sys.executable, "-m", "mlproject.stage", "train"],
+        cwd=repo,
+        env={**ENV, **env},
+        capture_output=True,
+        text=True,
+        preexec_fn=(lambda: os.sched_setaffinity(0, {first_cpu})) if one_core else None,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    digest = hashlib.sha256()
+    for rel in ("outputs/model.pt", "reports/train/metrics.json"):
+        digest.update((repo / rel).read_bytes())
+    return digest.hexdigest()
+
+
+def test_pinned_training_gives_the_same_bytes_whatever_the_machine_offers(pipeline_repo, tmp_path):
+    """What differs between machines (instruction sets, thread counts, cores) varied on this one:
+    the pinning neutralizes it. Unpinned (train.fast: true), the same variation changes the bits."""
+    repo = _copy(pipeline_repo, tmp_path / "pinned")
+    params = repo / "params.yaml"
+    params.write_text(params.read_text().replace("epochs: 40", "epochs: 3"))
+    cores = str(len(os.sched_getaffinity(0)))
+    variants = {
+        "ATen scalar kernels": {"ATEN_CPU_CAPABILITY": "default"},
+        "oneDNN capped at SSE4.1": {"ONEDNN_MAX_CPU_ISA": "SSE41"},
+        "all cores, MKL free": {"OMP_NUM_THREADS": cores, "MKL_CBWR": "AUTO"},
+        "numpy all features": {"NPY_DISABLE_CPU_FEATURES": ""},
+    }
+    reference = _train_stage(repo, {})
+    for name, env in variants.items():
+        assert _train_stage(repo, env) == reference, name
+    assert _train_stage(repo, {}, one_core=True) == reference, "one core (sched_setaffinity)"
+
+    params.write_text(params.read_text().replace("fast: false", "fast: true"))
+    unpinned = _train_stage(repo, {"ATEN_CPU_CAPABILITY": "avx2"})
+    assert _train_stage(repo, {"ATEN_CPU_CAPABILITY": "default"}) != unpinned
 
 
 def test_experiment_swaps_the_model_group(pipeline_repo, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,9 @@ def predictions(fixed: int, broken: int, both_wrong: int = 3) -> tuple[str, str]
         base[i] = head[i] = wrong(i)
 
     def csv(pred: list[str]) -> str:
-        return "actual,predicted\n" + "".join(f"{a},{p}\n" for a, p in zip(actual, pred))
+        return "actual,predicted\n" + "".join(
+            f"{a},{p}\n" for a, p in zip(actual, pred, strict=True)
+        )
 
     return csv(base), csv(head)
 
@@ -126,8 +129,6 @@ def test_the_option_is_read_from_params_and_checked():
 
 @pytest.mark.slow
 def test_report_json_carries_significance_against_the_base_predictions(pipeline_repo, tmp_path):
-    from mlproject.report.build import build
-
     repo = Path(shutil.copytree(pipeline_repo, tmp_path / "repo", symlinks=True))
     run("git add -A && git commit -qm outputs", repo)
     # Head breaks the first three test items the base got right.
@@ -138,9 +139,9 @@ def test_report_json_carries_significance_against_the_base_predictions(pipeline_
         actual = lines[i].split(",")[0]
         lines[i] = f"{actual},{(int(actual) + 1) % 10}"
     path.write_text("\n".join(lines) + "\n")
-    report = build("HEAD", cwd=repo, plots=False, latency=False)
+    build = [sys.executable, "-m", "mlproject.report", "build", "--base", "HEAD", "--no-plots"]
+    run([*build, "--no-latency"], repo)
     sig = json.loads((repo / "reports/pr/report.json").read_text())["significance"]
-    assert sig == report["significance"]
     assert sig["accuracy"]["broken"] == 3 and sig["accuracy"]["fixed"] == 0
     assert sig["verdict"] == "within noise"
     assert "Verdict at α = 0.05: **within noise**" in (repo / "reports/pr/report.md").read_text()

@@ -82,7 +82,9 @@ def read_pinning(params: str | Path | dict[str, Any] = PARAMS_FILE) -> Pinning:
     train = params.get("train") or {}
     threads = train.get("threads", DEFAULT_THREADS)
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"{PARAMS_FILE}: 'train.threads' must be an integer >= 1, got {threads!r}.")
+        raise ValueError(
+            f"{PARAMS_FILE}: 'train.threads' must be an integer >= 1, got {threads!r}."
+        )
     return Pinning(threads=threads, fast=bool(train.get("fast", False)))
 
 

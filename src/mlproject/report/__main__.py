@@ -38,6 +38,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="JSON",
         help="gate: take the verdict from a report.json built in this run",
     )
+    parser.add_argument(
+        "--base-outputs",
+        choices=("auto", "committed", "rebuild"),
+        default=os.environ.get("BASE_OUTPUTS") or "auto",
+        help="base metrics: committed (from git), rebuild (here), or auto: committed when the "
+        "base's model is in the DVC cache, else pulled or rebuilt in a worktree",
+    )
     parser.add_argument("--no-plots", action="store_true", help="build: skip the PNGs")
     parser.add_argument("--no-latency", action="store_true", help="build: skip onnxruntime timing")
     return parser
@@ -51,7 +58,11 @@ def main(argv: list[str] | None = None) -> int:
             from .build import build
 
             report = build(
-                args.base, out=args.out, plots=not args.no_plots, latency=not args.no_latency
+                args.base,
+                out=args.out,
+                plots=not args.no_plots,
+                latency=not args.no_latency,
+                base_mode=args.base_outputs,
             )
             print(verdict_line(report["gate"]).lstrip("# "))
             print(
@@ -66,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from .build import collect
 
-            gate = collect(args.base, plots=False, latency=False)["gate"]
+            gate = collect(args.base, plots=False, latency=False, base_mode=args.base_outputs)[
+                "gate"
+            ]
     except (ReportError, GateConfigError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

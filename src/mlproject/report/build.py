@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from ..io import atomic_dir
 from . import REPORT_DIR
+from .base import base_outputs, read_base_file, rebase_metrics
 from .diff import (
     ci_context,
     data_version,
@@ -81,11 +83,20 @@ def collect(
     plots: bool = True,
     latency: bool = True,
     detail_files: tuple[str, ...] = DETAIL_FILES,
+    base_mode: str | None = None,
 ) -> dict[str, Any]:
-    """Everything the report shows, as JSON-able data; plots rendered into out_dir/plots."""
+    """Everything the report shows, as JSON-able data; plots rendered into out_dir/plots.
+
+    base_mode (default $BASE_OUTPUTS or auto): where the base's outputs come from, see base.py."""
     cwd = Path(cwd)
     base_sha, base_label = resolve_base(base, cwd)
     gate = GateConfig.from_params(load_params(cwd))
+    outputs = base_outputs(
+        base_sha,
+        cwd,
+        base_mode or os.environ.get("BASE_OUTPUTS") or "auto",
+        log=lambda message: print(message, file=sys.stderr),
+    )
     procs = start_dvc_diffs(base_sha, cwd)
     head = head_info(cwd)
     images: list[dict[str, str]] = []
@@ -97,6 +108,7 @@ def collect(
             images = render_plots(base_sha, out_dir, names, cwd)
     finally:
         metrics_diff, params_diff = finish_dvc_diffs(procs)
+    metrics_diff = rebase_metrics(metrics_diff, outputs)
     extra = tuple(f for f in detail_files if f not in metrics_diff)
     metrics_diff.update(json_diff(base_sha, extra, cwd))
     tables = metric_tables(metrics_diff, gate, cwd)
@@ -106,11 +118,16 @@ def collect(
         head_metrics = flatten(json.loads((cwd / gate.metrics_file).read_text()))
     head_predictions = cwd / PREDICTIONS
     significance = from_texts(
-        git_show(base_sha, PREDICTIONS, cwd),
+        read_base_file(outputs, base_sha, PREDICTIONS, cwd),
         head_predictions.read_text() if head_predictions.is_file() else None,
     )
     report: dict[str, Any] = {
-        "base": {"rev": base_sha, "short": base_sha[:7], "label": base_label},
+        "base": {
+            "rev": base_sha,
+            "short": base_sha[:7],
+            "label": base_label,
+            "outputs": {k: v for k, v in outputs.items() if k != "dir"},
+        },
         "head": head,
         "ci": ci_context(),
         "params": params,
@@ -144,11 +161,12 @@ def build(
     out: str | Path = REPORT_DIR,
     plots: bool = True,
     latency: bool = True,
+    base_mode: str | None = None,
 ) -> dict[str, Any]:
     """Collect and write report.json, report.md and the plots into `out`, all or nothing."""
     out = Path(cwd) / out
     with atomic_dir(out) as tmp:
-        report = collect(base, cwd, tmp, plots=plots, latency=latency)
+        report = collect(base, cwd, tmp, plots=plots, latency=latency, base_mode=base_mode)
         (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         (tmp / "report.md").write_text(render(report, images="inline"))
     return report

@@ -53,8 +53,8 @@ def _load(report_dir: str) -> dict:
     return json.loads(path.read_text())
 
 
-def remote_configured() -> bool:
-    result = subprocess.run(["dvc", "remote", "list"], capture_output=True, text=True)
+def remote_configured(cwd: str | None = None) -> bool:
+    result = subprocess.run(["dvc", "remote", "list"], capture_output=True, text=True, cwd=cwd)
     return result.returncode == 0 and bool(result.stdout.strip())
 
 
@@ -65,10 +65,14 @@ STAGE_LINES = (
 )
 
 
-def _run_dvc_repro(args: list[str], stages: dict[str, str]) -> int:
+def _run_dvc_repro(
+    args: list[str], stages: dict[str, str], cwd: str | None = None, env: dict | None = None
+) -> int:
     """Run `dvc repro ...`, passing its output through and noting what each stage did."""
     print("+ " + " ".join(args), flush=True)
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd, env=env
+    )
     assert proc.stdout is not None
     for line in proc.stdout:
         print(line, end="", flush=True)
@@ -106,8 +110,7 @@ def repro() -> int:
         code = _run_dvc_repro(["dvc", "repro", "--pull"], stages)
         if code != 0:
             _warn(
-                "dvc repro --pull failed (no credentials for the remote?); "
-                "reproducing here instead"
+                "dvc repro --pull failed (no credentials for the remote?); reproducing here instead"
             )
     if code != 0:
         code = _run_dvc_repro(["dvc", "repro"], stages)

@@ -229,9 +229,16 @@ def render(report: dict[str, Any], images: str = "inline") -> str:
 
     head_ref = commit(head) + (" + uncommitted changes" if head.get("dirty") else "")
     origin = f" · [CI run]({ci['run_url']})" if ci.get("run_url") else ""
+    source = (base.get("outputs") or {}).get("source")
+    used = {
+        "committed": "its committed outputs",
+        "pulled": "its outputs pulled from the DVC remote",
+        "rebuilt": "its outputs rebuilt here, on this runner",
+    }.get(source or "")
     parts = [
         verdict_line(gate),
-        f"**Head** {head_ref} vs **base** `{base.get('label', '')}` ({commit(base)}){origin}",
+        f"**Head** {head_ref} vs **base** `{base.get('label', '')}` ({commit(base)}){origin}"
+        + (f" · base: {used}" if used else ""),
     ]
     if report.get("gate_params_changed"):
         parts.append("⚠️ This change edits the gate's own thresholds (`gate.*` params below).")

@@ -97,9 +97,7 @@ def compare(
     }
     point = {
         "accuracy": float(head_ok.mean() - base_ok.mean()),
-        "f1_macro": float(
-            _f1_macro(y[None], ph[None], k)[0] - _f1_macro(y[None], pb[None], k)[0]
-        ),
+        "f1_macro": float(_f1_macro(y[None], ph[None], k)[0] - _f1_macro(y[None], pb[None], k)[0]),
     }
     out: dict[str, Any] = {}
     for metric in METRICS:
