@@ -83,17 +83,32 @@ def _run_dvc_repro(
     return proc.wait()
 
 
+def stages_missing_outputs(cwd: str | None = None) -> set[str]:
+    """Stages whose outputs are not in the workspace (`dvc status`): if DVC then skips them, they
+    came from the cache or the remote."""
+    result = subprocess.run(["dvc", "status", "--json"], capture_output=True, text=True, cwd=cwd)
+    try:
+        status = json.loads(result.stdout or "{}") if result.returncode == 0 else {}
+    except json.JSONDecodeError:
+        return set()
+    missing = set()
+    for stage, changes in status.items():
+        for change in changes if isinstance(changes, list) else []:
+            outs = change.get("changed outs", {}) if isinstance(change, dict) else {}
+            if any(state in ("deleted", "not in cache") for state in outs.values()):
+                missing.add(stage.split(":")[-1])
+    return missing
+
+
 def stage_summary(stages: dict[str, str]) -> str:
-    """One line: which stages ran and which came from the cache."""
-    ran = [s for s, what in stages.items() if what == "ran"]
-    cached = [
-        f"{s} ({'restored' if what == 'restored' else 'unchanged'})"
-        for s, what in stages.items()
-        if what != "ran"
-    ]
+    """One line: the stages that ran, those restored from the DVC cache, those up to date."""
+
+    def names(what: str) -> str:
+        return ", ".join(s for s, w in stages.items() if w == what) or "none"
+
     return (
-        f"repro: ran {', '.join(ran) if ran else 'no stage'}; "
-        f"from the cache: {', '.join(cached) if cached else 'none'}"
+        f"repro: ran: {names('ran')} · from the cache: {names('restored')} · "
+        f"up to date: {names('up to date')}"
     )
 
 
@@ -103,6 +118,7 @@ def repro() -> int:
     params or data changed run. Fork PRs get no secrets, so a failed pull means rebuilding.
     Ends with one line naming the stages that ran and those that came from the cache."""
     # Outputs missing from the cache make checkout complain; repro rebuilds those anyway.
+    missing = stages_missing_outputs()
     _run(["dvc", "checkout", "--quiet"], check=False)
     stages: dict[str, str] = {}
     code = None
@@ -114,6 +130,9 @@ def repro() -> int:
             )
     if code != 0:
         code = _run_dvc_repro(["dvc", "repro"], stages)
+    for stage in missing:  # skipped yet missing before: restored (pulled or from the cache)
+        if stages.get(stage) == "up to date":
+            stages[stage] = "restored"
     print(stage_summary(stages), flush=True)
     return code
 
