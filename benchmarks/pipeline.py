@@ -5,6 +5,8 @@
 - whole pipeline: `dvc repro --force` wall time on the demo data (environment present);
 - no-op `dvc repro` wall time;
 - ONNX Runtime against eager PyTorch, latency at batch 1 and 256;
+- the train stage pinned (same bits on any x86-64 machine, the default) against unpinned
+  (`train.fast: true`): median time per epoch and stage wall time, runs interleaved;
 - fresh clone `make repro` including environment creation (skip with --no-clone).
 
 Runs in a temporary copy of the project; the checkout is not touched.
@@ -138,6 +140,28 @@ def inference(repo: Path) -> dict[int, tuple[float, float]]:
     return out
 
 
+def pinned_vs_fast(repo: Path, rounds: int = 3) -> dict[str, tuple[float, float]]:
+    """{"pinned"|"fast": (median s/epoch, median stage wall s)} of `python -m mlproject.stage
+    train`, the two settings interleaved so that machine noise hits both alike."""
+    import re
+
+    params = repo / "params.yaml"
+    original = params.read_text()
+    epochs: dict[str, list[float]] = {"pinned": [], "fast": []}
+    walls: dict[str, list[float]] = {"pinned": [], "fast": []}
+    try:
+        for _ in range(rounds):
+            for name, fast in (("pinned", "false"), ("fast", "true")):
+                params.write_text(original.replace("fast: false", f"fast: {fast}"))
+                start = time.perf_counter()
+                out = run([sys.executable, "-m", "mlproject.stage", "train"], repo).stdout
+                walls[name].append(time.perf_counter() - start)
+                epochs[name] += [float(t) for t in re.findall(r"  ([0-9.]+)s(?:  \*)?$", out, re.M)]
+    finally:
+        params.write_text(original)
+    return {n: (statistics.median(epochs[n]), statistics.median(walls[n])) for n in epochs}
+
+
 def fresh_clone() -> float:
     with tempfile.TemporaryDirectory() as tmp:
         clone = Path(tmp) / "clone"
@@ -162,6 +186,7 @@ def main() -> int:
         acc = __import__("json").loads((repo / "reports/eval/metrics.json").read_text())["accuracy"]
         proj, projv, bare = training_loop(repo)
         infer = inference(repo)
+        pin = pinned_vs_fast(repo)
         shutil.rmtree(repo / ".dvc/cache", ignore_errors=True)
 
     rows.append(("test accuracy (default config)", f"{acc:.4f}", ">= 0.97", "", acc >= 0.97))
@@ -198,6 +223,25 @@ def main() -> int:
                 speedup >= 3 if batch == 1 else True,
             )
         )
+    (pin_epoch, pin_wall), (fast_epoch, fast_wall) = pin["pinned"], pin["fast"]
+    rows.append(
+        (
+            "train: pinned / unpinned (fast), s/epoch",
+            f"{pin_epoch * 1000:.0f} ms / {fast_epoch * 1000:.0f} ms",
+            "(info)",
+            f"{pin_epoch / fast_epoch:.2f}x",
+            True,
+        )
+    )
+    rows.append(
+        (
+            "train stage wall: pinned / unpinned",
+            f"{pin_wall:.1f} s / {fast_wall:.1f} s",
+            "(info)",
+            f"{pin_wall / fast_wall:.2f}x",
+            True,
+        )
+    )
     if not args.no_clone:
         clone = fresh_clone()
         rows.append(

@@ -35,12 +35,13 @@ def _dvc_cache_dir(cwd: Path) -> Path:
     return Path(out) if result.returncode == 0 and out else cwd / ".dvc" / "cache"
 
 
-def _worktree(base_sha: str, lock_text: str, cwd: Path, log) -> tuple[Path, bool]:
-    """(folder, reused) of the base's worktree; a new one is checked out at base_sha."""
-    key = hashlib.sha256(lock_text.encode()).hexdigest()[:16]
-    folder = cwd / WORKTREES / key
-    if (folder / DONE).is_file():
-        return folder, True
+def _folder(lock_text: str, cwd: Path) -> Path:
+    return cwd / WORKTREES / hashlib.sha256(lock_text.encode()).hexdigest()[:16]
+
+
+def _worktree(base_sha: str, lock_text: str, cwd: Path, log) -> Path:
+    """A new worktree of the base, checked out at base_sha."""
+    folder = _folder(lock_text, cwd)
     if folder.exists():  # an interrupted build: start again
         git("worktree", "remove", "--force", str(folder), cwd=cwd, check=False)
         shutil.rmtree(folder, ignore_errors=True)
@@ -48,7 +49,7 @@ def _worktree(base_sha: str, lock_text: str, cwd: Path, log) -> tuple[Path, bool
     folder.parent.mkdir(parents=True, exist_ok=True)
     log(f"base: checking out {base_sha[:7]} in {folder.relative_to(cwd)}")
     git("worktree", "add", "--detach", "--quiet", str(folder), base_sha, cwd=cwd)
-    return folder, False
+    return folder
 
 
 def _reproduce(folder: Path, cache: Path, log) -> dict[str, str]:
@@ -83,12 +84,12 @@ def base_outputs(base_sha: str, cwd: str | Path = ".", mode: str = "auto", log=p
     if mode == "committed" or lock_text is None or md5 is None:
         why = "as asked" if mode == "committed" else "the base has no pipeline outputs to rebuild"
         return {"source": "committed", "dir": None, "why": why}
+    done = _folder(lock_text, cwd) / DONE
+    if done.is_file():  # built before, by an earlier report against this base
+        return {**json.loads(done.read_text()), "dir": str(done.parent), "reused": True}
     if mode == "auto" and cache_file(md5, cwd):
         return {"source": "committed", "dir": None, "why": "the base's model is in the DVC cache"}
-    folder, reused = _worktree(base_sha, lock_text, cwd, log)
-    if reused:
-        info = json.loads((folder / DONE).read_text())
-        return {**info, "dir": str(folder), "reused": True}
+    folder = _worktree(base_sha, lock_text, cwd, log)
     stages = _reproduce(folder, _dvc_cache_dir(cwd), log)
     ran = sorted(s for s, what in stages.items() if what == "ran")
     info = {
