@@ -22,6 +22,10 @@ def main(argv: list[str] | None = None) -> int:
         for name, (_, text) in COMMANDS.items():
             print(f"  {name:<10} {text}")
         return 0 if not args or args[0] in ("-h", "--help") else 2
+    if args[0] in ("prepare", "train", "evaluate", "export"):  # pinned, as dvc.yaml runs them
+        from .stage import main as run_stage
+
+        return run_stage([args[0]])
     module = importlib.import_module(COMMANDS[args[0]][0])
     sys.argv = [f"mlproject {args[0]}", *args[1:]]
     return module.main(*([args[1:]] if args[0] in ("params", "data") else []))
