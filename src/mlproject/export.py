@@ -66,6 +66,29 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, opset
             dynamic_shapes=({0: batch},),
         )
     program.save(str(path), external_data=False)
+    strip_stack_traces(path)
+
+
+def strip_stack_traces(path: Path) -> None:
+    """Drop the exporter's per-node Python stack traces: they hold absolute source paths, so the
+    same model exported from another checkout folder would get other bytes."""
+    import onnx
+
+    model = onnx.load(str(path))
+
+    def clean(graph) -> None:
+        for node in graph.node:
+            keep = [p for p in node.metadata_props if p.key != "pkg.torch.onnx.stack_trace"]
+            del node.metadata_props[:]
+            node.metadata_props.extend(keep)
+            for attr in node.attribute:
+                for sub in [attr.g, *attr.graphs] if attr.HasField("g") else attr.graphs:
+                    clean(sub)
+
+    clean(model.graph)
+    for function in model.functions:
+        clean(function)
+    onnx.save(model, str(path))
 
 
 def parity(model: torch.nn.Module, onnx_path: Path, x: np.ndarray) -> dict[str, float]:
