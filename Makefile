@@ -67,7 +67,7 @@ lint: install lint-workflows ## Lint the code, the workflows and the config
 	python -m mlproject.config --check
 
 .PHONY: bench
-bench: data ## Benchmark: training loop vs bare loop, pipeline wall time, no-op repro, ONNX vs PyTorch
+bench: data ## Benchmark: training loop vs bare loop, pinned vs unpinned training, pipeline, no-op repro, ONNX vs PyTorch
 	python benchmarks/pipeline.py
 
 ##@ Pull-request report and quality gate
