@@ -92,7 +92,7 @@ lint-workflows: install ## Validate .github/ offline: workflow schema, zizmor (s
 	check-jsonschema --builtin-schema vendor.github-workflows $(WORKFLOWS)
 	check-jsonschema --builtin-schema vendor.github-actions .github/actions/*/action.yml
 	check-jsonschema --builtin-schema vendor.dependabot .github/dependabot.yml
-	zizmor --offline --config .github/zizmor.yml --min-severity medium .github
+	zizmor --offline --config .github/zizmor.yml --min-severity medium .github/workflows .github/actions
 	actionlint -no-color $(WORKFLOWS)
 
 # act: WORKFLOW=<file in .github/workflows> EVENT=<event> [EVENT_JSON=<payload>] [ACT_ARGS=...]

@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -172,6 +173,25 @@ def grant_traverse(executable: Path) -> list[Path]:
     return changed
 
 
+def venv_view(venv: Path, dest: Path) -> Path:
+    """A view of `venv` (symlinks) whose install stamps are dated ahead: act copies the tree with
+    fresh timestamps, so the setup action's `make install` (VENV=<view>) would think the lock
+    newer than the venv and reinstall. The real step runs; it finds the view installed."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for entry in venv.iterdir():
+        if entry.name != "bin":
+            (dest / entry.name).symlink_to(entry)
+    (dest / "bin").mkdir()
+    ahead = time.time() + 86400
+    for entry in (venv / "bin").iterdir():
+        if entry.name.startswith("."):
+            shutil.copy2(entry, dest / "bin" / entry.name)
+            os.utime(dest / "bin" / entry.name, (ahead, ahead))
+        else:
+            (dest / "bin" / entry.name).symlink_to(entry)
+    return dest
+
+
 def copy_repo(source: Path, dest: Path) -> Path:
     """A copy of the repository (history, branches, tags, working tree) that act can own."""
     shutil.copytree(source, dest, symlinks=True, ignore=NOT_COPIED)
@@ -293,14 +313,14 @@ def run_workflow(
         **(env or {}),
     }
     if venv:
-        # The setup action's `make install` finds this venv installed from these very files
-        # (act's copy of the tree has fresh timestamps, which would make it look stale).
-        run_env["VENV"] = str(venv)
-        run_env["MAKEFLAGS"] = "--old-file=pyproject.toml --old-file=requirements/lock.txt"
+        if os.geteuid() == 0:
+            grant_traverse(venv / "bin" / "python")
+        view = state / "venv"
+        if not view.exists():
+            venv_view(venv, view)
+        run_env["VENV"] = str(view)
     if os.geteuid() == 0:
         user = ensure_runner()
-        if venv:
-            grant_traverse(venv / "bin" / "python")
         for folder in (repo.parent, *repo.parent.rglob("*")):
             os.lchown(folder, user.pw_uid, user.pw_gid)
         run_env.update(HOME=user.pw_dir, USER=RUNNER, LOGNAME=RUNNER)
