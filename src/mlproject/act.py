@@ -2,7 +2,7 @@
 
     make act WORKFLOW=pr.yml EVENT=pull_request [EVENT_JSON=payload.json] [ACT_ARGS="-n"]
     python -m mlproject.act pr.yml pull_request [--event-json F] [--var K=V] [--secret K=V]
-                            [--label gpu] [--fork] [--job J] [--dry-run] [--list]
+                            [--label gpu] [--fork] [--job J] [--plan] [--list]
 
 act runs the workflow on this machine, no Docker (`-P ubuntu-latest=-self-hosted`), on a copy of
 the working tree (act copies what .gitignore does not exclude, as a checkout would). Every
@@ -193,8 +193,29 @@ def venv_view(venv: Path, dest: Path) -> Path:
 
 
 def copy_repo(source: Path, dest: Path) -> Path:
-    """A copy of the repository (history, branches, tags, working tree) that act can own."""
-    shutil.copytree(source, dest, symlinks=True, ignore=NOT_COPIED)
+    """A copy of the repository (history, branches, tags, working tree) that act can own. A git
+    worktree's `.git` is a file pointing into the main repository: clone instead of copying it,
+    so nothing done in the copy reaches the original."""
+    if (source / ".git").is_dir():
+        shutil.copytree(source, dest, symlinks=True, ignore=NOT_COPIED)
+        return dest
+    subprocess.run(
+        ["git", "clone", "--quiet", "--no-hardlinks", str(source), str(dest)], check=True
+    )
+    for ref in git(
+        dest, "for-each-ref", "--format=%(refname:strip=3)", "refs/remotes/origin"
+    ).split():
+        if (
+            ref != "HEAD"
+            and subprocess.run(
+                ["git", "-C", str(dest), "show-ref", "-q", f"refs/heads/{ref}"]
+            ).returncode
+        ):
+            git(dest, "branch", "--quiet", "--track", ref, f"origin/{ref}")
+    ignore = shutil.ignore_patterns(
+        ".git", ".venv", "tmp", "__pycache__", ".pytest_cache", ".ruff_cache"
+    )
+    shutil.copytree(source, dest, symlinks=True, ignore=ignore, dirs_exist_ok=True)
     return dest
 
 
@@ -254,7 +275,7 @@ def run_workflow(
     variables: dict[str, str] | None = None,
     secrets: dict[str, str] | None = None,
     job: str | None = None,
-    dry_run: bool = False,
+    plan: bool = False,
     extra: list[str] | None = None,
     env: dict[str, str] | None = None,
     venv: Path | None = None,
@@ -298,12 +319,13 @@ def run_workflow(
         *(a for k, v in (variables or {}).items() for a in ("--var", f"{k}={v}")),
         *(a for k, v in (secrets or {}).items() for a in ("-s", f"{k}={v}")),
         *(["-j", job] if job else []),
-        *(["-n"] if dry_run else []),
         *(extra or []),
     ]
     venv = venv or (Path(sys.prefix) if sys.prefix != sys.base_prefix else None)
+    # Plan mode: a `make` that records its target, so job selection runs without the work.
+    plan_bin = f"{repo / STUBS / 'plan'}:" if plan else ""
     run_env = {
-        "PATH": f"{repo / STUBS / 'bin'}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "PATH": f"{plan_bin}{repo / STUBS / 'bin'}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "LANG": os.environ.get("LANG", "C.UTF-8"),
         "ACT_STUBS": str(repo / STUBS),
         "ACT_STATE": str(state),
@@ -337,11 +359,24 @@ def run_workflow(
     else:
         run_env.setdefault("HOME", os.environ.get("HOME", str(state)))
         command = args
-    proc = subprocess.run(
-        command, cwd=repo, env=run_env, capture_output=True, text=True, timeout=timeout
-    )
+    log_path = state / "act.log"  # act's JSON lines; kept for reading after a failure
+    with open(log_path, "w", encoding="utf-8") as out:
+        proc = subprocess.Popen(
+            command,
+            cwd=repo,
+            env=run_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            returncode = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+            raise ActError(f"act ran past {timeout:.0f} s; its log: {log_path}") from None
     log, plain = [], []
-    for line in proc.stdout.splitlines() + proc.stderr.splitlines():
+    for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
             entry = json.loads(line)
         except ValueError:
@@ -356,7 +391,7 @@ def run_workflow(
     jobs, steps = parse_log(log)
     records = [json.loads(line) for line in record.read_text().splitlines() if line.strip()]
     output = "".join(e.get("msg", "") for e in log if e.get("raw_output")) + "\n".join(plain)
-    return Run(proc.returncode, log, records, state, output, jobs, steps)
+    return Run(returncode, log, records, state, output, jobs, steps)
 
 
 def prepare(source: Path, where: Path | None = None) -> Path:
@@ -392,7 +427,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fork", action="store_true", help="the PR comes from a fork")
     parser.add_argument("--ref", help="push: the ref pushed (e.g. refs/tags/classifier@v1.2.0)")
     parser.add_argument("--job", help="run this job only")
-    parser.add_argument("--dry-run", action="store_true", help="plan only (act -n)")
+    parser.add_argument(
+        "--plan",
+        action="store_true",
+        help="run the job and step logic with a `make` that only records its target "
+        "(act -n still runs run: steps in host mode)",
+    )
     parser.add_argument("--list", action="store_true", help="list the jobs (act -l)")
     parser.add_argument("act_args", nargs="*", help="more act arguments, after --")
     args = parser.parse_args(argv)
@@ -419,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
             variables=_pairs(args.var, "--var"),
             secrets=_pairs(args.secret, "--secret"),
             job=args.job,
-            dry_run=args.dry_run,
+            plan=args.plan,
             extra=[*(["-l"] if args.list else []), *args.act_args],
         )
     except (ActError, subprocess.CalledProcessError) as exc:

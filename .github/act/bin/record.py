@@ -20,7 +20,14 @@ def describe(arg: str) -> dict | None:
 
 def record(tool: str, argv: list[str], **extra) -> None:
     files = [d for d in map(describe, argv) if d]
-    line = {"tool": tool, "argv": argv, "cwd": os.getcwd(), "files": files, **extra}
+    line = {
+        "tool": tool,
+        "argv": argv,
+        "job": os.environ.get("GITHUB_JOB"),
+        "cwd": os.getcwd(),
+        "files": files,
+        **extra,
+    }
     target = os.environ.get("ACT_RECORD")
     if not target:
         sys.exit(f"{tool} (recorder): ACT_RECORD is not set; nothing is sent to GitHub from here")

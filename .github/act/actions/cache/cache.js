@@ -13,7 +13,7 @@ const paths = lines(input("path"));
 const isPost = process.env.STATE_ACT_CACHE_MAIN === "done";
 
 function record(entry) {
-  fs.appendFileSync(process.env.ACT_RECORD, JSON.stringify({ tool: "stub:cache", ...entry }) + "\n");
+  fs.appendFileSync(process.env.ACT_RECORD, JSON.stringify({ tool: "stub:cache", job: process.env.GITHUB_JOB, ...entry }) + "\n");
 }
 
 function output(name, value) {
