@@ -289,7 +289,8 @@ def run_workflow(
     state = repo.parent / "act-state"
     state.mkdir(exist_ok=True)
     record = state / "record.jsonl"
-    record.touch()
+    record.write_text("")  # this run's calls only; the cache (like GitHub's) outlives a run
+    shutil.rmtree(state / "artifacts", ignore_errors=True)  # artifacts belong to one run
     remotes = git(repo, "remote").split()
     if "github" not in remotes:  # act names the repository after this remote's URL
         git(repo, "remote", "add", "github", f"https://github.com/{REPOSITORY}.git")

@@ -24,6 +24,7 @@ def record(tool: str, argv: list[str], **extra) -> None:
         "tool": tool,
         "argv": argv,
         "job": os.environ.get("GITHUB_JOB"),
+        "uid": os.getuid(),
         "cwd": os.getcwd(),
         "files": files,
         **extra,
