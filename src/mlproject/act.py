@@ -192,6 +192,11 @@ def venv_view(venv: Path, dest: Path) -> Path:
     return dest
 
 
+def chown_tree(top: Path, uid: int, gid: int) -> None:
+    for path in (top, *top.rglob("*")):
+        os.lchown(path, uid, gid)
+
+
 def copy_repo(source: Path, dest: Path) -> Path:
     """A copy of the repository (history, branches, tags, working tree) that act can own. A git
     worktree's `.git` is a file pointing into the main repository: clone instead of copying it,
@@ -240,6 +245,15 @@ class Run:
         if not found:
             raise KeyError(f"no step {name!r} in job {job!r}; steps: {sorted(self.steps)}")
         return found[-1]
+
+    @property
+    def workspace(self) -> Path | None:
+        """Where act ran the (last) job: its copy of the repository, outputs included."""
+        found = None
+        for entry in self.log:
+            match = re.search(r"GITHUB_WORKSPACE:(\S+)", entry.get("msg", ""))
+            found = Path(match.group(1)) if match else found
+        return found
 
     def recorded(self, tool: str) -> list[dict]:
         return [r for r in self.records if r["tool"] == tool]
@@ -344,8 +358,7 @@ def run_workflow(
         run_env["VENV"] = str(view)
     if os.geteuid() == 0:
         user = ensure_runner()
-        for folder in (repo.parent, *repo.parent.rglob("*")):
-            os.lchown(folder, user.pw_uid, user.pw_gid)
+        chown_tree(repo.parent, user.pw_uid, user.pw_gid)
         run_env.update(HOME=user.pw_dir, USER=RUNNER, LOGNAME=RUNNER)
         command = [
             "sudo",
@@ -376,6 +389,9 @@ def run_workflow(
             os.killpg(proc.pid, 9)
             proc.wait()
             raise ActError(f"act ran past {timeout:.0f} s; its log: {log_path}") from None
+        finally:
+            if os.geteuid() == 0:  # the folder is the caller's again once act is done
+                chown_tree(repo.parent, os.getuid(), os.getgid())
     log, plain = [], []
     for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:

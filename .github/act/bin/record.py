@@ -20,6 +20,7 @@ def describe(arg: str) -> dict | None:
 
 def record(tool: str, argv: list[str], **extra) -> None:
     files = [d for d in map(describe, argv) if d]
+    token = os.environ.get("REPO_TOKEN") or os.environ.get("GH_TOKEN") or os.environ.get("GITHUB_TOKEN")
     line = {
         "tool": tool,
         "argv": argv,
@@ -27,6 +28,8 @@ def record(tool: str, argv: list[str], **extra) -> None:
         "uid": os.getuid(),
         "cwd": os.getcwd(),
         "files": files,
+        # Which token the call would authenticate with (a digest: tokens are not written down).
+        "token_sha256": token and hashlib.sha256(token.encode()).hexdigest(),
         **extra,
     }
     target = os.environ.get("ACT_RECORD")
