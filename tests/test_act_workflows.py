@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
 
 from actlib import act, commit_all, git, pr_branch, remove, require_act, set_params, workspace
-from conftest import ROOT
+from conftest import ROOT, run
 
 AS_RUNNER = os.geteuid() == 0
 
@@ -293,3 +294,60 @@ def test_payload_for_a_same_repository_pull_request(plain_repo):
     assert pr["base"]["sha"] == git(plain_repo, "merge-base", "main", "HEAD")
     assert pr["head"]["repo"]["full_name"] == body["repository"]["full_name"]
     assert json.loads(json.dumps(body)) == body
+
+
+# ------------------------------------------------------------------- release.yml on registry tags
+
+
+@pytest.fixture(scope="module")
+def release_runs(pipeline_repo):
+    """release.yml under act on `classifier@v1.2.3` (annotated, from `make register`), then on
+    `classifier#prod#1` (`make promote`); the model comes from a local DVC remote."""
+    require_act()
+    repo = workspace(pipeline_repo)
+    run(["dvc", "remote", "add", "-d", "local", str(repo.parent / "dvc-remote")], repo)
+    commit_all(repo, "trained model")
+    run(["dvc", "push", "-q"], repo)
+    registry = [sys.executable, "-m", "mlproject.registry"]
+    run([*registry, "register", "--version", "v1.2.3"], repo)
+    run([*registry, "promote", "--stage", "prod"], repo)
+    tags = git(repo, "tag", "--list").split()
+    runs = {}
+    for tag in (next(t for t in tags if "@" in t), next(t for t in tags if "#prod#" in t)):
+        body = act.payload("push", repo, ref=f"refs/tags/{tag}")
+        runs[tag] = act.run_workflow(
+            "release.yml",
+            "push",
+            repo,
+            event_payload=body,
+            secrets={"GITHUB_TOKEN": "ghs_x"},
+            echo=False,
+        )
+    yield runs
+    remove(repo)
+
+
+@pytest.mark.slow
+def test_release_on_registry_tags_publishes_the_model_and_skips_docker_without_an_engine(
+    release_runs,
+):
+    (version_tag, version), (stage_tag, stage) = release_runs.items()
+    assert version_tag == "classifier@v1.2.3" and stage_tag.startswith("classifier#prod#")
+    for result in (version, stage):
+        assert result.jobs == {"release": "success", "deploy": "skipped"}, result.output[-3000:]
+        assert result.step("release", "What this tag releases") == "success"
+        assert result.step("release", "Model, card, profile and notes") == "success"
+        assert result.step("release", "GitHub release with the model") == "success"
+        assert result.step("release", "Docker engine present?") == "success"
+        assert "No Docker engine on this runner" in result.output
+        for name in ("Build the serving image", "Smoke test the image", "Push the image"):
+            assert result.step("release", name) == "skipped"
+        assert not result.recorded("stub:docker-login")
+        calls = [c["argv"] for c in result.recorded("gh")]
+        assert calls[0] == ["release", "view", "classifier@v1.2.3"]
+        create = calls[1]
+        assert create[:3] == ["release", "create", "classifier@v1.2.3"]
+        assert "--verify-tag" in create  # the annotated tag must exist on GitHub
+        (gh,) = [c for c in result.recorded("gh") if c["argv"][1] == "create"]
+        assets = {Path(f["path"]).name for f in gh["files"]}
+        assert {"model.onnx", "model_card.json", "SHA256SUMS", "RELEASE.md"} <= assets
