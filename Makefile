@@ -102,7 +102,7 @@ EVENT_JSON ?=
 ACT_ARGS ?=
 
 .PHONY: act
-act: install ## Run a workflow here with act: make act WORKFLOW=pr.yml EVENT=pull_request [EVENT_JSON=f] [ACT_ARGS=-n]
+act: install ## Run a workflow here with act: make act WORKFLOW=pr.yml EVENT=pull_request [EVENT_JSON=f] [ACT_ARGS=--plan]
 	python -m mlproject.act "$(WORKFLOW)" "$(EVENT)" $(if $(EVENT_JSON),--event-json "$(EVENT_JSON)") $(ACT_ARGS)
 
 .PHONY: pr-local
