@@ -41,6 +41,8 @@ def workspace(source: Path) -> Path:
 
 
 def remove(repo: Path) -> None:
+    """The workspace, its act state and act's copies of it (in the runner's ~/.cache/act)."""
+    act.clean(repo)
     shutil.rmtree(repo.parent, ignore_errors=True)
 
 

@@ -247,13 +247,25 @@ class Run:
         return found[-1]
 
     @property
-    def workspace(self) -> Path | None:
-        """Where act ran the (last) job: its copy of the repository, outputs included."""
-        found = None
+    def workspaces(self) -> list[Path]:
+        """Where act ran the jobs: its copies of the repository, outputs included, in order."""
+        found: list[Path] = []
         for entry in self.log:
             match = re.search(r"GITHUB_WORKSPACE:(\S+)", entry.get("msg", ""))
-            found = Path(match.group(1)) if match else found
+            if match and Path(match.group(1)) not in found:
+                found.append(Path(match.group(1)))
         return found
+
+    @property
+    def workspace(self) -> Path | None:
+        """The last job's copy of the repository."""
+        return self.workspaces[-1] if self.workspaces else None
+
+    def clean(self) -> None:
+        """Remove act's copies (they live in the runner's ~/.cache/act, one per job)."""
+        for path in self.workspaces:
+            if path.name == "hostexecutor" and ".cache/act" in str(path):
+                shutil.rmtree(path.parent, ignore_errors=True)
 
     def recorded(self, tool: str) -> list[dict]:
         return [r for r in self.records if r["tool"] == tool]
@@ -408,7 +420,20 @@ def run_workflow(
     jobs, steps = parse_log(log)
     records = [json.loads(line) for line in record.read_text().splitlines() if line.strip()]
     output = "".join(e.get("msg", "") for e in log if e.get("raw_output")) + "\n".join(plain)
-    return Run(returncode, log, records, state, output, jobs, steps)
+    result = Run(returncode, log, records, state, output, jobs, steps)
+    _RUNS.append(result)
+    return result
+
+
+_RUNS: list[Run] = []
+
+
+def clean(repo: Path) -> None:
+    """Remove act's copies of the jobs of every run made in `repo` by this process."""
+    state = repo.resolve().parent / "act-state"
+    for run in [r for r in _RUNS if r.state == state]:
+        run.clean()
+        _RUNS.remove(run)
 
 
 def prepare(source: Path, where: Path | None = None) -> Path:
