@@ -351,3 +351,32 @@ def test_release_on_registry_tags_publishes_the_model_and_skips_docker_without_a
         (gh,) = [c for c in result.recorded("gh") if c["argv"][1] == "create"]
         assets = {Path(f["path"]).name for f in gh["files"]}
         assert {"model.onnx", "model_card.json", "SHA256SUMS", "RELEASE.md"} <= assets
+
+
+# ------------------------------------------------------------------------------ the driver
+
+
+def test_an_action_without_a_stub_is_an_error_naming_it(tmp_path):
+    (tmp_path / ".github/workflows").mkdir(parents=True)
+    (tmp_path / ".github/workflows/x.yml").write_text(
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n"
+        f"      - uses: acme/unknown-action@{'0' * 40}\n"
+    )
+    with pytest.raises(act.ActError, match="acme/unknown-action@0+: no stub in .github/act/acme"):
+        act.stub_args(tmp_path)
+
+
+def test_make_act_rejects_a_bad_variable_and_an_unknown_workflow(capsys):
+    assert act.main(["ci.yml", "push", "--var", "NOVALUE"]) == 2
+    assert "--var 'NOVALUE': expected KEY=VALUE" in capsys.readouterr().err
+    assert act.main(["nope.yml", "push"]) == 2
+    assert ".github/workflows/nope.yml: no such workflow" in capsys.readouterr().err
+
+
+def test_payloads_for_tags_and_dispatches(plain_repo):
+    tag = act.payload("push", plain_repo, ref="refs/heads/main")
+    assert tag["ref"] == "refs/heads/main" and tag["after"] == git(plain_repo, "rev-parse", "main")
+    dispatch = act.payload("repository_dispatch", plain_repo, client_payload={"reason": "drift"})
+    assert (
+        dispatch["action"] == "drift-detected" and dispatch["client_payload"]["reason"] == "drift"
+    )

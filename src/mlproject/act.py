@@ -479,8 +479,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("act_args", nargs="*", help="more act arguments, after --")
     args = parser.parse_args(argv)
     try:
-        source = Path.cwd()
-        repo = prepare(source)
+        variables = _pairs(args.var, "--var")
+        secrets = _pairs(args.secret, "--secret")
+        if not (Path.cwd() / ".github/workflows" / Path(args.workflow).name).is_file():
+            raise ActError(f".github/workflows/{Path(args.workflow).name}: no such workflow")
+        repo = prepare(Path.cwd())
         print(f"act: running {args.workflow} on {args.event} in {repo}", flush=True)
         body = None
         if args.event_json is None:
@@ -498,8 +501,8 @@ def main(argv: list[str] | None = None) -> int:
             repo,
             event_json=args.event_json.resolve() if args.event_json else None,
             event_payload=body,
-            variables=_pairs(args.var, "--var"),
-            secrets=_pairs(args.secret, "--secret"),
+            variables=variables,
+            secrets=secrets,
             job=args.job,
             plan=args.plan,
             extra=[*(["-l"] if args.list else []), *args.act_args],
