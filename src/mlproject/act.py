@@ -192,6 +192,12 @@ def venv_view(venv: Path, dest: Path) -> Path:
     return dest
 
 
+def write_secrets(path: Path, secrets: dict[str, str]) -> Path:
+    path.touch(mode=0o600)
+    path.write_text("".join(f"{k}={json.dumps(v)}\n" for k, v in secrets.items()))
+    return path
+
+
 def chown_tree(top: Path, uid: int, gid: int) -> None:
     for path in (top, *top.rglob("*")):
         os.lchown(path, uid, gid)
@@ -344,7 +350,9 @@ def run_workflow(
         str(event_json),
         *stub_args(repo),
         *(a for k, v in (variables or {}).items() for a in ("--var", f"{k}={v}")),
-        *(a for k, v in (secrets or {}).items() for a in ("-s", f"{k}={v}")),
+        # Secrets go through a file (mode 600), not the command line that `ps` shows.
+        "--secret-file",
+        str(write_secrets(state / "secrets.env", secrets or {})),
         *(["-j", job] if job else []),
         *(extra or []),
     ]
