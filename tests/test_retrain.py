@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -51,7 +52,8 @@ class Step:
 
 
 def run_retrain(repo: Path, event: str, reason: str | None = None):
-    """retrain.yml under act on `event`; ({step name: Step}, cml/gh calls, act's workspace)."""
+    """retrain.yml under act on `event`; ({step name: Step}, cml/gh calls, the run's
+    `retrain-report` artifact folder: report, lock)."""
     body = None
     if event == "repository_dispatch":
         body = act.payload(event, repo, client_payload={"reason": reason})
@@ -65,7 +67,7 @@ def run_retrain(repo: Path, event: str, reason: str | None = None):
     )
     steps = {name: Step(r) for (job, name), r in result.steps.items() if job == "retrain"}
     calls = [c for c in result.records if c["tool"] in ("cml", "gh")]
-    return steps, calls, result.workspace
+    return steps, calls, result.state / "artifacts" / "retrain-report"
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +134,8 @@ def test_worse_model_opens_no_pr_and_better_model_opens_one_with_the_report(repo
     assert steps["Open or update the pull request"].skipped
     assert not [c for c in calls if c["argv"][:2] == ["pr", "create"]]
     # Even when run out of order, the PR step refuses a failed gate.
-    assert "no pull request" in run(["make", "retrain-pr"], ran_in).stdout
+    shutil.copytree(ran_in / "reports", repo / "reports", dirs_exist_ok=True)
+    assert "no pull request" in run(["make", "retrain-pr"], repo).stdout
 
     # That weak model reaches production (v0.2.0); the next retraining, with the normal
     # (shorter) training, is better than it and opens a pull request.
@@ -169,5 +172,6 @@ def test_worse_model_opens_no_pr_and_better_model_opens_one_with_the_report(repo
     assert "reports/eval/metrics.json" in files
     assert "reports/explain/attributions.png" in files
     # The new model is in the DVC remote, so the PR's dvc.lock can be pulled by anyone.
-    status = run(["dvc", "status", "--cloud", "models/model.onnx"], ran_in).stdout
+    shutil.copy2(ran_in / "dvc.lock", repo / "dvc.lock")  # the PR's lock
+    status = run(["dvc", "status", "--cloud", "models/model.onnx"], repo).stdout
     assert "new:" not in status
