@@ -73,7 +73,12 @@ def run_steps(repo: Path, tmp: Path) -> tuple[float, list[tuple[str, float, int]
     tmp.chmod(0o755)  # act's runner user must reach the repository
     start = time.perf_counter()
     result = act.run_workflow(
-        "pr.yml", "pull_request", repo, secrets={"GITHUB_TOKEN": "x"}, echo=False, timeout=3600
+        "pr.yml",
+        "pull_request",
+        repo,
+        secrets={"GITHUB_TOKEN": "ghs_bench_token"},
+        echo=False,
+        timeout=3600,
     )
     total = time.perf_counter() - start
     if result.returncode:
