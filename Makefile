@@ -92,12 +92,22 @@ lint-workflows: install ## Validate .github/ offline: workflow schema, zizmor (s
 	check-jsonschema --builtin-schema vendor.github-workflows $(WORKFLOWS)
 	check-jsonschema --builtin-schema vendor.github-actions .github/actions/*/action.yml
 	check-jsonschema --builtin-schema vendor.dependabot .github/dependabot.yml
-	zizmor --offline --config .github/zizmor.yml --min-severity medium .github
+	zizmor --offline --config .github/zizmor.yml --min-severity medium .github/workflows .github/actions
 	actionlint -no-color $(WORKFLOWS)
 
+# act: WORKFLOW=<file in .github/workflows> EVENT=<event> [EVENT_JSON=<payload>] [ACT_ARGS=...]
+WORKFLOW ?= ci.yml
+EVENT ?= push
+EVENT_JSON ?=
+ACT_ARGS ?=
+
+.PHONY: act
+act: install ## Run a workflow here with act: make act WORKFLOW=pr.yml EVENT=pull_request [EVENT_JSON=f] [ACT_ARGS=--plan]
+	python -m mlproject.act "$(WORKFLOW)" "$(EVENT)" $(if $(EVENT_JSON),--event-json "$(EVENT_JSON)") $(ACT_ARGS)
+
 .PHONY: pr-local
-pr-local: install ## Run the pull-request workflow's steps here, in order (no posting without a PR)
-	python -m mlproject.report.workflow .github/workflows/pr-loop.yml
+pr-local: ## Run the PR workflow (pr.yml) here with act: this branch as a PR into main; cml recorded
+	$(MAKE) act WORKFLOW=pr.yml EVENT=pull_request
 
 .PHONY: bench-report
 bench-report: data ## Benchmark: make report (outputs cached) and the PR workflow's steps from a clean clone
@@ -207,8 +217,8 @@ registry: install ## Show the model versions and their stages (gto show)
 	python -m mlproject.registry show
 
 .PHONY: retrain-local
-retrain-local: install ## Run the retraining workflow's steps here, in order (cml/gh must be on PATH)
-	python -m mlproject.report.workflow .github/workflows/retrain.yml
+retrain-local: ## Run the retraining workflow (retrain.yml) here with act, as scheduled; cml recorded
+	$(MAKE) act WORKFLOW=retrain.yml EVENT=schedule
 
 # Steps of .github/workflows/retrain.yml (the composite action has run `make install` already).
 .PHONY: retrain-data retrain-repro retrain-report retrain-pr
@@ -229,7 +239,7 @@ TAG ?=
 # RELEASE_IMAGE: the released image's name (default ghcr.io/<owner>/<repo>, lower-case).
 RELEASE_IMAGE ?=
 export TAG RELEASE_IMAGE
-.PHONY: release-info release-assets release-publish release-image release-smoke release-push release-pull release-deploy
+.PHONY: release-info release-assets release-publish release-image release-smoke release-push release-pull release-deploy ci-docker-engine
 release-info: ## CI: what TAG releases (version, commit, stage; deploy or not) -> $GITHUB_OUTPUT
 	python -m mlproject.release info
 
@@ -253,6 +263,15 @@ release-pull: ## CI: docker pull the image of TAG's version (the deploy job)
 
 release-deploy: ## CI: on promotion to prod, move the image's :prod tag (and call DEPLOY_WEBHOOK_URL)
 	python -m mlproject.release deploy
+
+# GITHUB_OUTPUT engine=true|false; the image steps run only with an engine.
+ci-docker-engine: ## CI: is a Docker engine reachable? (-> $GITHUB_OUTPUT engine=true|false; says so when not)
+	@if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then \
+	  echo "Docker engine: present"; echo "engine=true" >> "$${GITHUB_OUTPUT:-/dev/null}"; \
+	else \
+	  echo "::notice::No Docker engine on this runner: the image build, smoke test, push and deploy are skipped."; \
+	  echo "engine=false" >> "$${GITHUB_OUTPUT:-/dev/null}"; \
+	fi
 
 ##@ Housekeeping
 

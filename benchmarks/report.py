@@ -4,12 +4,12 @@
 
 Makes a temporary git repository from this checkout (tracked and untracked files, as a clone
 would have them): `main` holds the project, branch `feature` one commit that changes
-`train.epochs`. Then, with the environment present (this venv), runs the `run:` steps of
-.github/workflows/pr-loop.yml in order, as GitHub would on a pull request, with `cml` replaced
-by a recorder, twice:
+`train.epochs`. Then, with the environment present (this venv), runs .github/workflows/pr.yml
+under act (mlproject.act: as user `runner` when called as root, actions stubbed, `cml` a
+recorder), twice:
   - cold: no DVC cache (a first run, or a cache miss): the whole pipeline is rebuilt;
   - warm: the PR's reproduced dvc.lock and metrics are committed, the DVC cache of that run is
-    carried over (actions/cache), and the next push changes only docs: nothing reruns.
+    carried over (the actions/cache stub), and the next push changes only docs: nothing reruns.
 Finally times `make report` on the feature branch with every output cached (median of 3).
 Prints each step's time and the totals next to the targets (steps <= 180 s, report <= 10 s).
 """
@@ -27,19 +27,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from mlproject.report.workflow import run_workflow
+from mlproject import act
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from conftest import BIN, ENV  # noqa: E402  (venv first on PATH, no DVC analytics, git identity)
 
-WORKFLOW = ROOT / ".github" / "workflows" / "pr-loop.yml"
 TARGET_STEPS_S = 180.0
 TARGET_REPORT_S = 10.0
-RECORDER = f"""#!{sys.executable}
-import sys
-print("recorded: cml " + " ".join(sys.argv[1:]))
-"""
 
 
 def sh(args: list[str], cwd: Path) -> str:
@@ -73,45 +68,29 @@ def make_clone(dest: Path, epochs: int) -> Path:
 
 
 def run_steps(repo: Path, tmp: Path) -> tuple[float, list[tuple[str, float, int]]]:
-    """Run the PR workflow's steps; (total seconds, [(step, seconds, exit code)])."""
-    bindir = tmp / "bin"
-    bindir.mkdir(exist_ok=True)
-    (bindir / "cml").write_text(RECORDER)
-    (bindir / "cml").chmod(0o755)
-    head = sh(["git", "rev-parse", "HEAD"], repo)
-    env = {
-        **ENV,
-        "PATH": f"{bindir}{os.pathsep}{ENV['PATH']}",
-        "GITHUB_BASE_REF": "main",
-        "GITHUB_REPOSITORY": "acme/mlproject",
-        "GITHUB_RUN_ID": "1",
-        "GITHUB_SERVER_URL": "https://github.com",
-        "GITHUB_STEP_SUMMARY": str(tmp / "summary.md"),
-    }
-    context = {
-        "github": {
-            "event_name": "pull_request",
-            "repository": "acme/mlproject",
-            "base_ref": "main",
-            "token": "x",
-            "event": {
-                "pull_request": {
-                    "number": 1,
-                    "head": {"sha": head, "repo": {"full_name": "acme/mlproject"}},
-                },
-                "repository": {"visibility": "private"},
-            },
-        }
-    }
+    """Run pr.yml under act; (total seconds, [(job: step, seconds, exit code)]). Repositories
+    in the same `tmp` share act's state, so the cache stub carries .dvc/cache between them."""
+    tmp.chmod(0o755)  # act's runner user must reach the repository
     start = time.perf_counter()
-    with open(tmp / f"{repo.name}-steps.log", "w") as log:
-        results = run_workflow(WORKFLOW, context, cwd=repo, env=env, echo=False, log=log)
+    result = act.run_workflow(
+        "pr.yml",
+        "pull_request",
+        repo,
+        secrets={"GITHUB_TOKEN": "ghs_bench_token"},
+        echo=False,
+        timeout=3600,
+    )
     total = time.perf_counter() - start
-    if any(r.returncode for r in results):
-        print((tmp / f"{repo.name}-steps.log").read_text()[-3000:])
-    return total, [
-        (f"{r.job}: {r.name}", r.seconds, r.returncode) for r in results if not r.skipped
+    if result.returncode:
+        print(result.output[-3000:])
+    steps = [
+        (f"{e['jobID']}: {e['step']}", e["executionTime"] / 1e9, int(e["stepResult"] != "success"))
+        for e in result.log
+        if e.get("stepResult") in ("success", "failure")
+        and e.get("stage") == "Main"
+        and len(e.get("stepID", [])) == 1
     ]
+    return total, steps
 
 
 def time_make_report(repo: Path, repeats: int = 3) -> float:

@@ -1,9 +1,11 @@
-"""The retraining workflow's steps, run for real in a temporary repository with a registry and a
-local DVC remote; `cml` and `gh` are recorders. A retrained model worse than production fails
-the gate and opens no pull request; a better one opens one that carries the report."""
+"""The retraining workflow, run by act (on schedule, then on repository_dispatch) in a temporary
+repository with a registry, a local DVC remote and a bare `origin`; `cml` and `gh` are
+recorders. A retrained model worse than production fails the gate and opens no pull request; a
+better one opens one that carries the report."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import sys
@@ -12,21 +14,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlproject.report.workflow import run_workflow
-
-from conftest import ENV, ROOT, run
+from actlib import act, bare_origin, remove, require_act, workspace
+from conftest import ROOT, run
 
 pytestmark = pytest.mark.slow  # retrains twice (short runs) in a copy of pipeline_repo
 
 RETRAIN = ROOT / ".github" / "workflows" / "retrain.yml"
-RECORDER = """#!{python}
-import json, os, pathlib, sys, time
-out = pathlib.Path(os.environ["RECORD_DIR"])
-out.mkdir(parents=True, exist_ok=True)
-(out / f"{tool}-{{time.time_ns()}}.json").write_text(json.dumps(
-    {{"tool": "{tool}", "argv": sys.argv[1:], "env_token": os.environ.get("REPO_TOKEN")}}))
-print("https://github.com/acme/mlproject/pull/12")
-"""
 WEAK = {"epochs: 40": "epochs: 1", "T_max: 40": "T_max: 1", "lr: 0.003": "lr: 1.0e-05"}
 SHORT = {"epochs: 40": "epochs: 3", "T_max: 40": "T_max: 3"}
 
@@ -50,41 +43,40 @@ def registry(repo: Path, *args: str) -> str:
     return run([sys.executable, "-m", "mlproject.registry", *args], repo).stdout
 
 
-def run_retrain(repo: Path, tmp: Path, reason: str):
-    shims, record = tmp / "bin", tmp / "record"
-    shims.mkdir(parents=True)
-    for tool in ("cml", "gh"):
-        (shims / tool).write_text(RECORDER.format(python=sys.executable, tool=tool))
-        (shims / tool).chmod(0o755)
-    env = {
-        **ENV,
-        "PATH": f"{shims}:{ENV['PATH']}",
-        "RECORD_DIR": str(record),
-        "GITHUB_ACTIONS": "true",
-        "GITHUB_STEP_SUMMARY": str(tmp / "summary.md"),
-    }
-    env.pop("BASE", None)
-    context = {
-        "github": {
-            "event_name": "workflow_dispatch",
-            "token": "ghs_default",
-            "event": {},
-            "repository": "acme/mlproject",
-        },
-        "inputs": {"reason": reason},
-        "secrets": {"RETRAIN_TOKEN": "pat_retrain"},
-        "vars": {},
-    }
-    results = run_workflow(RETRAIN, context, cwd=repo, env=env, echo=False)
-    calls = [json.loads(p.read_text()) for p in sorted(record.glob("*.json"))]
-    return {r.name: r for r in results}, calls
+class Step:
+    """A step's outcome under act, as the assertions below read it."""
+
+    def __init__(self, result: str):
+        self.skipped = result == "skipped"
+        self.returncode = 0 if result in ("success", "skipped") else 1
+
+
+def run_retrain(repo: Path, event: str, reason: str | None = None):
+    """retrain.yml under act on `event`; ({step name: Step}, cml/gh calls, the run's
+    `retrain-report` artifact folder: report, lock)."""
+    body = None
+    if event == "repository_dispatch":
+        body = act.payload(event, repo, client_payload={"reason": reason})
+    result = act.run_workflow(
+        "retrain.yml",
+        event,
+        repo,
+        event_payload=body,
+        secrets={"RETRAIN_TOKEN": "pat_retrain", "GITHUB_TOKEN": "ghs_default"},
+        echo=False,
+    )
+    steps = {name: Step(r) for (job, name), r in result.steps.items() if job == "retrain"}
+    calls = [c for c in result.records if c["tool"] in ("cml", "gh")]
+    return steps, calls, result.state / "artifacts" / "retrain-report"
 
 
 @pytest.fixture(scope="module")
-def repo(pipeline_repo, tmp_path_factory) -> Path:
-    """The trained demo project, committed on main, registered as v0.1.0 and in prod."""
-    root = tmp_path_factory.mktemp("retrain")
-    repo = Path(shutil.copytree(pipeline_repo, root / "repo", symlinks=True))
+def repo(pipeline_repo):
+    """The trained demo project, committed on main, registered as v0.1.0 and in prod, pushed to
+    a bare `origin`; in a folder act's runner user can own."""
+    require_act()
+    repo = workspace(pipeline_repo)
+    root = repo.parent
     # The demo's floors (0.95) are for 40 epochs; the short runs here are judged on regression.
     for rel in ("params.yaml", "conf/config.yaml"):
         text = (repo / rel).read_text()
@@ -98,7 +90,9 @@ def repo(pipeline_repo, tmp_path_factory) -> Path:
     run(["dvc", "push", "-q"], repo)
     registry(repo, "register")
     registry(repo, "promote", "--stage", "prod")
-    return repo
+    bare_origin(repo)
+    yield repo
+    remove(repo)
 
 
 def test_every_step_is_a_make_target_and_the_triggers_are_schedule_manual_and_drift():
@@ -130,20 +124,22 @@ def test_worse_model_opens_no_pr_and_better_model_opens_one_with_the_report(repo
     # A config change that cripples training: the retrained model is worse than production.
     edit(repo, WEAK)
     commit_all(repo, "weaker training")
-    steps, calls = run_retrain(repo, tmp_path / "worse", "drift: brightness")
+    steps, calls, ran_in = run_retrain(repo, "schedule")
     assert steps["Retrain (dvc repro)"].returncode == 0
     assert steps["Report against the model in production"].returncode == 0
-    report = json.loads((repo / "reports/pr/report.json").read_text())
+    report = json.loads((ran_in / "reports/pr/report.json").read_text())
     assert report["base"]["rev"] == prod_v1
     assert report["gate"]["passed"] is False
     assert steps["Quality gate"].returncode != 0
     assert steps["Open or update the pull request"].skipped
     assert not [c for c in calls if c["argv"][:2] == ["pr", "create"]]
     # Even when run out of order, the PR step refuses a failed gate.
+    shutil.copytree(ran_in / "reports", repo / "reports", dirs_exist_ok=True)
     assert "no pull request" in run(["make", "retrain-pr"], repo).stdout
 
     # That weak model reaches production (v0.2.0); the next retraining, with the normal
     # (shorter) training, is better than it and opens a pull request.
+    run(["dvc", "repro", "-q"], repo)
     commit_all(repo, "weak model outputs")
     run(["dvc", "push", "-q"], repo)
     registry(repo, "register", "--bump", "minor")
@@ -152,14 +148,17 @@ def test_worse_model_opens_no_pr_and_better_model_opens_one_with_the_report(repo
     edit(repo, {v: k for k, v in WEAK.items()})
     edit(repo, SHORT)
     commit_all(repo, "normal training")
-    steps, calls = run_retrain(repo, tmp_path / "better", "drift: brightness")
+    run(["git", "push", "-q", "origin", "--all"], repo)
+    run(["git", "push", "-q", "origin", "--tags"], repo)
+    steps, calls, ran_in = run_retrain(repo, "repository_dispatch", "drift: brightness")
     assert steps["Quality gate"].returncode == 0
     assert steps["Open or update the pull request"].returncode == 0
-    report = json.loads((repo / "reports/pr/report.json").read_text())
+    report = json.loads((ran_in / "reports/pr/report.json").read_text())
     assert report["base"]["rev"] == prod_v2
     (pr,) = [c for c in calls if c["argv"][:2] == ["pr", "create"]]
     argv = pr["argv"]
-    assert pr["env_token"] == "pat_retrain"  # a token whose PRs trigger CI
+    # The PR is opened with RETRAIN_TOKEN, a token whose PRs trigger CI.
+    assert pr["token_sha256"] == hashlib.sha256(b"pat_retrain").hexdigest()
     flags = {argv[i]: argv[i + 1] for i in range(2, len(argv) - 1) if argv[i].startswith("--")}
     assert flags["--branch"].startswith("retrain/")
     assert "classifier@v0.2.0" in flags["--body"]
@@ -173,5 +172,6 @@ def test_worse_model_opens_no_pr_and_better_model_opens_one_with_the_report(repo
     assert "reports/eval/metrics.json" in files
     assert "reports/explain/attributions.png" in files
     # The new model is in the DVC remote, so the PR's dvc.lock can be pulled by anyone.
+    shutil.copy2(ran_in / "dvc.lock", repo / "dvc.lock")  # the PR's lock
     status = run(["dvc", "status", "--cloud", "models/model.onnx"], repo).stdout
     assert "new:" not in status
