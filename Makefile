@@ -61,7 +61,7 @@ test-fast: install ## Run the tests that take seconds (no pipeline runs)
 	python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 .PHONY: lint
-lint: install lint-workflows ## Lint the code, the workflows and the config
+lint: install lint-workflows lint-k8s lint-alerts ## Lint the code, the workflows, the config, the deploy manifests and alert rules
 	ruff check src tests benchmarks
 	ruff format --check src tests benchmarks || { echo "run: ruff format src tests benchmarks"; exit 1; }
 	python -m mlproject.config --check
@@ -166,6 +166,40 @@ docker-build: ## Build the serving image (IMAGE); without a Docker engine, print
 	  echo "No Docker engine here. Build the image where one runs:"; \
 	  echo "  docker build -t $(IMAGE) ."; \
 	fi
+
+##@ Operations: Kubernetes, alerts, DVC remote, MLflow
+
+STAGE_K8S ?= staging
+
+.PHONY: lint-k8s
+lint-k8s: install ## Validate deploy/k8s (base + rendered overlays) and deploy/kserve offline
+	python -m mlproject.deploy validate
+
+.PHONY: k8s-render
+k8s-render: install ## Print a stage's manifests as kubectl applies them: make k8s-render STAGE_K8S=prod
+	python -m mlproject.deploy render $(STAGE_K8S)
+
+.PHONY: lint-alerts
+lint-alerts: install ## Check the Prometheus alert rules (promtool check + unit tests) and the reference shares
+	python -m mlproject.deploy reference-rules --check
+	promtool check rules deploy/prometheus/rules.yml deploy/prometheus/reference.rules.yml
+	promtool test rules deploy/prometheus/rules.test.yml
+
+.PHONY: alerts-reference
+alerts-reference: install ## Regenerate deploy/prometheus/reference.rules.yml from models/reference_profile.json
+	python -m mlproject.deploy reference-rules
+
+.PHONY: track
+track: install ## Log the pipeline's last results to MLflow (MLFLOW_TRACKING_URI or tracking.mlflow)
+	python -m mlproject.tracking log
+
+.PHONY: bench-remote
+bench-remote: install ## Benchmark: S3 round trip (moto on loopback): push, pull, make repro from a fresh clone
+	python benchmarks/remote.py $(ARGS)
+
+.PHONY: remote-check
+remote-check: install ## Which DVC remote is configured and whether it answers (exit 1 if not)
+	python -m mlproject.remote check
 
 .PHONY: lint-docker
 lint-docker: install ## Lint the Dockerfile (hadolint)
@@ -289,6 +323,6 @@ clean: ## Remove pipeline outputs (not data/, not the DVC cache, not .venv)
 .PHONY: help
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^##@/ {printf "\n%s\n", substr($$0, 5)} \
-	  /^[a-zA-Z_-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	  /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 comma := ,

@@ -217,6 +217,13 @@ def main() -> int:
         f"({card['parity_measured']['logits_max_rel_diff']:.1e} relative on logits) over "
         f"{card['export']['parity']['samples']} test images; card {CARD_PATH}"
     )
+    from .tracking import TrackingError, log_run  # MLflow, when on (imported only then)
+
+    try:
+        log_run()
+    except TrackingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -402,6 +402,13 @@ def main(argv: list[str] | None = None) -> int:
         name, path = artifact(name=args.name)
         if args.command == "register":
             tag = register(name, path, args.version, args.bump, args.ref, args.push)
+            from .tracking import TrackingError
+            from .tracking import register as mlflow_register  # when MLflow tracking is on
+
+            try:
+                mlflow_register(tag.rpartition("@")[2], name)
+            except TrackingError as exc:
+                raise RegistryError(f"registered {tag} in git, not in MLflow: {exc}") from None
             print(
                 f"registered {tag}" + ("" if args.push else f"; publish it: git push origin {tag}")
             )

@@ -9,7 +9,8 @@
     python -m mlproject.release push      docker push the image (ghcr.io/<owner>/<repo>:<version>)
     python -m mlproject.release pull      docker pull it (the deploy job)
     python -m mlproject.release deploy    promotion to prod: tag the image :prod and push it,
-                                          then call $DEPLOY_WEBHOOK_URL when one is set
+                                          then `kubectl apply -k` deploy/k8s/overlays/prod when
+                                          $KUBE_CONFIG is set, else call $DEPLOY_WEBHOOK_URL
 
 A release is per version (`classifier@v1.2.0`); a promotion (`classifier#prod#3`) updates that
 version's release and, for prod, deploys. Roll-back = `make promote STAGE=prod VERSION=<previous>`.
@@ -350,6 +351,14 @@ def deploy(tag: str) -> None:
     _run(["docker", "tag", source, target])
     _run(["docker", "push", target])
     hook = os.environ.get("DEPLOY_WEBHOOK_URL")
+    if os.environ.get("KUBE_CONFIG"):  # a cluster: apply deploy/k8s/overlays/prod, image pinned
+        from .deploy import DeployError, apply
+
+        try:
+            apply(DEPLOY_STAGE, source)
+        except DeployError as exc:
+            raise ReleaseError(f"kubectl deploy: {exc}") from None
+        hook = None
     if hook:
         body = json.dumps(
             {

@@ -62,13 +62,19 @@ STAGE_LINES = (
     (re.compile(r"^Running stage '([^']+)'"), "ran"),
     (re.compile(r"^Stage '([^']+)' didn't change, skipping"), "up to date"),
     (re.compile(r"^Stage '([^']+)' is cached - skipping run"), "restored"),
+    (re.compile(r"^Pulling data for stage: '([^']+)'"), "pulled"),
 )
 
 
 def _run_dvc_repro(
-    args: list[str], stages: dict[str, str], cwd: str | None = None, env: dict | None = None
+    args: list[str],
+    stages: dict[str, str],
+    cwd: str | None = None,
+    env: dict | None = None,
+    output: list[str] | None = None,
 ) -> int:
-    """Run `dvc repro ...`, passing its output through and noting what each stage did."""
+    """Run `dvc repro ...`, passing its output through and noting what each stage did (a stage
+    pulled from the remote stays `pulled`); its last lines go to `output` when given."""
     print("+ " + " ".join(args), flush=True)
     proc = subprocess.Popen(
         args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd, env=env
@@ -76,10 +82,14 @@ def _run_dvc_repro(
     assert proc.stdout is not None
     for line in proc.stdout:
         print(line, end="", flush=True)
+        if output is not None:
+            output[:] = [*output[-19:], line]
         for pattern, what in STAGE_LINES:
             match = pattern.match(line.strip())
             if match:
-                stages[match.group(1).split(":")[-1]] = what
+                stage = match.group(1).split(":")[-1]
+                if stages.get(stage) != "pulled" or what == "ran":
+                    stages[stage] = what
     return proc.wait()
 
 
@@ -101,13 +111,15 @@ def stages_missing_outputs(cwd: str | None = None) -> set[str]:
 
 
 def stage_summary(stages: dict[str, str]) -> str:
-    """One line: the stages that ran, those restored from the DVC cache, those up to date."""
+    """One line: the stages that ran, those pulled from the DVC remote (named only when some
+    were), those restored from the DVC cache, those up to date."""
 
     def names(what: str) -> str:
         return ", ".join(s for s, w in stages.items() if w == what) or "none"
 
+    pulled = f" · from the DVC remote: {names('pulled')}" if "pulled" in stages.values() else ""
     return (
-        f"repro: ran: {names('ran')} · from the cache: {names('restored')} · "
+        f"repro: ran: {names('ran')}{pulled} · from the cache: {names('restored')} · "
         f"up to date: {names('up to date')}"
     )
 
@@ -121,13 +133,14 @@ def repro() -> int:
     missing = stages_missing_outputs()
     _run(["dvc", "checkout", "--quiet"], check=False)
     stages: dict[str, str] = {}
+    tail: list[str] = []
     code = None
     if remote_configured():
-        code = _run_dvc_repro(["dvc", "repro", "--pull"], stages)
+        code = _run_dvc_repro(["dvc", "repro", "--pull"], stages, output=tail)
         if code != 0:
-            _warn(
-                "dvc repro --pull failed (no credentials for the remote?); reproducing here instead"
-            )
+            from ..remote import reason
+
+            _warn(f"dvc repro --pull failed: {reason(''.join(tail))}; rebuilding instead")
     if code != 0:
         code = _run_dvc_repro(["dvc", "repro"], stages)
     for stage in missing:  # skipped yet missing before: restored (pulled or from the cache)
