@@ -1,11 +1,12 @@
 """Print uv's package-source options for `make install`: this machine's pip configuration
 (find-links, index URLs; uv does not read pip's) and the torch build chosen with TORCH.
 
-    python requirements/uv_sources.py [--torch cpu|cuda|""] [--pip-args]
+    python requirements/uv_sources.py [--torch cpu|cuda|""] [--pip-args | --cert]
 
 TORCH=cpu adds PyTorch's CPU index (GitHub's CPU runners: ~1.5 GB environment instead of ~5 GB);
 TORCH=cuda uses PyPI's default (CUDA) build; empty keeps what the machine's pip would take.
-`--pip-args` prints the same choice for pip, the fallback. Standard library only.
+`--pip-args` prints the same choice for pip, the fallback; `--cert` prints pip's `cert` (a CA
+bundle, for uv's SSL_CERT_FILE). Standard library only.
 """
 
 from __future__ import annotations
@@ -24,7 +25,12 @@ def pip_config(python: str = sys.executable) -> dict[str, list[str]]:
     proc = subprocess.run(
         [python, "-m", "pip", "config", "list"], capture_output=True, text=True, check=False
     )
-    found: dict[str, list[str]] = {"find-links": [], "index-url": [], "extra-index-url": []}
+    found: dict[str, list[str]] = {
+        "find-links": [],
+        "index-url": [],
+        "extra-index-url": [],
+        "cert": [],
+    }
     for line in proc.stdout.splitlines():
         key, sep, value = line.partition("=")
         option = key.rsplit(".", 1)[-1]
@@ -62,7 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--torch", default="", choices=("", "cpu", "cuda"))
     parser.add_argument("--pip-args", action="store_true", help="print pip's options instead")
+    parser.add_argument("--cert", action="store_true", help="print pip's CA bundle, if any")
     args = parser.parse_args(argv)
+    if args.cert:
+        print((pip_config()["cert"] or [""])[-1])
+        return 0
     if args.pip_args:
         print(shlex.join(["--extra-index-url", TORCH_CPU_INDEX] if args.torch == "cpu" else []))
         return 0
