@@ -4,19 +4,22 @@ the gate and opens no pull request; a better one opens one that carries the repo
 
 from __future__ import annotations
 
+import base64
+import http.server
 import json
+import os
 import shutil
+import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 import yaml
 
-from mlproject.report.workflow import run_workflow
+from mlproject import retrain
 
 from conftest import ENV, ROOT, run
-
-pytestmark = pytest.mark.slow  # retrains twice (short runs) in a copy of pipeline_repo
 
 RETRAIN = ROOT / ".github" / "workflows" / "retrain.yml"
 RECORDER = """#!{python}
@@ -25,6 +28,12 @@ out = pathlib.Path(os.environ["RECORD_DIR"])
 out.mkdir(parents=True, exist_ok=True)
 (out / f"{tool}-{{time.time_ns()}}.json").write_text(json.dumps(
     {{"tool": "{tool}", "argv": sys.argv[1:], "env_token": os.environ.get("REPO_TOKEN")}}))
+if {code}:
+    # What CML (Octokit) prints when GitHub refuses pulls.create to GITHUB_TOKEN.
+    print("HttpError: GitHub Actions is not permitted to create or approve pull requests. "
+          "- https://docs.github.com/rest/pulls/pulls#create-a-pull-request (status 403)",
+          file=sys.stderr)
+    sys.exit(1)
 print("https://github.com/acme/mlproject/pull/12")
 """
 WEAK = {"epochs: 40": "epochs: 1", "T_max: 40": "T_max: 1", "lr: 0.003": "lr: 1.0e-05"}
@@ -50,34 +59,52 @@ def registry(repo: Path, *args: str) -> str:
     return run([sys.executable, "-m", "mlproject.registry", *args], repo).stdout
 
 
-def run_retrain(repo: Path, tmp: Path, reason: str):
-    shims, record = tmp / "bin", tmp / "record"
-    shims.mkdir(parents=True)
+# The retrain job's steps (retrain.yml) after set-up, in order. After a failed step the rest
+# are skipped, except the summary (`if: !cancelled()`), as on GitHub.
+STEPS = (
+    "retrain-data",
+    "retrain-repro",
+    "retrain-report",
+    "ci-pr-summary",
+    "ci-pr-gate",
+    "retrain-pr",
+)
+ALWAYS = ("ci-pr-summary",)
+
+
+def recorders(shims: Path, **exit_codes: int) -> None:
+    shims.mkdir(parents=True, exist_ok=True)
     for tool in ("cml", "gh"):
-        (shims / tool).write_text(RECORDER.format(python=sys.executable, tool=tool))
+        (shims / tool).write_text(
+            RECORDER.format(python=sys.executable, tool=tool, code=exit_codes.get(tool, 0))
+        )
         (shims / tool).chmod(0o755)
+
+
+def run_retrain(repo: Path, tmp: Path, reason: str, token: str = "pat_retrain"):
+    """Run the job's make targets as the workflow does; {target: CompletedProcess or None}."""
+    shims, record = tmp / "bin", tmp / "record"
+    recorders(shims)
     env = {
         **ENV,
         "PATH": f"{shims}:{ENV['PATH']}",
         "RECORD_DIR": str(record),
         "GITHUB_ACTIONS": "true",
         "GITHUB_STEP_SUMMARY": str(tmp / "summary.md"),
+        "REPO_TOKEN": token,  # secrets.RETRAIN_TOKEN || github.token
+        "RETRAIN_REASON": reason,
     }
     env.pop("BASE", None)
-    context = {
-        "github": {
-            "event_name": "workflow_dispatch",
-            "token": "ghs_default",
-            "event": {},
-            "repository": "acme/mlproject",
-        },
-        "inputs": {"reason": reason},
-        "secrets": {"RETRAIN_TOKEN": "pat_retrain"},
-        "vars": {},
-    }
-    results = run_workflow(RETRAIN, context, cwd=repo, env=env, echo=False)
+    results: dict[str, subprocess.CompletedProcess | None] = {}
+    for target in STEPS:
+        failed = any(r is not None and r.returncode for r in results.values())
+        results[target] = (
+            None
+            if failed and target not in ALWAYS
+            else run(["make", target], repo, env=env, check=False)
+        )
     calls = [json.loads(p.read_text()) for p in sorted(record.glob("*.json"))]
-    return {r.name: r for r in results}, calls
+    return results, calls
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +121,8 @@ def repo(pipeline_repo, tmp_path_factory) -> Path:
             )
         )
     run(["dvc", "remote", "add", "-d", "local", str(root / "dvc-remote")], repo)
+    run(["git", "init", "-q", "--bare", str(root / "origin.git")], root)
+    run(["git", "remote", "add", "origin", str(root / "origin.git")], repo)
     commit_all(repo, "trained model")
     run(["dvc", "push", "-q"], repo)
     registry(repo, "register")
@@ -124,6 +153,7 @@ def test_every_step_is_a_make_target_and_the_triggers_are_schedule_manual_and_dr
     )
 
 
+@pytest.mark.slow  # retrains twice (short runs) in a copy of pipeline_repo
 def test_worse_model_opens_no_pr_and_better_model_opens_one_with_the_report(repo, tmp_path):
     prod_v1 = registry(repo, "base").strip()
 
@@ -131,13 +161,13 @@ def test_worse_model_opens_no_pr_and_better_model_opens_one_with_the_report(repo
     edit(repo, WEAK)
     commit_all(repo, "weaker training")
     steps, calls = run_retrain(repo, tmp_path / "worse", "drift: brightness")
-    assert steps["Retrain (dvc repro)"].returncode == 0
-    assert steps["Report against the model in production"].returncode == 0
+    assert steps["retrain-repro"].returncode == 0
+    assert steps["retrain-report"].returncode == 0
     report = json.loads((repo / "reports/pr/report.json").read_text())
     assert report["base"]["rev"] == prod_v1
     assert report["gate"]["passed"] is False
-    assert steps["Quality gate"].returncode != 0
-    assert steps["Open or update the pull request"].skipped
+    assert steps["ci-pr-gate"].returncode != 0
+    assert steps["retrain-pr"] is None  # skipped
     assert not [c for c in calls if c["argv"][:2] == ["pr", "create"]]
     # Even when run out of order, the PR step refuses a failed gate.
     assert "no pull request" in run(["make", "retrain-pr"], repo).stdout
@@ -153,8 +183,8 @@ def test_worse_model_opens_no_pr_and_better_model_opens_one_with_the_report(repo
     edit(repo, SHORT)
     commit_all(repo, "normal training")
     steps, calls = run_retrain(repo, tmp_path / "better", "drift: brightness")
-    assert steps["Quality gate"].returncode == 0
-    assert steps["Open or update the pull request"].returncode == 0
+    assert steps["ci-pr-gate"].returncode == 0
+    assert steps["retrain-pr"].returncode == 0
     report = json.loads((repo / "reports/pr/report.json").read_text())
     assert report["base"]["rev"] == prod_v2
     (pr,) = [c for c in calls if c["argv"][:2] == ["pr", "create"]]
@@ -175,3 +205,130 @@ def test_worse_model_opens_no_pr_and_better_model_opens_one_with_the_report(repo
     # The new model is in the DVC remote, so the PR's dvc.lock can be pulled by anyone.
     status = run(["dvc", "status", "--cloud", "models/model.onnx"], repo).stdout
     assert "new:" not in status
+
+    # GITHUB_TOKEN where workflows may not open pull requests (GitHub's default): pulls.create
+    # answers 403. The step fails and says what to change, instead of passing quietly.
+    shims = tmp_path / "forbidden" / "bin"
+    recorders(shims, cml=1)
+    env = {
+        **ENV,
+        "PATH": f"{shims}:{ENV['PATH']}",
+        "RECORD_DIR": str(tmp_path / "forbidden" / "record"),
+        "REPO_TOKEN": "ghs_default",
+    }
+    refused = run(["make", "retrain-pr"], repo, env=env, check=False)
+    assert refused.returncode != 0
+    assert "HTTP 403" in refused.stderr
+    assert "Allow GitHub Actions to create and approve pull requests" in refused.stderr
+    assert "RETRAIN_TOKEN" in refused.stderr
+
+
+# --- the PR step's git and GitHub calls (no pipeline) -----------------------------------------
+
+
+def bare_origin(tmp_path: Path) -> Path:
+    """A bare repository with one branch, retrain/abc, pushed from a work repository."""
+    origin, work = tmp_path / "origin.git", tmp_path / "work"
+    run(["git", "init", "-q", "--bare", str(origin)], tmp_path)
+    run(["git", "init", "-q", "-b", "retrain/abc", str(work)], tmp_path)
+    run(["git", "commit", "-q", "--allow-empty", "-m", "retrained"], work)
+    run(["git", "push", "-q", str(origin), "retrain/abc"], work)
+    return origin
+
+
+class GitRefsHandler(http.server.BaseHTTPRequestHandler):
+    """Git's smart HTTP ref advertisement for one bare repository, behind a token, as GitHub
+    serves a private repository: 401 without the token's Authorization header."""
+
+    origin: Path
+    expected: str
+    seen: list
+
+    def do_GET(self):
+        self.seen.append(self.headers.get("Authorization"))
+        if self.headers.get("Authorization") != self.expected:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="GitHub"')
+            self.end_headers()
+            return
+        refs = subprocess.run(
+            ["git", "upload-pack", "--stateless-rpc", "--advertise-refs", str(self.origin)],
+            capture_output=True,
+            check=True,
+        ).stdout
+        body = b"001e# service=git-upload-pack\n0000" + refs
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-git-upload-pack-advertisement")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def private_origin(tmp_path):
+    """A private repository over HTTP on 127.0.0.1 that accepts the token `s3cret`."""
+    token = "s3cret"
+    handler = type(
+        "Handler",
+        (GitRefsHandler,),
+        {
+            "origin": bare_origin(tmp_path),
+            "expected": "basic " + base64.b64encode(f"x-access-token:{token}".encode()).decode(),
+            "seen": [],
+        },
+    )
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    clone = tmp_path / "checkout"
+    run(["git", "init", "-q", str(clone)], tmp_path)
+    url = f"http://127.0.0.1:{server.server_address[1]}/acme/mlproject.git"
+    run(["git", "remote", "add", "origin", url], clone)
+    yield clone, token, handler.seen
+    server.shutdown()
+
+
+def test_branch_lookup_on_a_private_origin_sends_the_token_without_showing_it(
+    private_origin, monkeypatch, capfd
+):
+    clone, token, seen = private_origin
+    monkeypatch.chdir(clone)
+    for name in ("REPO_TOKEN", "GH_TOKEN", "GITHUB_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    # No credentials (persist-credentials: false): an error that says so, not "no branch".
+    with pytest.raises(retrain.RetrainError, match="REPO_TOKEN"):
+        retrain.branch_exists("retrain/abc")
+    monkeypatch.setenv("REPO_TOKEN", token)
+    assert retrain.branch_exists("retrain/abc") is True
+    assert retrain.branch_exists("retrain/other") is False
+    assert seen[-1] and seen[-1].startswith("basic ")
+    out, err = capfd.readouterr()
+    assert token not in out + err
+
+
+def test_branch_lookup_on_a_local_bare_origin(tmp_path, monkeypatch):
+    origin = bare_origin(tmp_path)
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(origin), str(clone)], tmp_path)
+    monkeypatch.chdir(clone)
+    monkeypatch.setenv("REPO_TOKEN", "unused-for-a-path")
+    assert retrain.branch_exists("retrain/abc") is True
+    assert retrain.branch_exists("retrain/none") is False
+
+
+def test_a_403_on_pulls_create_fails_with_the_setting_to_change(tmp_path, monkeypatch):
+    shims = tmp_path / "bin"
+    recorders(shims, cml=1)
+    monkeypatch.setenv("PATH", f"{shims}:{os.environ['PATH']}")
+    monkeypatch.setenv("RECORD_DIR", str(tmp_path / "record"))
+    with pytest.raises(retrain.RetrainError) as refused:
+        retrain.create_pr(["pr", "create", "--branch", "retrain/abc", "models"])
+    message = str(refused.value)
+    assert "Settings > Actions > General > Workflow permissions" in message
+    assert "Allow GitHub Actions to create and approve pull requests" in message
+    assert "RETRAIN_TOKEN" in message
+    recorders(shims)  # a token that may open pull requests
+    assert retrain.create_pr(["pr", "create"]) == "https://github.com/acme/mlproject/pull/12"
