@@ -352,7 +352,7 @@ def _from_cache(info: dict[str, Any], model_path: str, repo: str, dest: Path) ->
         cache_dir = Path(repo) / ".dvc" / "cache"
     blob = cache_dir / "files" / "md5" / md5[:2] / md5[2:]
     if not blob.is_file():
-        raise RegistryError(f"{model_path} ({md5[:8]}) is not in the local DVC cache {cache_dir}.")
+        raise RegistryError(f"{model_path} ({md5[:8]}) is not in the local DVC cache {cache_dir}")
     shutil.copyfile(blob, dest / Path(model_path).name)
     for companion in COMPANIONS:
         source = str(Path(model_path).parent / companion)
@@ -368,7 +368,8 @@ def _rebuild(info: dict[str, Any], model_path: str, repo: str, dest: Path) -> No
     that commit's own code; the card and profile are the rebuilt ones."""
     with tempfile.TemporaryDirectory(prefix="mlproject-rebuild-") as tmp:
         clone = Path(tmp) / "repo"
-        git("clone", "--quiet", "--no-checkout", str(repo), str(clone), cwd=tmp)
+        source = str(Path(repo).resolve()) if _is_local(repo) else str(repo)
+        git("clone", "--quiet", "--no-checkout", source, str(clone), cwd=tmp)
         git("checkout", "--quiet", "--detach", info["commit"], cwd=clone)
         env = {**os.environ, "PYTHONPATH": str(clone / "src"), "DVC_NO_ANALYTICS": "1"}
         if _is_local(repo):
