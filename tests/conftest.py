@@ -43,6 +43,15 @@ def require_tool(name: str, install: str) -> str:
     pytest.skip(message)
 
 
+def require_docker_engine() -> str:
+    """The docker CLI, when a Docker engine answers. Without one the test is skipped, in CI too:
+    this project's machines have no Docker engine (a capability, like CUDA, not an install step)."""
+    docker = shutil.which("docker")
+    if docker and subprocess.run([docker, "info"], capture_output=True).returncode == 0:
+        return docker
+    pytest.skip("needs a Docker engine (none runs on this machine)")
+
+
 def run(args, cwd, check=True, env=None, timeout=600) -> subprocess.CompletedProcess:
     """Run a command (list or shell string), capturing output; fail with it shown."""
     result = subprocess.run(
