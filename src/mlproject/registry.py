@@ -368,12 +368,13 @@ def _rebuild(info: dict[str, Any], model_path: str, repo: str, dest: Path) -> No
     that commit's own code; the card and profile are the rebuilt ones."""
     with tempfile.TemporaryDirectory(prefix="mlproject-rebuild-") as tmp:
         clone = Path(tmp) / "repo"
-        source = str(Path(repo).resolve()) if _is_local(repo) else str(repo)
-        git("clone", "--quiet", "--no-checkout", source, str(clone), cwd=tmp)
+        origin = str(Path(repo).resolve()) if _is_local(repo) else str(repo)
+        git("clone", "--quiet", "--no-checkout", origin, str(clone), cwd=tmp)
         git("checkout", "--quiet", "--detach", info["commit"], cwd=clone)
         env = {**os.environ, "PYTHONPATH": str(clone / "src"), "DVC_NO_ANALYTICS": "1"}
         if _is_local(repo):
-            # Share the repository's cache: its data version is there even without a remote.
+            # Share the repository's cache: its data version is there even without a remote
+            # (the rebuilt outputs land there too, as after any `dvc repro`).
             cache = _run([_bin("dvc"), "cache", "dir"], cwd=repo, check=False)
             if cache:
                 _run([_bin("dvc"), "cache", "dir", "--local", cache], cwd=clone)
