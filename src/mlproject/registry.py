@@ -363,6 +363,19 @@ def _from_cache(info: dict[str, Any], model_path: str, repo: str, dest: Path) ->
             raise RegistryError(f"{source} is not committed at {info['commit'][:8]}.")
 
 
+def _stages_writing(dvc_yaml: Path, model_path: str) -> list[str]:
+    """The stages whose outputs are the model or its companions (their upstream runs too)."""
+    wanted = {model_path, *(str(Path(model_path).parent / c) for c in COMPANIONS)}
+    stages = (yaml.safe_load(dvc_yaml.read_text()) or {}).get("stages") or {}
+    return [
+        name
+        for name, stage in stages.items()
+        if any(
+            (next(iter(o)) if isinstance(o, dict) else o) in wanted for o in stage.get("outs", [])
+        )
+    ]
+
+
 def _rebuild(info: dict[str, Any], model_path: str, repo: str, dest: Path) -> None:
     """Clone the repository at the commit, make its data present and run `dvc repro` there with
     that commit's own code; the card and profile are the rebuilt ones."""
@@ -384,10 +397,11 @@ def _rebuild(info: dict[str, Any], model_path: str, repo: str, dest: Path) -> No
                 env=env,
                 capture_output=True,
             )
-        steps = ([sys.executable, "-m", "mlproject.data"], [_bin("dvc"), "repro"])
+        stages = _stages_writing(clone / "dvc.yaml", model_path)
+        steps = ([sys.executable, "-m", "mlproject.data"], [_bin("dvc"), "repro", *stages])
         for step in steps:
             print(
-                f"rebuild at {info['commit'][:8]}: {' '.join(step[-2:])}",
+                f"rebuild at {info['commit'][:8]}: {' '.join(step[1:])}",
                 file=sys.stderr,
                 flush=True,
             )
@@ -395,7 +409,7 @@ def _rebuild(info: dict[str, Any], model_path: str, repo: str, dest: Path) -> No
             if proc.returncode != 0:
                 detail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
                 raise RegistryError(
-                    f"rebuild at {info['commit'][:8]}: `{' '.join(step[-2:])}` failed: {detail}"
+                    f"rebuild at {info['commit'][:8]}: `{' '.join(step[1:])}` failed: {detail}"
                 )
         shutil.copyfile(clone / model_path, dest / Path(model_path).name)
         for companion in COMPANIONS:
