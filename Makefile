@@ -54,7 +54,7 @@ $(BIN)/.installed: pyproject.toml $(LOCK)
 	@touch $@
 
 .PHONY: install
-install: $(BIN)/.installed ## Create the virtual environment (.venv) with pinned versions
+install: $(BIN)/.installed ## Create .venv with the pinned versions (uv, pip as fallback; TORCH=cpu|cuda picks torch)
 
 .PHONY: data
 data: install ## Make data/ present: DVC remote if reachable, else the embedded demo data
