@@ -11,8 +11,19 @@ BIN := $(abspath $(VENV))/bin
 LOCK := requirements/lock.txt
 # Dependency groups installed into the venv (see pyproject.toml); serving alone: EXTRAS=serve
 EXTRAS ?= train,serve,report,monitor,explain,dev
-# Extra pip arguments, e.g. PIP_ARGS="--extra-index-url https://download.pytorch.org/whl/cpu"
+# Which torch build: cpu (PyTorch's CPU index: GitHub's CPU runners, ~1.5 GB), cuda (PyPI's
+# default CUDA build, ~5 GB: GPU runners), empty (this machine's pip configuration decides).
+TORCH ?=
+# uv installs the lock in seconds; INSTALLER=pip (or no uv to be had) installs with pip instead.
+INSTALLER ?= uv
+# uv's version is pinned in the lock (dev group), so every machine installs with the same uv.
+UV_VERSION := $(shell sed -n 's/^uv==\([^ ;]*\).*/\1/p' $(LOCK) | head -n 1)
+# Extra pip arguments for the pip fallback, e.g. PIP_ARGS="--no-cache-dir"
 PIP_ARGS ?=
+
+# The Python that makes the venv, found before the venv goes first on PATH (its pip and its
+# configuration are the machine's).
+SYS_PYTHON := $(shell command -v $(PYTHON) 2>/dev/null || echo $(PYTHON))
 
 # Stages run `python -m mlproject.<stage>`: the venv must come first on PATH for DVC's shell.
 export PATH := $(BIN):$(PATH)
@@ -21,15 +32,29 @@ export PYTHONDONTWRITEBYTECODE := 1
 
 ##@ Set-up and pipeline
 
+# The venv starts without pip (uv fills it; pip comes from the lock). uv does not read pip's
+# configuration, so requirements/uv_sources.py passes its find-links and indexes on.
 $(BIN)/.installed: pyproject.toml $(LOCK)
-	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python 3.10+ is needed; set PYTHON=python3.x")'
-	@test -x $(BIN)/python || { echo "creating $(VENV) with $$($(PYTHON) --version)"; $(PYTHON) -m venv $(VENV); }
-	@echo "installing pinned dependencies ($(EXTRAS)) from $(LOCK)"
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c $(LOCK) $(PIP_ARGS) -e ".[$(EXTRAS)]"
+	@$(SYS_PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python 3.10+ is needed; set PYTHON=python3.x")'
+	@test -x $(BIN)/python || { echo "creating $(VENV) with $$($(SYS_PYTHON) --version)"; $(SYS_PYTHON) -m venv --without-pip $(VENV); }
+	@echo "installing pinned dependencies ($(EXTRAS)) from $(LOCK)$(if $(TORCH), with torch for $(TORCH))"
+	@if [ "$(INSTALLER)" = uv ] && { test -x $(BIN)/uv || $(SYS_PYTHON) -m pip --python $(BIN)/python install \
+	      --quiet --disable-pip-version-check "uv==$(UV_VERSION)" >/dev/null 2>&1; }; then \
+	  sources=$$($(SYS_PYTHON) requirements/uv_sources.py --torch "$(TORCH)"); \
+	  cert=$$($(SYS_PYTHON) requirements/uv_sources.py --cert); \
+	  if [ -n "$$cert" ] && [ -z "$${SSL_CERT_FILE:-}" ]; then export SSL_CERT_FILE="$$cert"; fi; \
+	  echo "+ uv pip install -c $(LOCK) $$sources -e .[$(EXTRAS)]"; \
+	  $(BIN)/uv pip install --quiet --python $(BIN)/python -c $(LOCK) $$sources -e ".[$(EXTRAS)]"; \
+	else \
+	  echo "uv is not available (INSTALLER=$(INSTALLER)): installing with pip, which is slower"; \
+	  $(BIN)/python -m pip --version >/dev/null 2>&1 || $(BIN)/python -m ensurepip --default-pip >/dev/null; \
+	  $(BIN)/python -m pip install --quiet --disable-pip-version-check -c $(LOCK) \
+	    $$($(SYS_PYTHON) requirements/uv_sources.py --torch "$(TORCH)" --pip-args) $(PIP_ARGS) -e ".[$(EXTRAS)]"; \
+	fi
 	@touch $@
 
 .PHONY: install
-install: $(BIN)/.installed ## Create the virtual environment (.venv) with pinned versions
+install: $(BIN)/.installed ## Create .venv with the pinned versions (uv, pip as fallback; TORCH=cpu|cuda picks torch)
 
 .PHONY: data
 data: install ## Make data/ present: DVC remote if reachable, else the embedded demo data
@@ -311,8 +336,7 @@ ci-docker-engine: ## CI: is a Docker engine reachable? (-> $GITHUB_OUTPUT engine
 
 .PHONY: lock
 lock: install ## Re-resolve requirements/lock.txt from pyproject.toml (needs network)
-	python -m pip install --quiet uv
-	python -m uv pip compile pyproject.toml --universal --python-version 3.10 --quiet \
+	uv pip compile pyproject.toml --universal --python-version 3.10 --quiet \
 	  --custom-compile-command "make lock" --annotation-style line \
 	  $(foreach e,$(subst $(comma), ,$(EXTRAS)),--extra $(e)) -o $(LOCK)
 

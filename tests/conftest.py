@@ -27,6 +27,31 @@ ENV = {
 }
 
 
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require_tool(name: str, install: str) -> str:
+    """The path of tool `name` (this venv first, then PATH). When it is missing the test is
+    skipped here, but fails in CI (`CI=true`): there a missing tool is a missing install step,
+    and a green run must not hide it. `install` says how to get it."""
+    found = shutil.which(name, path=str(BIN)) or shutil.which(name)
+    if found:
+        return found
+    message = f"{name} is not installed ({install})"
+    if IN_CI:
+        pytest.fail(f"{message}; CI=true, so a missing tool fails the test", pytrace=False)
+    pytest.skip(message)
+
+
+def require_docker_engine() -> str:
+    """The docker CLI, when a Docker engine answers. Without one the test is skipped, in CI too:
+    this project's machines have no Docker engine (a capability, like CUDA, not an install step)."""
+    docker = shutil.which("docker")
+    if docker and subprocess.run([docker, "info"], capture_output=True).returncode == 0:
+        return docker
+    pytest.skip("needs a Docker engine (none runs on this machine)")
+
+
 def run(args, cwd, check=True, env=None, timeout=600) -> subprocess.CompletedProcess:
     """Run a command (list or shell string), capturing output; fail with it shown."""
     result = subprocess.run(
@@ -79,6 +104,18 @@ def pipeline_repo(tmp_path_factory) -> Path:
 def project(tmp_path) -> Path:
     """A fresh project with the demo data present and nothing run yet (yours to modify)."""
     return make_project(tmp_path / "repo")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """In CI, a skip that says a tool is not installed is a failure, wherever it was raised."""
+    outcome = yield
+    report = outcome.get_result()
+    if IN_CI and report.skipped and isinstance(report.longrepr, tuple):
+        reason = str(report.longrepr[2])
+        if "not installed" in reason or "not found on PATH" in reason:
+            report.outcome = "failed"
+            report.longrepr = f"{reason}\nCI=true: a missing tool fails the test, never skips it"
 
 
 def pytest_collection_modifyitems(config, items):

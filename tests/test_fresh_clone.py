@@ -25,6 +25,7 @@ def test_make_repro_in_a_fresh_clone_builds_everything_and_reruns_as_a_no_op(tmp
 
     first = run(["make", "repro"], clone, env=env, timeout=900)
     assert "creating .venv" in first.stdout
+    assert "+ uv pip install" in first.stdout  # uv, not the slow pip fallback
     assert "Running stage 'export'" in first.stdout
     assert "accuracy" in first.stdout  # the metrics table
     metrics = json.loads((clone / "reports/eval/metrics.json").read_text())

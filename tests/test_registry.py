@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mlproject.registry import RegistryError, parse_tag
 from mlproject.release import smoke
@@ -100,6 +101,8 @@ def test_register_promote_fetch_and_roll_back(registry_repo, tmp_path):
     assert registry["commit"] == tag_commit(repo, "classifier@v0.1.0") == first
     assert registry["version"] == "v0.1.0"
     assert registry["stage"] == "prod"
+    assert registry["source"] == "remote"
+    assert "from the DVC remote" in result.stdout
     # The pipeline ran on the card's commit; the registered commit holds its outputs.
     run(["git", "merge-base", "--is-ancestor", card["lineage"]["git"]["commit"], first], repo)
 
@@ -231,3 +234,87 @@ def test_release_steps_for_a_promotion_tag_and_smoke_test_of_a_server(registry_r
         server.terminate()
         server.wait(timeout=20)
     assert result["infer"]["shape"] == [1, len(card["classes"])]
+
+
+# --- no DVC remote (the template's default): the local cache, then a rebuild -------------------
+
+
+@pytest.fixture(scope="module")
+def local_repo(pipeline_repo, tmp_path_factory) -> Path:
+    """The trained project, committed, registered as v0.1.0 and in prod, with no DVC remote:
+    its model is only in the repository's own DVC cache."""
+    repo = tmp_path_factory.mktemp("local-registry") / "repo"
+    shutil.copytree(pipeline_repo, repo, symlinks=True)
+    shutil.rmtree(repo / ".dvc" / "tmp", ignore_errors=True)  # DVC's inode-keyed state
+    # Short training, so that the rebuild below takes seconds, not minutes.
+    for rel in ("params.yaml", "conf/config.yaml"):
+        text = (repo / rel).read_text()
+        (repo / rel).write_text(
+            text.replace("epochs: 40", "epochs: 2").replace("T_max: 40", "T_max: 2")
+        )
+    run(["dvc", "repro", "-q"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-q", "-m", "trained model"], repo)
+    assert run(["dvc", "remote", "list"], repo).stdout.strip() == ""
+    make("register", repo)
+    make("promote", repo, "STAGE=prod")
+    return repo
+
+
+def model_blob(repo: Path) -> Path:
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    (md5,) = [
+        o["md5"]
+        for stage in lock["stages"].values()
+        for o in stage.get("outs", [])
+        if o["path"] == "models/model.onnx"
+    ]
+    return repo / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+
+
+def test_fetch_model_without_a_remote_uses_the_local_cache_then_a_rebuild(local_repo, tmp_path):
+    repo = local_repo
+    commit = tag_commit(repo, "classifier@v0.1.0")
+    cached = make("fetch-model", repo, "STAGE=prod", f"MODEL_OUT={tmp_path / 'cached'}")
+    assert "from the local DVC cache" in cached.stdout
+    card = json.loads((tmp_path / "cached" / "model_card.json").read_text())
+    assert card["lineage"]["registry"]["source"] == "cache"
+    assert card["lineage"]["registry"]["commit"] == commit
+    model = tmp_path / "cached" / "model.onnx"
+    assert hashlib.sha256(model.read_bytes()).hexdigest() == card["sha256"]
+    assert (tmp_path / "cached" / "reference_profile.json").is_file()
+
+    # Not in the cache either (another machine, a cleaned cache): rebuilt at the tagged commit.
+    blob = model_blob(repo)
+    hidden = blob.with_name(blob.name + ".hidden")
+    blob.rename(hidden)
+    try:
+        rebuilt = make("fetch-model", repo, "STAGE=prod", f"MODEL_OUT={tmp_path / 'rebuilt'}")
+    finally:
+        hidden.rename(blob)
+    assert "from a rebuild at the commit" in rebuilt.stdout
+    assert "not in the local DVC cache" in rebuilt.stderr
+    card = json.loads((tmp_path / "rebuilt" / "model_card.json").read_text())
+    assert card["lineage"]["registry"]["source"] == "rebuild"
+    assert card["lineage"]["git"]["commit"] == commit  # the pipeline ran on the tagged commit
+    rebuilt_model = (tmp_path / "rebuilt" / "model.onnx").read_bytes()
+    assert hashlib.sha256(rebuilt_model).hexdigest() == card["sha256"]
+    assert run(["git", "status", "--porcelain"], repo).stdout == ""  # the repository untouched
+
+
+def test_release_assets_without_a_remote_or_data_rebuilds_in_the_checkout(local_repo, tmp_path):
+    repo = local_repo
+    shutil.rmtree(repo / "data")  # a fresh CI checkout: data.dvc, but no data/
+    blob = model_blob(repo)
+    hidden = blob.with_name(blob.name + ".hidden")
+    blob.rename(hidden)
+    env = {**ENV, "TAG": "classifier@v0.1.0", "GITHUB_REPOSITORY": "acme/mlproject"}
+    try:
+        result = run(["make", "release-assets"], repo, env=env, check=False)
+    finally:
+        hidden.rename(blob)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "rebuilt at the tagged commit" in (repo / "dist/release/RELEASE.md").read_text()
+    assert (repo / "data").is_dir()
+    card = json.loads((repo / "dist/release/model_card.json").read_text())
+    assert card["lineage"]["registry"]["rebuilt"] is True

@@ -1,25 +1,45 @@
 """The retraining workflow, run by act (on schedule, then on repository_dispatch) in a temporary
 repository with a registry, a local DVC remote and a bare `origin`; `cml` and `gh` are
 recorders. A retrained model worse than production fails the gate and opens no pull request; a
-better one opens one that carries the report."""
+better one opens one that carries the report. Then the PR step's git and GitHub calls alone: the
+token on a private origin, and GitHub's 403 when workflows may not open pull requests."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import http.server
 import json
+import os
 import shutil
+import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 import yaml
 
+from mlproject import retrain
+
 from actlib import act, bare_origin, remove, require_act, workspace
 from conftest import ROOT, run
 
-pytestmark = pytest.mark.slow  # retrains twice (short runs) in a copy of pipeline_repo
-
 RETRAIN = ROOT / ".github" / "workflows" / "retrain.yml"
+RECORDER = """#!{python}
+import json, os, pathlib, sys, time
+out = pathlib.Path(os.environ["RECORD_DIR"])
+out.mkdir(parents=True, exist_ok=True)
+(out / f"{tool}-{{time.time_ns()}}.json").write_text(json.dumps(
+    {{"tool": "{tool}", "argv": sys.argv[1:], "env_token": os.environ.get("REPO_TOKEN")}}))
+if {code}:
+    # What CML (Octokit) prints when GitHub refuses pulls.create to GITHUB_TOKEN.
+    print("HttpError: GitHub Actions is not permitted to create or approve pull requests. "
+          "- https://docs.github.com/rest/pulls/pulls#create-a-pull-request (status 403)",
+          file=sys.stderr)
+    sys.exit(1)
+print("https://github.com/acme/mlproject/pull/12")
+"""
 WEAK = {"epochs: 40": "epochs: 1", "T_max: 40": "T_max: 1", "lr: 0.003": "lr: 1.0e-05"}
 SHORT = {"epochs: 40": "epochs: 3", "T_max: 40": "T_max: 3"}
 
@@ -41,6 +61,15 @@ def commit_all(repo: Path, message: str) -> None:
 
 def registry(repo: Path, *args: str) -> str:
     return run([sys.executable, "-m", "mlproject.registry", *args], repo).stdout
+
+
+def recorders(shims: Path, **exit_codes: int) -> None:
+    shims.mkdir(parents=True, exist_ok=True)
+    for tool in ("cml", "gh"):
+        (shims / tool).write_text(
+            RECORDER.format(python=sys.executable, tool=tool, code=exit_codes.get(tool, 0))
+        )
+        (shims / tool).chmod(0o755)
 
 
 class Step:
@@ -118,6 +147,7 @@ def test_every_step_is_a_make_target_and_the_triggers_are_schedule_manual_and_dr
     )
 
 
+@pytest.mark.slow  # retrains twice (short runs) in a copy of pipeline_repo
 def test_worse_model_opens_no_pr_and_better_model_opens_one_with_the_report(repo, tmp_path):
     prod_v1 = registry(repo, "base").strip()
 
@@ -175,3 +205,114 @@ def test_worse_model_opens_no_pr_and_better_model_opens_one_with_the_report(repo
     shutil.copy2(ran_in / "dvc.lock", repo / "dvc.lock")  # the PR's lock
     status = run(["dvc", "status", "--cloud", "models/model.onnx"], repo).stdout
     assert "new:" not in status
+
+
+# --- the PR step's git and GitHub calls (no pipeline) -----------------------------------------
+
+
+def origin_with_branch(tmp_path: Path) -> Path:
+    """A bare repository with one branch, retrain/abc, pushed from a work repository."""
+    origin, work = tmp_path / "origin.git", tmp_path / "work"
+    run(["git", "init", "-q", "--bare", str(origin)], tmp_path)
+    run(["git", "init", "-q", "-b", "retrain/abc", str(work)], tmp_path)
+    run(["git", "commit", "-q", "--allow-empty", "-m", "retrained"], work)
+    run(["git", "push", "-q", str(origin), "retrain/abc"], work)
+    return origin
+
+
+class GitRefsHandler(http.server.BaseHTTPRequestHandler):
+    """Git's smart HTTP ref advertisement for one bare repository, behind a token, as GitHub
+    serves a private repository: 401 without the token's Authorization header."""
+
+    origin: Path
+    expected: str
+    seen: list
+
+    def do_GET(self):
+        self.seen.append(self.headers.get("Authorization"))
+        if self.headers.get("Authorization") != self.expected:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="GitHub"')
+            self.end_headers()
+            return
+        refs = subprocess.run(
+            ["git", "upload-pack", "--stateless-rpc", "--advertise-refs", str(self.origin)],
+            capture_output=True,
+            check=True,
+        ).stdout
+        body = b"001e# service=git-upload-pack\n0000" + refs
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-git-upload-pack-advertisement")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def private_origin(tmp_path):
+    """A private repository over HTTP on 127.0.0.1 that accepts the token `s3cret`."""
+    token = "s3cret"
+    handler = type(
+        "Handler",
+        (GitRefsHandler,),
+        {
+            "origin": origin_with_branch(tmp_path),
+            "expected": "basic " + base64.b64encode(f"x-access-token:{token}".encode()).decode(),
+            "seen": [],
+        },
+    )
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    clone = tmp_path / "checkout"
+    run(["git", "init", "-q", str(clone)], tmp_path)
+    url = f"http://127.0.0.1:{server.server_address[1]}/acme/mlproject.git"
+    run(["git", "remote", "add", "origin", url], clone)
+    yield clone, token, handler.seen
+    server.shutdown()
+
+
+def test_branch_lookup_on_a_private_origin_sends_the_token_without_showing_it(
+    private_origin, monkeypatch, capfd
+):
+    clone, token, seen = private_origin
+    monkeypatch.chdir(clone)
+    for name in ("REPO_TOKEN", "GH_TOKEN", "GITHUB_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    # No credentials (persist-credentials: false): an error that says so, not "no branch".
+    with pytest.raises(retrain.RetrainError, match="REPO_TOKEN"):
+        retrain.branch_exists("retrain/abc")
+    monkeypatch.setenv("REPO_TOKEN", token)
+    assert retrain.branch_exists("retrain/abc") is True
+    assert retrain.branch_exists("retrain/other") is False
+    assert seen[-1] and seen[-1].startswith("basic ")
+    out, err = capfd.readouterr()
+    assert token not in out + err
+
+
+def test_branch_lookup_on_a_local_bare_origin(tmp_path, monkeypatch):
+    origin = origin_with_branch(tmp_path)
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(origin), str(clone)], tmp_path)
+    monkeypatch.chdir(clone)
+    monkeypatch.setenv("REPO_TOKEN", "unused-for-a-path")
+    assert retrain.branch_exists("retrain/abc") is True
+    assert retrain.branch_exists("retrain/none") is False
+
+
+def test_a_403_on_pulls_create_fails_with_the_setting_to_change(tmp_path, monkeypatch):
+    shims = tmp_path / "bin"
+    recorders(shims, cml=1)
+    monkeypatch.setenv("PATH", f"{shims}:{os.environ['PATH']}")
+    monkeypatch.setenv("RECORD_DIR", str(tmp_path / "record"))
+    with pytest.raises(retrain.RetrainError) as refused:
+        retrain.create_pr(["pr", "create", "--branch", "retrain/abc", "models"])
+    message = str(refused.value)
+    assert "Settings > Actions > General > Workflow permissions" in message
+    assert "Allow GitHub Actions to create and approve pull requests" in message
+    assert "RETRAIN_TOKEN" in message
+    recorders(shims)  # a token that may open pull requests
+    assert retrain.create_pr(["pr", "create"]) == "https://github.com/acme/mlproject/pull/12"

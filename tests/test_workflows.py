@@ -193,6 +193,10 @@ def test_every_action_is_pinned_to_its_current_node24_release():
 def test_the_dvc_cache_key_hashes_the_stages_code():
     """Fix 8: a code-only push must get a new key, or actions/cache skips saving its outputs."""
     action = load(GITHUB / "actions" / "setup" / "action.yml")
+    install = next(s for s in action["runs"]["steps"] if s.get("run") == "make install")
+    # make install maps TORCH=cpu to PyTorch's CPU index, cuda to PyPI's build (test_install.py).
+    assert install["env"]["TORCH"] == "${{ inputs.torch }}"
+    assert action["inputs"]["torch"]["default"] == "cpu"
     cache = next(s for s in action["runs"]["steps"] if "actions/cache@" in s.get("uses", ""))
     assert cache["with"]["path"] == ".dvc/cache"
     for part in ("'dvc.lock'", "'params.yaml'", "'dvc.yaml'", "'src/**'", "'conf/**'"):

@@ -2,7 +2,7 @@
 
     python -m mlproject.release info      what the registry tag in $TAG releases (-> $GITHUB_OUTPUT)
     python -m mlproject.release assets    model, card, profile, notes, checksums -> dist/release/
-                                          (fetched from the DVC remote, else rebuilt at the commit)
+                                          (DVC remote, else local DVC cache, else rebuilt at the commit)
     python -m mlproject.release publish   create or update the GitHub release of the version (gh)
     python -m mlproject.release image     docker build the serving image with that model
     python -m mlproject.release smoke     run the image: health, one OIP inference, one /predict
@@ -101,6 +101,8 @@ def rebuild(meta: dict[str, Any], model_path: str, out: Path) -> None:
             f"the checkout is at {head[:8]}, not at {meta['tag']}'s commit "
             f"{meta['commit'][:8]}; check out the tag to rebuild its model."
         )
+    # Without a remote the data is not in the checkout either: make it present first.
+    _run([sys.executable, "-m", "mlproject.data"])
     _run([sys.executable, "-m", "dvc", "repro"])
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy2(model_path, out / Path(model_path).name)
@@ -156,8 +158,11 @@ def assets(tag: str, out: Path = DIST) -> dict[str, Any]:
     if out.exists():
         shutil.rmtree(out)
     try:
-        registry.fetch(name, model_path, rev=meta["version"], out=out)
-        source = "fetched from the DVC remote"
+        # The checkout is at the tag: a rebuild happens here, in place (below), not in a clone.
+        card = registry.fetch(
+            name, model_path, rev=meta["version"], out=out, sources=("remote", "cache")
+        )
+        source = f"fetched from {registry.SOURCE_TEXT[card['lineage']['registry']['source']]}"
     except registry.RegistryError as exc:
         print(f"release: cannot fetch ({exc}); rebuilding at {meta['commit'][:8]}", flush=True)
         rebuild(meta, model_path, out)

@@ -13,9 +13,11 @@ model worse than production fails it, so no pull request is opened. `pr` checks 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -124,13 +126,83 @@ def pr_body(report: dict[str, Any], base: dict[str, Any], reason: str) -> str:
     return body if len(body) <= MAX_BODY else body[:MAX_BODY] + "\n\n(report truncated)\n"
 
 
-def branch_exists(branch: str) -> bool:
+def _token() -> str | None:
+    """The token the PR step was given (CML reads REPO_TOKEN); GitHub's own names otherwise."""
+    for name in ("REPO_TOKEN", "GH_TOKEN", "GITHUB_TOKEN"):
+        if os.environ.get(name):
+            return os.environ[name]
+    return None
+
+
+def git_auth_env(token: str | None = None) -> dict[str, str]:
+    """The environment for a git call to an HTTPS origin with the token, as actions/checkout
+    sends it (an Authorization header). It goes through GIT_CONFIG_* variables: never in the
+    command line (visible to `ps`) nor in any output. The checkout keeps no credentials
+    (`persist-credentials: false`), so without this a private repository answers 401."""
+    env = dict(os.environ, GIT_TERMINAL_PROMPT="0")
+    token = token or _token()
+    if token:
+        basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+        n = int(env.get("GIT_CONFIG_COUNT") or 0)
+        env.update(
+            {
+                "GIT_CONFIG_COUNT": str(n + 1),
+                f"GIT_CONFIG_KEY_{n}": "http.extraheader",
+                f"GIT_CONFIG_VALUE_{n}": f"AUTHORIZATION: basic {basic}",
+            }
+        )
+    return env
+
+
+def branch_exists(branch: str, remote: str = "origin") -> bool:
+    """Whether the PR branch is on the remote already; an unreachable remote is an error, not
+    a "no" (a private repository without credentials used to look like a missing branch)."""
     proc = subprocess.run(
-        ["git", "ls-remote", "--exit-code", "origin", f"refs/heads/{branch}"],
+        ["git", "ls-remote", "--exit-code", remote, f"refs/heads/{branch}"],
         capture_output=True,
         text=True,
+        env=git_auth_env(),
     )
-    return proc.returncode == 0
+    if proc.returncode in (0, 2):  # 2: the remote answered and has no such branch
+        return proc.returncode == 0
+    detail = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+    raise RetrainError(
+        f"cannot list the branches of '{remote}' ({detail}); the step needs REPO_TOKEN "
+        "(RETRAIN_TOKEN or GITHUB_TOKEN) with read access to the repository."
+    )
+
+
+# GitHub's answer to pulls.create when workflows may not open pull requests (the default), as
+# CML (Octokit) prints it; or any 403 from the API.
+PR_FORBIDDEN = re.compile(
+    r"not permitted to create or approve pull requests|\b403\b.*(forbidden|httperror)"
+    r"|(forbidden|httperror).*\b403\b",
+    re.IGNORECASE,
+)
+PR_FORBIDDEN_HELP = """\
+GitHub refused to open the pull request (HTTP 403). By default a workflow's GITHUB_TOKEN may
+not create pull requests. Either:
+  - store a fine-grained token (or a GitHub App token) with `contents: write` and
+    `pull-requests: write` on this repository as the secret RETRAIN_TOKEN (recommended:
+    pull requests it opens also trigger CI), or
+  - allow GITHUB_TOKEN to: Settings > Actions > General > Workflow permissions >
+    "Allow GitHub Actions to create and approve pull requests"
+    (in an organization, the organization's settings must allow it first).
+If RETRAIN_TOKEN is set already, it lacks `pull-requests: write` on this repository."""
+
+
+def create_pr(args: list[str]) -> str:
+    """`cml pr create ...`; returns the PR's URL. A 403 becomes the fix to apply."""
+    print("+ cml " + " ".join(a if len(a) < 200 else a[:40] + "..." for a in args), flush=True)
+    proc = subprocess.run(["cml", *args], capture_output=True, text=True)
+    sys.stdout.write(proc.stdout)
+    sys.stderr.write(proc.stderr)
+    if proc.returncode != 0:
+        output = proc.stdout + proc.stderr
+        if PR_FORBIDDEN.search(output):
+            raise RetrainError(PR_FORBIDDEN_HELP)
+        raise RetrainError(f"`cml pr create` exited {proc.returncode}")
+    return (proc.stdout.strip().splitlines() or [""])[-1]
 
 
 def open_pr(reason: str) -> str | None:
@@ -156,9 +228,8 @@ def open_pr(reason: str) -> str | None:
     body = pr_body(report, base, reason)
     atomic_write_text(OUT_DIR / "pr-body.md", body)
     version = (base.get("prod") or {}).get("version") or "main"
-    proc = _run(
+    url = create_pr(
         [
-            "cml",
             "pr",
             "create",
             "--branch",
@@ -176,7 +247,6 @@ def open_pr(reason: str) -> str | None:
             *paths,
         ]
     )
-    url = (proc.stdout.strip().splitlines() or [""])[-1]
     if existed and "/pull/" in url:
         # CML leaves an existing branch alone; refresh the report on its PR instead.
         number = url.rstrip("/").split("/pull/")[-1].split("#")[0]
