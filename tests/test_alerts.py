@@ -15,8 +15,8 @@ import pytest
 from mlproject import deploy
 from mlproject.serve.process import ServerProcess
 
-from conftest import ROOT
-from tooling import PrometheusProcess, require_tool
+from conftest import ROOT, require_tool
+from tooling import PrometheusProcess
 
 PROM = ROOT / "deploy/prometheus"
 DASHBOARD = ROOT / "deploy/grafana/dashboard.json"

@@ -17,8 +17,7 @@ import yaml
 
 from mlproject import deploy
 
-from conftest import ROOT
-from tooling import require_tool
+from conftest import ROOT, require_tool
 
 KUBECONFIG = """apiVersion: v1
 kind: Config

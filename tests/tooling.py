@@ -1,28 +1,11 @@
-"""Finding the external tools the operations tests need (kubectl, promtool, prometheus).
-
-Here a missing tool skips the test, saying how to install it; in CI (CI=true) it fails, so a
-runner without the tool cannot pass by skipping."""
+"""A real Prometheus for the operations tests (alert rules, dashboard queries); the tools they
+need are found with conftest.require_tool (skips here, fails when CI=true)."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import sys
 from pathlib import Path
 
-import pytest
-
-BIN = Path(sys.executable).parent
-
-
-def require_tool(name: str, how: str) -> str:
-    path = shutil.which(name, path=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    if path:
-        return path
-    message = f"{name} is not installed ({how})"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message + "; CI must have it")
-    pytest.skip(message)
+from conftest import require_tool
 
 
 class PrometheusProcess:
