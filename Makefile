@@ -157,6 +157,10 @@ ci-pr-gate: ## CI: fail when the quality gate in reports/pr/report.json failed
 ci-pr-comment: ## CI: post or update the PR's one report comment with CML
 	PYTHONPATH=src $(PYTHON) -m mlproject.report.ci comment
 
+.PHONY: ci-system-packages
+ci-system-packages: ## CI: install the system packages lint and tests need (prometheus/promtool, sudo), as .ci/run does
+	bash .ci/run --setup-only
+
 ci-install-cml: ## CI: install the pinned CML CLI with npm (kept when a runner already has cml)
 	command -v cml >/dev/null || npm install --global --no-fund --no-audit @dvcorg/cml@$(CML_VERSION)
 
