@@ -22,7 +22,8 @@ import yaml
 
 from mlproject import retrain
 
-from actlib import act, bare_origin, remove, require_act, workspace
+from actlib import act, bare_origin, commit_all, remove, require_act, workspace
+from actlib import set_params as edit
 from conftest import ROOT, run
 
 RETRAIN = ROOT / ".github" / "workflows" / "retrain.yml"
@@ -42,21 +43,6 @@ print("https://github.com/acme/mlproject/pull/12")
 """
 WEAK = {"epochs: 40": "epochs: 1", "T_max: 40": "T_max: 1", "lr: 0.003": "lr: 1.0e-05"}
 SHORT = {"epochs: 40": "epochs: 3", "T_max: 40": "T_max: 3"}
-
-
-def edit(repo: Path, replacements: dict[str, str]) -> None:
-    """Edit params.yaml and conf/config.yaml alike (textually, as a user's commit would)."""
-    for rel in ("params.yaml", "conf/config.yaml"):
-        text = (repo / rel).read_text()
-        for old, new in replacements.items():
-            assert old in text or rel != "params.yaml", (rel, old)
-            text = text.replace(old, new)
-        (repo / rel).write_text(text)
-
-
-def commit_all(repo: Path, message: str) -> None:
-    run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-q", "-m", message], repo)
 
 
 def registry(repo: Path, *args: str) -> str:

@@ -22,9 +22,10 @@ import pytest
 
 from mlproject.monitor.features import FEATURES, image_features
 from mlproject.preprocess import InputSpec, normalize, open_image, to_pixels
-from mlproject.serve.process import ServerProcess, free_port
+from mlproject.serve.process import ServerProcess
 
 from conftest import require_tool
+from tooling import PrometheusProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN = (
@@ -582,53 +583,13 @@ def test_openapi_fuzz_finds_no_server_error(server, tmp_path):
 
 @pytest.mark.slow
 def test_prometheus_scrapes_the_server(server, tmp_path):
-    binary = require_tool("prometheus", ".ci/run installs Debian's package")
     urllib.request.urlopen(f"{server.url}/v2/health/ready", timeout=5).read()
-    port = free_port()
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-        "scrape_configs:\n  - job_name: mlserve\n    metrics_path: /metrics\n"
-        f"    static_configs:\n      - targets: ['{server.host}:{server.port}']\n"
-    )
-    proc = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--log.level=warn",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    query = urllib.parse.urlencode(
-        {"query": 'sum(mlserve_requests_total{route="/v2/health/ready"})'}
-    )
-    try:
-        deadline, result = time.monotonic() + 30, []
-        while time.monotonic() < deadline and not result:
-            time.sleep(0.5)
-            try:
-                with urllib.request.urlopen(
-                    f"http://127.0.0.1:{port}/api/v1/query?{query}", timeout=5
-                ) as resp:
-                    result = json.load(resp)["data"]["result"]
-            except OSError:
-                continue
+    with PrometheusProcess(tmp_path, [f"{server.host}:{server.port}"]) as prom:
+        result = prom.wait_for('sum(mlserve_requests_total{route="/v2/health/ready"})')
         assert result, "Prometheus never returned the server's request counter"
         assert float(result[0]["value"][1]) >= 1
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/targets", timeout=5) as r:
-            targets = json.load(r)["data"]["activeTargets"]
+        targets = prom.api("targets")["data"]["activeTargets"]
         assert [t["health"] for t in targets] == ["up"]
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 # --- the image ---------------------------------------------------------------------------------

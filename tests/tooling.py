@@ -3,6 +3,12 @@ need are found with conftest.require_tool (skips here, fails when CI=true)."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 from conftest import require_tool
@@ -29,8 +35,6 @@ class PrometheusProcess:
         self.proc = None
 
     def __enter__(self) -> PrometheusProcess:
-        import subprocess
-
         self.proc = subprocess.Popen(
             [
                 self.binary,
@@ -46,8 +50,6 @@ class PrometheusProcess:
         return self
 
     def __exit__(self, *exc) -> None:
-        import subprocess
-
         self.proc.terminate()
         try:
             self.proc.wait(10)
@@ -57,11 +59,6 @@ class PrometheusProcess:
 
     def api(self, path: str, **params) -> dict:
         """GET /api/v1/<path>; the decoded JSON, errors included (HTTP 400/422 carry JSON)."""
-        import json
-        import urllib.error
-        import urllib.parse
-        import urllib.request
-
         url = f"{self.url}/api/v1/{path}?{urllib.parse.urlencode(params)}"
         try:
             with urllib.request.urlopen(url, timeout=10) as resp:
@@ -71,8 +68,6 @@ class PrometheusProcess:
 
     def wait_for(self, query: str, timeout: float = 30.0) -> list:
         """Poll `query` until it returns samples; they, or [] at the timeout."""
-        import time
-
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             time.sleep(0.5)
@@ -86,8 +81,6 @@ class PrometheusProcess:
 
     def wait_for_rules(self, timeout: float = 20.0) -> list:
         """The rule groups once each rule has been evaluated at least once."""
-        import time
-
         deadline = time.monotonic() + timeout
         groups = []
         while time.monotonic() < deadline:
