@@ -1,13 +1,19 @@
-"""Where a result came from: the git commit and the data version (no PyTorch, no DVC import)."""
+"""Where a result came from: the git commit, the data version, and file hashes.
+
+The one reader of `.dvc` files (`dvc_tracked_info`, `dvc_outs`) and the one sha256 of a file
+(`file_sha256`). No PyTorch, no DVC import.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 from pathlib import Path
 
 import yaml
+
+from .paths import DATA_DVC
+from .proc import run
 
 # Files the pipeline itself rewrites; changes to them do not make the source "dirty".
 PIPELINE_OUTPUTS = ("dvc.lock", "reports", "models")
@@ -17,13 +23,8 @@ def git_commit(cwd: str | Path = ".") -> dict[str, object]:
     """The HEAD commit and whether tracked sources (not pipeline outputs) have changes."""
 
     def git(*args: str) -> str | None:
-        try:
-            out = subprocess.run(
-                ["git", *args], cwd=cwd, capture_output=True, text=True, check=True
-            )
-        except (OSError, subprocess.CalledProcessError):
-            return None
-        return out.stdout.strip()
+        out = run(["git", *args], cwd=cwd, check=False)
+        return out.stdout.strip() if out.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
     status = git(
@@ -37,17 +38,29 @@ def git_commit(cwd: str | Path = ".") -> dict[str, object]:
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
-def dvc_tracked_hash(dvc_file: str | Path = "data.dvc") -> str | None:
+def dvc_tracked_hash(dvc_file: str | Path = DATA_DVC) -> str | None:
     """The md5 that a `.dvc` file records for its output, e.g. '3f1c….dir'."""
     return dvc_tracked_info(dvc_file)["md5"]
 
 
-def dvc_tracked_info(dvc_file: str | Path = "data.dvc") -> dict[str, object]:
+def dvc_outs(text: str | None) -> tuple[dict, list[dict]]:
+    """A `.dvc` file's text -> (its first output, its deps); ({}, []) when empty or not YAML."""
+    try:
+        doc = yaml.safe_load(text or "") or {}
+    except yaml.YAMLError:
+        doc = {}
+    doc = doc if isinstance(doc, dict) else {}
+    outs = doc.get("outs") or [{}]
+    first = outs[0] if isinstance(outs[0], dict) else {}
+    return first, [d for d in doc.get("deps") or [] if isinstance(d, dict)]
+
+
+def dvc_tracked_info(dvc_file: str | Path = DATA_DVC) -> dict[str, object]:
     """What a `.dvc` file records of its (first) output: path, md5, file count, size."""
     path = Path(dvc_file)
     if not path.is_file():
         return {"dvc_file": str(dvc_file), "md5": None}
-    out = ((yaml.safe_load(path.read_text()) or {}).get("outs") or [{}])[0]
+    out = dvc_outs(path.read_text())[0]
     return {
         "dvc_file": str(dvc_file),
         "path": out.get("path"),
@@ -57,12 +70,20 @@ def dvc_tracked_info(dvc_file: str | Path = "data.dvc") -> dict[str, object]:
     }
 
 
-def file_md5(path: str | Path) -> str:
-    digest = hashlib.md5()
+def _file_digest(path: str | Path, digest) -> str:
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def file_md5(path: str | Path) -> str:
+    return _file_digest(path, hashlib.md5())
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file's bytes, as the model card records it."""
+    return _file_digest(path, hashlib.sha256())
 
 
 def workspace_dir_hash(root: str | Path) -> str:
