@@ -1,9 +1,16 @@
-"""`mlproject <stage>`: the pipeline's entry points under one command."""
+"""`mlproject <command>`: the pipeline's entry points under one command.
+
+mlproject params [--check] [overrides...]   write params.yaml from conf/ (or compare)
+mlproject data [demo [DIR]]                 make data/ present
+mlproject prepare|train|evaluate|export     run one stage, pinned as dvc.yaml runs it
+"""
 
 from __future__ import annotations
 
+import argparse
 import importlib
-import sys
+
+from .core.cli import entry_point, subcommands
 
 COMMANDS = {
     "params": ("mlproject.pipeline.config", "write params.yaml from conf/ (--check to compare)"),
@@ -16,22 +23,22 @@ COMMANDS = {
     "evaluate": ("mlproject.pipeline.evaluate", "stage: test-split metrics and plots"),
     "export": ("mlproject.pipeline.export", "stage: ONNX export, parity check, model card"),
 }
+STAGES = ("prepare", "train", "evaluate", "export")  # pinned, as dvc.yaml runs them
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] not in COMMANDS:
-        print("usage: mlproject <command> [args]\n")
-        for name, (_, text) in COMMANDS.items():
-            print(f"  {name:<10} {text}")
-        return 0 if not args or args[0] in ("-h", "--help") else 2
-    if args[0] in ("prepare", "train", "evaluate", "export"):  # pinned, as dvc.yaml runs them
+    parser, add = subcommands("mlproject", __doc__)
+    for name, (_, text) in COMMANDS.items():
+        sub = add(name, text)
+        if name not in STAGES:
+            sub.add_argument("args", nargs=argparse.REMAINDER, help="passed on to the command")
+    args = parser.parse_args(argv)
+    if args.command in STAGES:
         from .pipeline.run import main as run_stage
 
-        return run_stage([args[0]])
-    module = importlib.import_module(COMMANDS[args[0]][0])
-    sys.argv = [f"mlproject {args[0]}", *args[1:]]
-    return module.main(*([args[1:]] if args[0] in ("params", "data") else []))
+        return run_stage([args.command])
+    return importlib.import_module(COMMANDS[args.command][0]).main(args.args)
 
 
 if __name__ == "__main__":

@@ -14,10 +14,12 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .errors import ProjectError
+
 MODES = {1: "L", 3: "RGB"}
 
 
-class ImageError(ValueError):
+class ImageError(ProjectError, ValueError):
     """An image could not be read or converted; the message names it."""
 
 

@@ -29,7 +29,8 @@ class CommandError(ProjectError, RuntimeError):
         self.stderr = stderr or ""
         lines = self.stderr.strip().splitlines()
         super().__init__(
-            f"`{shlex.join(self.command)}` exited {returncode}" + (f": {lines[-1]}" if lines else "")
+            f"`{shlex.join(self.command)}` exited {returncode}"
+            + (f": {lines[-1]}" if lines else "")
         )
 
 
@@ -49,9 +50,12 @@ def run(
     echo: bool = False,
     tee: bool = False,
     input: str | None = None,
+    text: bool = True,
+    timeout: float | None = None,
 ) -> subprocess.CompletedProcess:
     """Run `args` and wait. capture: keep stdout/stderr (text) on the result; echo: print
-    `+ <command>` first (CI logs); tee: also write the captured output through to ours."""
+    `+ <command>` first (CI logs); tee: also write the captured output through to ours;
+    text=False: bytes instead of text."""
     command = [str(a) for a in args]
     if echo:
         print("+ " + shlex.join(command), flush=True)
@@ -61,18 +65,21 @@ def run(
             cwd=cwd,
             env=None if env is None else dict(env),
             capture_output=capture,
-            text=True,
+            text=text,
             input=input,
+            timeout=timeout,  # past it: subprocess.TimeoutExpired
         )
     except OSError as exc:  # the program is missing or not executable: exit 127, as a shell
         if check:
             raise CommandError(command, 127, str(exc)) from None
         return subprocess.CompletedProcess(command, 127, "", str(exc))
-    if tee and capture:
+    if tee and capture and text:
         sys.stdout.write(proc.stdout)
         sys.stderr.write(proc.stderr)
     if check and proc.returncode != 0:
-        raise CommandError(command, proc.returncode, (proc.stderr or proc.stdout or ""))
+        detail = proc.stderr or proc.stdout or ""
+        detail = detail if text else detail.decode(errors="replace")
+        raise CommandError(command, proc.returncode, detail)
     return proc
 
 

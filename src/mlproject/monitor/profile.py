@@ -9,26 +9,27 @@ written next to the model (models/reference_profile.json) and versioned with it.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..core.cli import entry_point
+from ..core.errors import ProjectError
 from ..core.io import read_json, write_json
+from ..core.paths import MODEL_CARD, ONNX_MODEL, PREPARED, REFERENCE_PROFILE
 from ..core.preprocess import normalize
 from .features import FEATURES, image_features
-from .settings import MonitorSettings, ProfileSettings, SettingsError, load_settings
+from .settings import MonitorSettings, ProfileSettings, load_settings
 
-PREPARED = Path("outputs/prepared")
-ONNX_PATH = Path("models/model.onnx")
-CARD_PATH = Path("models/model_card.json")
-PROFILE_PATH = Path("models/reference_profile.json")
+ONNX_PATH = ONNX_MODEL
+CARD_PATH = MODEL_CARD
+PROFILE_PATH = REFERENCE_PROFILE
 SCHEMA_VERSION = 1
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 
 
-class ProfileError(ValueError):
+class ProfileError(ProjectError, ValueError):
     """An input of the profile is missing or does not fit; the message names it."""
 
 
@@ -172,12 +173,9 @@ def load_profile(path: str | Path = PROFILE_PATH) -> dict[str, Any]:
     return data
 
 
+@entry_point(stage="profile")
 def main() -> int:
-    try:
-        result = profile(load_settings())
-    except (ProfileError, SettingsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    result = profile(load_settings())
     n_train = result["features"][FEATURES[0]]["n"]
     print(
         f"profile: {PROFILE_PATH} ({len(FEATURES)} features from {n_train} training images, "

@@ -13,11 +13,12 @@ from typing import Any
 
 import yaml
 
-PARAMS_FILE = Path("params.yaml")
+from ..core.errors import SettingsError  # a `monitor.*` key is missing, unknown or out of range
+from ..core.paths import PARAMS
 
+PARAMS_FILE = PARAMS
 
-class SettingsError(ValueError):
-    """A `monitor.*` key is missing, unknown or out of range; the message names it."""
+__all__ = ["SettingsError", "load_settings", "from_dict"]
 
 
 @dataclass(frozen=True)

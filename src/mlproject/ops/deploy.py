@@ -23,18 +23,22 @@ import binascii
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import yaml
 
+from ..core.cli import entry_point, subcommands
+from ..core.errors import ProjectError
+from ..core.paths import REFERENCE_PROFILE
+from ..core.proc import run
+
 K8S = Path("deploy/k8s")
 KSERVE = Path("deploy/kserve")
 PROMETHEUS = Path("deploy/prometheus")
 REFERENCE_RULES = PROMETHEUS / "reference.rules.yml"
-PROFILE = Path("models/reference_profile.json")
+PROFILE = REFERENCE_PROFILE
 STAGES = ("staging", "prod")
 # The image name the base Deployment uses; overlays and `apply` replace it.
 BASE_IMAGE = "mlproject-serve"
@@ -42,7 +46,7 @@ KUBERNETES_VERSION = "1.32"
 DEPLOYMENT = "mlserve"
 
 
-class DeployError(RuntimeError):
+class DeployError(ProjectError, RuntimeError):
     """A manifest or deploy setting is wrong; the message names the file or variable."""
 
 
@@ -66,7 +70,7 @@ def overlay(stage: str, root: Path = Path(".")) -> Path:
 
 def render(path: Path) -> list[dict]:
     """The documents `kubectl apply -k path` would send."""
-    proc = subprocess.run([kubectl(), "kustomize", str(path)], capture_output=True, text=True)
+    proc = run([kubectl(), "kustomize", str(path)], check=False)
     if proc.returncode != 0:
         raise DeployError(f"kubectl kustomize {path}: {proc.stderr.strip()}")
     return [d for d in yaml.safe_load_all(proc.stdout) if d]
@@ -235,8 +239,7 @@ def apply(stage: str, image: str, env: dict[str, str] | None = None, wait: str =
             + (["-n", namespace] if namespace else []),
         ]
         for args in commands:
-            print("+ " + " ".join(args), flush=True)
-            code = subprocess.run(args, env=env).returncode
+            code = run(args, env=env, echo=True, capture=False, check=False).returncode
             if code != 0:
                 raise DeployError(f"`{' '.join(args[1:3])}` exited {code}")
     print(f"deploy: {stage} runs {image}")
@@ -289,28 +292,30 @@ def write_reference_rules(root: Path = Path("."), check: bool = False) -> int:
     return 0
 
 
+@entry_point(error_code=2)  # exit 1 means "validate found problems"
 def main(argv: list[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    try:
-        if args[:1] == ["validate"]:
-            problems = validate()
-            for p in problems:
-                print(p, file=sys.stderr)
-            print(f"deploy manifests: {len(problems)} problem(s)")
-            return 1 if problems else 0
-        if args[:1] == ["render"] and len(args) == 2:
-            print(yaml.safe_dump_all(render(overlay(args[1])), sort_keys=False), end="")
-            return 0
-        if args[:1] == ["apply"] and len(args) == 3:
-            apply(args[1], args[2])
-            return 0
-        if args[:1] == ["reference-rules"]:
-            return write_reference_rules(check="--check" in args)
-    except DeployError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(__doc__)
-    return 0 if args in ([], ["-h"], ["--help"]) else 2
+    parser, add = subcommands("python -m mlproject.ops.deploy", __doc__)
+    add("validate", "schema-check deploy/k8s and deploy/kserve, offline")
+    add("render", "print the overlay STAGE as kubectl applies it").add_argument("stage")
+    apply_ = add("apply", "kubectl apply the overlay STAGE with IMAGE pinned")
+    apply_.add_argument("stage")
+    apply_.add_argument("image")
+    rules = add("reference-rules", "deploy/prometheus/reference.rules.yml from the profile")
+    rules.add_argument("--check", action="store_true", help="compare, do not write")
+    args = parser.parse_args(argv)
+    if args.command == "validate":
+        problems = validate()
+        for p in problems:
+            print(p, file=sys.stderr)
+        print(f"deploy manifests: {len(problems)} problem(s)")
+        return 1 if problems else 0
+    if args.command == "render":
+        print(yaml.safe_dump_all(render(overlay(args.stage)), sort_keys=False), end="")
+        return 0
+    if args.command == "apply":
+        apply(args.stage, args.image)
+        return 0
+    return write_reference_rules(check=args.check)
 
 
 if __name__ == "__main__":

@@ -8,30 +8,24 @@
 A version is the tag `<artifact>@v1.2.3` on the commit whose dvc.lock records the model (GTO's
 `gto register`); a stage is the tag `<artifact>#<stage>#<n>` (`gto assign`), the newest one wins,
 so a roll-back is promoting the previous version again. The artifact's name and path come from
-the `artifacts:` section of dvc.yaml. `fetch` gets the model with `dvc artifacts get` from the
-DVC remote, else from the repository's local DVC cache, else by rebuilding it at its commit (a
-clone with that commit's code and data, `dvc repro`); the card and reference profile come with
-it. It checks the model's sha256 against the card and adds `lineage.registry` (artifact, version,
-stage, tag, commit, and `source`: remote, cache or rebuild) to the card.
+the `artifacts:` section of dvc.yaml. `fetch` (ops/fetch.py) gets the model with `dvc artifacts
+get` from the DVC remote, else from the repository's local DVC cache, else by rebuilding it at its
+commit; the card and reference profile come with it.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import os
 import re
-import shutil
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ..core.io import atomic_dir, write_json
+from ..core.cli import entry_point
+from ..core.errors import ProjectError
+from ..core.proc import git, run, tool
 
 DEFAULT_BRANCH = "main"
 SEMVER = re.compile(r"^v?\d+\.\d+\.\d+$")
@@ -40,32 +34,12 @@ FIRST_VERSION = "v0.1.0"
 COMPANIONS = ("model_card.json", "reference_profile.json")
 
 
-class RegistryError(RuntimeError):
+class RegistryError(ProjectError, RuntimeError):
     """A registry operation cannot be done; the message says why and what to do."""
 
 
-def _bin(name: str) -> str:
-    """A tool from this Python's environment (venv), else from PATH."""
-    candidate = Path(sys.executable).parent / name
-    return str(candidate) if candidate.exists() else name
-
-
-def _run(args: list[str], cwd: str | Path = ".", check: bool = True) -> str:
-    proc = subprocess.run(args, cwd=cwd, capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        detail = (proc.stderr or proc.stdout).strip().splitlines()
-        raise RegistryError(
-            f"`{' '.join(args)}` failed: {detail[-1] if detail else proc.returncode}"
-        )
-    return proc.stdout.strip()
-
-
 def gto(*args: str, repo: str | Path = ".") -> str:
-    return _run([_bin("gto"), *args, "--repo", str(repo)])
-
-
-def git(*args: str, cwd: str | Path = ".", check: bool = True) -> str:
-    return _run(["git", *args], cwd=cwd, check=check)
+    return run([tool("gto"), *args, "--repo", str(repo)]).stdout.strip()
 
 
 # ----------------------------------------------------------------------------- the artifact
@@ -119,9 +93,7 @@ def check_commit_has_model(rev: str, model_path: str, repo: str | Path = ".") ->
 
 def versions(name: str, repo: str | Path = ".") -> list[dict[str, Any]]:
     """Registered versions (GTO's JSON: version, commit_hexsha, ref, stages...); [] if none."""
-    proc = subprocess.run(
-        [_bin("gto"), "show", name, "--json", "--repo", str(repo)], capture_output=True, text=True
-    )
+    proc = run([tool("gto"), "show", name, "--json", "--repo", str(repo)], check=False)
     if proc.returncode != 0:
         if "Cannot find artifact" in proc.stdout + proc.stderr:
             return []
@@ -190,7 +162,7 @@ def base_revision(
     """What a retrained model is compared with: the prod model's commit, else the default branch."""
     try:
         return resolve(name, stage=stage, repo=repo)["commit"]
-    except RegistryError:
+    except ProjectError:  # no version in that stage (or no registry yet)
         pass
     for candidate in (f"origin/{default_branch}", default_branch):
         if git("rev-parse", "--verify", "--quiet", candidate, cwd=repo, check=False):
@@ -249,7 +221,7 @@ def register(
             raise RegistryError(f"BUMP must be patch, minor or major, not '{bump}'.")
         args.append(f"--bump-{bump}")
     if push:
-        _run([_bin("dvc"), "push", model_path], cwd=repo)
+        run([tool("dvc"), "push", model_path], cwd=repo)
         args.append("--push")
     gto(*args, repo=repo)
     registered = [v for v in versions(name, repo) if v["commit_hexsha"] == commit]
@@ -275,195 +247,6 @@ def promote(
     gto(*(args + (["--push"] if push else [])), repo=repo)
     new = set(git("tag", "--list", f"{name}#{stage}#*", cwd=repo).split()) - before
     return new.pop() if new else f"{name}#{stage}"
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-SOURCES = ("remote", "cache", "rebuild")
-SOURCE_TEXT = {
-    "remote": "the DVC remote",
-    "cache": "the local DVC cache",
-    "rebuild": "a rebuild at the commit",
-}
-
-
-def _is_local(repo: str | Path) -> bool:
-    return Path(repo).is_dir()
-
-
-def _recorded_md5(commit: str, model_path: str, repo: str | Path) -> str | None:
-    """The model's md5 as dvc.lock at `commit` records it."""
-    lock = yaml.safe_load(git("show", f"{commit}:dvc.lock", cwd=repo, check=False) or "{}") or {}
-    for stage in (lock.get("stages") or {}).values():
-        for out in stage.get("outs", []):
-            if out.get("path") == model_path:
-                return out.get("md5")
-    return None
-
-
-def _from_remote(info: dict[str, Any], model_path: str, repo: str, dest: Path) -> None:
-    """`dvc artifacts get` / `dvc get`: DVC resolves the revision and reads the DVC remote."""
-    if _is_local(repo) and not _run([_bin("dvc"), "remote", "list"], cwd=repo, check=False):
-        raise RegistryError("no DVC remote is configured")
-    if info["version"]:
-        args = ["artifacts", "get", str(repo), info["artifact"], "--rev", info["version"]]
-    else:
-        args = ["get", str(repo), model_path, "--rev", info["commit"]]
-    _run([_bin("dvc"), *args, "-o", str(dest / Path(model_path).name), "--force"])
-    for companion in COMPANIONS:
-        source = str(Path(model_path).parent / companion)
-        proc = subprocess.run(
-            [
-                _bin("dvc"),
-                "get",
-                str(repo),
-                source,
-                "--rev",
-                info["commit"],
-                "-o",
-                str(dest / companion),
-                "--force",
-            ],
-            capture_output=True,
-            text=True,
-        )
-        if proc.returncode != 0 and companion == "model_card.json":
-            raise RegistryError(
-                f"{source} at {info['commit'][:8]}: cannot fetch "
-                f"({proc.stderr.strip().splitlines()[-1:]})."
-            )
-
-
-def _from_cache(info: dict[str, Any], model_path: str, repo: str, dest: Path) -> None:
-    """The file dvc.lock recorded, from the repository's own DVC cache (no remote needed)."""
-    if not _is_local(repo):
-        raise RegistryError(f"{repo} is not a local repository; its DVC cache is not here.")
-    md5 = _recorded_md5(info["commit"], model_path, repo)
-    if not md5:
-        raise RegistryError(f"dvc.lock at {info['commit'][:8]} records no '{model_path}'.")
-    cache_dir = Path(_run([_bin("dvc"), "cache", "dir"], cwd=repo, check=False) or "")
-    if not cache_dir.is_absolute():
-        cache_dir = Path(repo) / ".dvc" / "cache"
-    blob = cache_dir / "files" / "md5" / md5[:2] / md5[2:]
-    if not blob.is_file():
-        raise RegistryError(f"{model_path} ({md5[:8]}) is not in the local DVC cache {cache_dir}")
-    shutil.copyfile(blob, dest / Path(model_path).name)
-    for companion in COMPANIONS:
-        source = str(Path(model_path).parent / companion)
-        text = git("show", f"{info['commit']}:{source}", cwd=repo, check=False)
-        if text:
-            (dest / companion).write_text(text + "\n")
-        elif companion == "model_card.json":
-            raise RegistryError(f"{source} is not committed at {info['commit'][:8]}.")
-
-
-def _stages_writing(dvc_yaml: Path, model_path: str) -> list[str]:
-    """The stages whose outputs are the model or its companions (their upstream runs too)."""
-    wanted = {model_path, *(str(Path(model_path).parent / c) for c in COMPANIONS)}
-    stages = (yaml.safe_load(dvc_yaml.read_text()) or {}).get("stages") or {}
-    return [
-        name
-        for name, stage in stages.items()
-        if any(
-            (next(iter(o)) if isinstance(o, dict) else o) in wanted for o in stage.get("outs", [])
-        )
-    ]
-
-
-def _rebuild(info: dict[str, Any], model_path: str, repo: str, dest: Path) -> None:
-    """Clone the repository at the commit, make its data present and run `dvc repro` there with
-    that commit's own code; the card and profile are the rebuilt ones."""
-    with tempfile.TemporaryDirectory(prefix="mlproject-rebuild-") as tmp:
-        clone = Path(tmp) / "repo"
-        origin = str(Path(repo).resolve()) if _is_local(repo) else str(repo)
-        git("clone", "--quiet", "--no-checkout", origin, str(clone), cwd=tmp)
-        git("checkout", "--quiet", "--detach", info["commit"], cwd=clone)
-        env = {**os.environ, "PYTHONPATH": str(clone / "src"), "DVC_NO_ANALYTICS": "1"}
-        if _is_local(repo):
-            # Share the repository's cache: its data version is there even without a remote
-            # (the rebuilt outputs land there too, as after any `dvc repro`).
-            cache = _run([_bin("dvc"), "cache", "dir"], cwd=repo, check=False)
-            if cache:
-                _run([_bin("dvc"), "cache", "dir", "--local", cache], cwd=clone)
-            subprocess.run(
-                [_bin("dvc"), "checkout", "--quiet", "data.dvc"],
-                cwd=clone,
-                env=env,
-                capture_output=True,
-            )
-        stages = _stages_writing(clone / "dvc.yaml", model_path)
-        steps = ([sys.executable, "-m", "mlproject.pipeline.data"], [_bin("dvc"), "repro", *stages])
-        for step in steps:
-            print(
-                f"rebuild at {info['commit'][:8]}: {' '.join(step[1:])}",
-                file=sys.stderr,
-                flush=True,
-            )
-            proc = subprocess.run(step, cwd=clone, env=env, capture_output=True, text=True)
-            if proc.returncode != 0:
-                detail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-                raise RegistryError(
-                    f"rebuild at {info['commit'][:8]}: `{' '.join(step[1:])}` failed: {detail}"
-                )
-        shutil.copyfile(clone / model_path, dest / Path(model_path).name)
-        for companion in COMPANIONS:
-            source = clone / Path(model_path).parent / companion
-            if source.is_file():
-                shutil.copyfile(source, dest / companion)
-
-
-def fetch(
-    name: str,
-    model_path: str,
-    rev: str | None = None,
-    stage: str | None = None,
-    repo: str = ".",
-    out: str | Path = "dist/model",
-    sources: tuple[str, ...] = SOURCES,
-) -> dict[str, Any]:
-    """A registered model, its card and profile into `out`, from the first source that has it:
-    the DVC remote, the repository's local DVC cache, or a rebuild at its commit. The card's
-    `lineage.registry.source` says which; returns the card."""
-    info = resolve(name, rev=rev, stage=stage, repo=repo)
-    out = Path(out)
-    model_file = Path(model_path).name
-    getters = {"remote": _from_remote, "cache": _from_cache, "rebuild": _rebuild}
-    failures = []
-    with atomic_dir(out) as tmp:
-        for source in sources:
-            try:
-                getters[source](info, model_path, repo, tmp)
-            except RegistryError as exc:
-                failures.append(f"{SOURCE_TEXT[source]}: {exc}")
-                print(f"fetch: not from {SOURCE_TEXT[source]} ({exc})", file=sys.stderr, flush=True)
-                continue
-            break
-        else:
-            raise RegistryError(
-                f"cannot get {info['tag'] or info['commit'][:8]}'s model from any source: "
-                + "; ".join(failures)
-            )
-        card = json.loads((tmp / "model_card.json").read_text())
-        actual = sha256(tmp / model_file)
-        if card.get("sha256") != actual:
-            raise RegistryError(
-                f"{model_file} from {SOURCE_TEXT[source]} for {info['rev']} has sha256 "
-                f"{actual[:12]}, but its card says {str(card.get('sha256'))[:12]}; that source "
-                "does not hold the model this commit recorded."
-            )
-        card.setdefault("lineage", {})["registry"] = {
-            k: info[k] for k in ("artifact", "version", "stage", "tag", "commit")
-        }
-        card["lineage"]["registry"]["repo"] = str(repo)
-        card["lineage"]["registry"]["source"] = source
-        write_json(tmp / "model_card.json", card)
-    return card
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -498,46 +281,39 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        if args.command == "parse-tag":
-            print(json.dumps(parse_tag(args.tag)))
-            return 0
-        name, path = artifact(name=args.name)
-        if args.command == "register":
-            tag = register(name, path, args.version, args.bump, args.ref, args.push)
-            from ..pipeline.tracking import TrackingError
-            from ..pipeline.tracking import (
-                register as mlflow_register,  # when MLflow tracking is on
-            )
+    if args.command == "parse-tag":
+        print(json.dumps(parse_tag(args.tag)))
+        return 0
+    name, path = artifact(name=args.name)
+    if args.command == "register":
+        tag = register(name, path, args.version, args.bump, args.ref, args.push)
+        from ..pipeline.tracking import TrackingError
+        from ..pipeline.tracking import register as mlflow_register  # when MLflow is on
 
-            try:
-                mlflow_register(tag.rpartition("@")[2], name)
-            except TrackingError as exc:
-                raise RegistryError(f"registered {tag} in git, not in MLflow: {exc}") from None
-            print(
-                f"registered {tag}" + ("" if args.push else f"; publish it: git push origin {tag}")
-            )
-        elif args.command == "promote":
-            tag = promote(name, args.stage, args.version, args.push)
-            print(
-                f"promoted: {tag}" + ("" if args.push else f"; publish it: git push origin '{tag}'")
-            )
-        elif args.command == "fetch":
-            card = fetch(name, path, args.rev, args.stage, args.repo, args.out)
-            reg = card["lineage"]["registry"]
-            print(
-                f"fetched {reg['tag'] or reg['commit'][:8]} ({card['name']}, sha256 "
-                f"{card['sha256'][:12]}) into {args.out}/ from {SOURCE_TEXT[reg['source']]}"
-            )
-        elif args.command == "show":
-            print(gto("show", name))
-        elif args.command == "base":
-            print(base_revision(name, stage=args.stage))
-    except RegistryError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        try:
+            mlflow_register(tag.rpartition("@")[2], name)
+        except TrackingError as exc:
+            raise RegistryError(f"registered {tag} in git, not in MLflow: {exc}") from None
+        print(f"registered {tag}" + ("" if args.push else f"; publish it: git push origin {tag}"))
+    elif args.command == "promote":
+        tag = promote(name, args.stage, args.version, args.push)
+        print(f"promoted: {tag}" + ("" if args.push else f"; publish it: git push origin '{tag}'"))
+    elif args.command == "fetch":
+        from .fetch import SOURCE_TEXT, fetch
+
+        card = fetch(name, path, args.rev, args.stage, args.repo, args.out)
+        reg = card["lineage"]["registry"]
+        print(
+            f"fetched {reg['tag'] or reg['commit'][:8]} ({card['name']}, sha256 "
+            f"{card['sha256'][:12]}) into {args.out}/ from {SOURCE_TEXT[reg['source']]}"
+        )
+    elif args.command == "show":
+        print(gto("show", name))
+    elif args.command == "base":
+        print(base_revision(name, stage=args.stage))
     return 0
 
 

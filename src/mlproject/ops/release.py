@@ -18,39 +18,34 @@ version's release and, for prod, deploys. Roll-back = `make promote STAGE=prod V
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import os
 import shutil
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
+from ..core.cli import entry_point, subcommands
+from ..core.errors import ProjectError
 from ..core.io import atomic_write_text, read_json, write_json
+from ..core.lineage import file_sha256 as sha256
+from ..core.paths import MODELS
+from ..core.proc import run
 from . import registry
+from .smoke import SmokeError, http, smoke
 
 DIST = Path("dist/release")
-MODELS = Path("models")
 DEPLOY_STAGE = "prod"
 CONTAINER_PORT = 8000
 
 
-class ReleaseError(RuntimeError):
+class ReleaseError(ProjectError, RuntimeError):
     """A release step cannot go on; the message says why."""
 
 
-def _run(args: list[str], check: bool = True, capture: bool = False) -> subprocess.CompletedProcess:
-    print("+ " + " ".join(args), flush=True)
-    proc = subprocess.run(args, capture_output=capture, text=True)
-    if check and proc.returncode != 0:
-        detail = (proc.stderr or "").strip().splitlines()[-1:] if capture else []
-        raise ReleaseError(f"`{' '.join(args[:3])} ...` exited {proc.returncode} {detail}")
-    return proc
+def _run(args: list[str], check: bool = True, capture: bool = False):
+    """A release step's command, echoed as `+ <command>` with its output in the job's log."""
+    return run(args, check=check, capture=capture, echo=True)
 
 
 def tag_from_env() -> str:
@@ -87,10 +82,6 @@ def info(tag: str) -> dict[str, Any]:
             fh.write(f"release={str(result['release']).lower()}\n")
             fh.write(f"deploy={str(result['deploy']).lower()}\n")
     return result
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def rebuild(meta: dict[str, Any], model_path: str, out: Path) -> None:
@@ -154,16 +145,16 @@ def assets(tag: str, out: Path = DIST) -> dict[str, Any]:
     meta = info(tag)
     if not meta["release"]:
         raise ReleaseError(f"{tag}: a {meta['event']} tag; nothing to release.")
+    from .fetch import SOURCE_TEXT, fetch
+
     name, model_path = registry.artifact(name=meta["artifact"])
     if out.exists():
         shutil.rmtree(out)
     try:
         # The checkout is at the tag: a rebuild happens here, in place (below), not in a clone.
-        card = registry.fetch(
-            name, model_path, rev=meta["version"], out=out, sources=("remote", "cache")
-        )
-        source = f"fetched from {registry.SOURCE_TEXT[card['lineage']['registry']['source']]}"
-    except registry.RegistryError as exc:
+        card = fetch(name, model_path, rev=meta["version"], out=out, sources=("remote", "cache"))
+        source = f"fetched from {SOURCE_TEXT[card['lineage']['registry']['source']]}"
+    except ProjectError as exc:  # no source has it, or a command failed
         print(f"release: cannot fetch ({exc}); rebuilding at {meta['commit'][:8]}", flush=True)
         rebuild(meta, model_path, out)
         source = "rebuilt at the tagged commit"
@@ -187,7 +178,7 @@ def publish(tag: str, out: Path = DIST) -> None:
         raise ReleaseError(f"{out}/RELEASE.md: no assets; run `make release-assets` first.")
     files = [str(p) for p in sorted(out.iterdir()) if p.is_file() and p.name != "RELEASE.md"]
     vtag = meta["version_tag"]
-    exists = subprocess.run(["gh", "release", "view", vtag], capture_output=True).returncode == 0
+    exists = run(["gh", "release", "view", vtag], check=False).returncode == 0
     if exists:
         _run(["gh", "release", "upload", vtag, *files, "--clobber"])
         _run(["gh", "release", "edit", vtag, "--notes-file", str(out / "RELEASE.md")])
@@ -223,88 +214,6 @@ def docker_image(tag: str) -> None:
     )
 
 
-def http(
-    method: str,
-    url: str,
-    body: bytes | None = None,
-    headers: dict | None = None,
-    timeout: float = 10,
-) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
-def png(height: int, width: int, channels: int) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.new({1: "L", 3: "RGB"}[channels], (width, height)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def smoke(base_url: str, card: dict[str, Any], wait_s: float = 60) -> dict[str, Any]:
-    """Health, one Open Inference Protocol inference and one /predict against a running server."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            if http("GET", f"{base_url}/v2/health/ready", timeout=2)[0] == 200:
-                break
-        except (urllib.error.URLError, OSError):
-            pass
-        if time.monotonic() > deadline:
-            raise ReleaseError(f"{base_url}/v2/health/ready: not ready after {wait_s:.0f} s.")
-        time.sleep(0.5)
-    spec, classes = card["input"], card["classes"]
-    shape = [1, spec["channels"], spec["height"], spec["width"]]
-    payload = {
-        "inputs": [
-            {
-                "name": spec["name"],
-                "shape": shape,
-                "datatype": "FP32",
-                "data": [0.0] * (shape[1] * shape[2] * shape[3]),
-            }
-        ]
-    }
-    status, body = http(
-        "POST",
-        f"{base_url}/v2/models/{card['name']}/infer",
-        json.dumps(payload).encode(),
-        {"Content-Type": "application/json"},
-    )
-    if status != 200:
-        raise ReleaseError(f"infer: HTTP {status}: {body[:300]!r}")
-    outputs = json.loads(body)["outputs"]
-    logits = next((o for o in outputs if o["name"] == card["output"]["name"]), outputs[0])
-    if logits["shape"] != [1, len(classes)]:
-        raise ReleaseError(f"infer: output shape {logits['shape']}, expected [1, {len(classes)}]")
-    boundary = "mlprojectsmoke"
-    form = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; '
-        f'filename="blank.png"\r\nContent-Type: image/png\r\n\r\n'
-    ).encode()
-    form += (
-        png(spec["height"], spec["width"], spec["channels"]) + f"\r\n--{boundary}--\r\n".encode()
-    )
-    status, body = http(
-        "POST",
-        f"{base_url}/predict",
-        form,
-        {"Content-Type": f"multipart/form-data; boundary={boundary}"},
-    )
-    if status != 200:
-        raise ReleaseError(f"predict: HTTP {status}: {body[:300]!r}")
-    text = body.decode()
-    if not any(f'"{c}"' in text for c in classes):
-        raise ReleaseError(f"predict: no class name of the card in the answer: {text[:300]}")
-    print(f"smoke: {base_url} ready; infer -> {logits['shape']}; predict -> {text[:120]}")
-    return {"infer": logits, "predict": json.loads(text)}
-
-
 def docker_smoke(tag: str) -> None:
     meta = info(tag)
     image = f"{meta['image']}:{meta['version']}"
@@ -329,7 +238,7 @@ def docker_smoke(tag: str) -> None:
         port = _run(["docker", "port", name, str(CONTAINER_PORT)], capture=True).stdout
         host_port = port.strip().splitlines()[0].rsplit(":", 1)[-1]
         smoke(f"http://127.0.0.1:{host_port}", read_json(DIST / "model_card.json"))
-    except ReleaseError:
+    except SmokeError:
         _run(["docker", "logs", name], check=False)
         raise
     finally:
@@ -380,6 +289,16 @@ def deploy(tag: str) -> None:
     print(f"deploy: {target} -> {meta['version']}" + (" (webhook called)" if hook else ""))
 
 
+HELP = {
+    "info": "what the registry tag in $TAG releases (-> $GITHUB_OUTPUT)",
+    "assets": "model, card, profile, notes, checksums -> dist/release/",
+    "publish": "create or update the GitHub release of the version (gh)",
+    "image": "docker build the serving image with that model",
+    "smoke": "run the image: health, one OIP inference, one /predict",
+    "push": "docker push the image",
+    "pull": "docker pull it (the deploy job)",
+    "deploy": "promotion to prod: tag the image :prod, push it, apply or call the webhook",
+}
 COMMANDS = {
     "info": lambda t: print(json.dumps(info(t), indent=2)),
     "assets": assets,
@@ -392,16 +311,12 @@ COMMANDS = {
 }
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] not in COMMANDS:
-        print(__doc__)
-        return 2
-    try:
-        COMMANDS[args[0]](tag_from_env())
-    except (ReleaseError, registry.RegistryError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    parser, add = subcommands("python -m mlproject.ops.release", __doc__)
+    for name in COMMANDS:
+        add(name, HELP[name])
+    COMMANDS[parser.parse_args(argv).command](tag_from_env())
     return 0
 
 

@@ -14,6 +14,9 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+from ..core.cli import entry_point, subcommands
+from ..core.proc import run
+
 FALLBACK = (
     "without it, `make data` writes the embedded demo data and `make repro` (and the PR loop's "
     "`python -m mlproject.report.ci repro`) rebuild the outputs locally instead of pulling them"
@@ -40,9 +43,7 @@ class Remote:
 
 
 def _dvc(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "dvc", *args], capture_output=True, text=True, timeout=timeout
-    )
+    return run([sys.executable, "-m", "dvc", *args], check=False, timeout=timeout)
 
 
 def default_remote() -> Remote | None:
@@ -94,12 +95,12 @@ def check(timeout: float = 120) -> int:
     return 0
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if args == ["check"]:
-        return check()
-    print(__doc__)
-    return 0 if args in ([], ["-h"], ["--help"]) else 2
+    parser, add = subcommands("python -m mlproject.ops.remote", __doc__)
+    add("check", "which DVC remote is configured and whether it answers")
+    parser.parse_args(argv)
+    return check()
 
 
 if __name__ == "__main__":

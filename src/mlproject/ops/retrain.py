@@ -18,18 +18,20 @@ import hashlib
 import json
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from ..core.cli import entry_point, subcommands
+from ..core.errors import ProjectError
 from ..core.io import atomic_write_text
+from ..core.lineage import dvc_outs, dvc_tracked_hash
+from ..core.paths import DATA_DVC, PR_REPORTS, RETRAIN_REPORTS
+from ..core.proc import dvc_remote_configured, run
 from . import registry
 
-REPORT_JSON = Path("reports/pr/report.json")
-OUT_DIR = Path("reports/retrain")
+REPORT_JSON = PR_REPORTS / "report.json"
+OUT_DIR = RETRAIN_REPORTS
 # What a retraining pull request commits: the data version, the lock, and the git-tracked outputs.
 PR_PATHS = ("data.dvc", "dvc.lock", "models", "reports/train", "reports/eval", "reports/explain")
 WATERMARK = "mlproject-retrain-report"
@@ -37,41 +39,31 @@ WATERMARK = "mlproject-retrain-report"
 MAX_BODY = 60_000
 
 
-class RetrainError(RuntimeError):
+class RetrainError(ProjectError, RuntimeError):
     """A retraining step cannot go on; the message says why."""
 
 
-def _run(args: list[str], check: bool = True) -> subprocess.CompletedProcess:
-    print("+ " + " ".join(args), flush=True)
-    proc = subprocess.run(args, capture_output=True, text=True)
-    sys.stdout.write(proc.stdout)
-    sys.stderr.write(proc.stderr)
-    if check and proc.returncode != 0:
-        raise RetrainError(f"`{' '.join(args[:3])} ...` exited {proc.returncode}")
-    return proc
+def _run(args: list[str], check: bool = True):
+    """A step's command, echoed as `+ <command>`, its output written through to the job's log."""
+    return run(args, check=check, echo=True, tee=True)
 
 
-def _dvc(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+def _dvc(*args: str, check: bool = True):
     return _run([sys.executable, "-m", "dvc", *args], check=check)
 
 
-def data_version(dvc_file: str = "data.dvc") -> str | None:
-    outs = (yaml.safe_load(Path(dvc_file).read_text()) or {}).get("outs") or [{}]
-    return outs[0].get("md5")
-
-
-def newest_data(dvc_file: str = "data.dvc") -> dict[str, Any]:
+def newest_data(dvc_file: str | Path = DATA_DVC) -> dict[str, Any]:
     """Bring data/ to the newest version: `dvc update` follows an imported dataset's source
     repository; a dataset tracked here is at the version data.dvc records on this branch."""
-    before = data_version(dvc_file)
-    deps = (yaml.safe_load(Path(dvc_file).read_text()) or {}).get("deps") or []
+    before = dvc_tracked_hash(dvc_file)
+    deps = dvc_outs(Path(dvc_file).read_text())[1]
     if any(dep.get("repo") for dep in deps):
-        _dvc("update", dvc_file)
+        _dvc("update", str(dvc_file))
     else:
         from ..pipeline.data import ensure_data
 
-        print(f"data: {ensure_data(dvc_file=dvc_file)}")
-    after = data_version(dvc_file)
+        print(f"data: {ensure_data(dvc_file=str(dvc_file))}")
+    after = dvc_tracked_hash(dvc_file)
     print(f"data version: {before} -> {after}" if before != after else f"data version: {after}")
     return {"before": before, "after": after, "changed": before != after}
 
@@ -82,7 +74,7 @@ def build_report() -> dict[str, Any]:
     base = registry.base_revision(name)
     try:
         prod = registry.resolve(name, stage="prod")
-    except registry.RegistryError:
+    except ProjectError:  # nothing in prod yet
         prod = None
     label = f"{prod['tag']} (prod)" if prod else "the default branch (no prod model yet)"
     print(f"retrain: comparing with {label} at {base[:8]}")
@@ -157,11 +149,10 @@ def git_auth_env(token: str | None = None) -> dict[str, str]:
 def branch_exists(branch: str, remote: str = "origin") -> bool:
     """Whether the PR branch is on the remote already; an unreachable remote is an error, not
     a "no" (a private repository without credentials used to look like a missing branch)."""
-    proc = subprocess.run(
+    proc = run(
         ["git", "ls-remote", "--exit-code", remote, f"refs/heads/{branch}"],
-        capture_output=True,
-        text=True,
         env=git_auth_env(),
+        check=False,
     )
     if proc.returncode in (0, 2):  # 2: the remote answered and has no such branch
         return proc.returncode == 0
@@ -194,9 +185,7 @@ If RETRAIN_TOKEN is set already, it lacks `pull-requests: write` on this reposit
 def create_pr(args: list[str]) -> str:
     """`cml pr create ...`; returns the PR's URL. A 403 becomes the fix to apply."""
     print("+ cml " + " ".join(a if len(a) < 200 else a[:40] + "..." for a in args), flush=True)
-    proc = subprocess.run(["cml", *args], capture_output=True, text=True)
-    sys.stdout.write(proc.stdout)
-    sys.stderr.write(proc.stderr)
+    proc = run(["cml", *args], check=False, tee=True)
     if proc.returncode != 0:
         output = proc.stdout + proc.stderr
         if PR_FORBIDDEN.search(output):
@@ -219,7 +208,7 @@ def open_pr(reason: str) -> str | None:
         return None
     base_file = OUT_DIR / "base.json"
     base = json.loads(base_file.read_text()) if base_file.is_file() else {}
-    if _dvc("remote", "list").stdout.strip():
+    if dvc_remote_configured():
         _dvc("push")  # the PR's dvc.lock must point at outputs others can pull
     else:
         print("retrain: no DVC remote; the PR's model files exist only in this run's cache.")
@@ -269,21 +258,19 @@ def open_pr(reason: str) -> str | None:
     return url
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] not in ("data", "report", "pr"):
-        print(__doc__)
-        return 2
-    try:
-        if args[0] == "data":
-            newest_data()
-        elif args[0] == "report":
-            build_report()
-        else:
-            open_pr(os.environ.get("RETRAIN_REASON") or "scheduled retraining")
-    except (RetrainError, registry.RegistryError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    parser, add = subcommands("python -m mlproject.ops.retrain", __doc__)
+    add("data", "the newest data version")
+    add("report", "the PR report against the model in production")
+    add("pr", "push the outputs and open (or update) the pull request, if the gate passed")
+    command = parser.parse_args(argv).command
+    if command == "data":
+        newest_data()
+    elif command == "report":
+        build_report()
+    else:
+        open_pr(os.environ.get("RETRAIN_REASON") or "scheduled retraining")
     return 0
 
 

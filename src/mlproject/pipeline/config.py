@@ -14,11 +14,14 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from ..core.cli import entry_point
+from ..core.errors import ProjectError
+
 PARAMS_FILE = "params.yaml"
 CONF_DIR = "conf"
 
 
-class ConfigError(ValueError):
+class ConfigError(ProjectError, ValueError):
     """A configuration value or key is wrong; the message says which and how to fix it."""
 
 
@@ -162,6 +165,7 @@ def write_params(path: str | Path = PARAMS_FILE, overrides: list[str] | None = N
     atomic_write_text(Path(path), to_yaml(compose(overrides)))
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     """`python -m mlproject.pipeline.config [--check] [overrides...]`: write or check params.yaml."""
     import sys

@@ -8,7 +8,6 @@ makes it present (DVC remote when reachable, else the embedded demo dataset, byt
 from __future__ import annotations
 
 import struct
-import subprocess
 import sys
 import zlib
 from dataclasses import dataclass
@@ -16,10 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.cli import entry_point
+from ..core.errors import ProjectError
+from ..core.lineage import dvc_tracked_hash, workspace_dir_hash
+from ..core.paths import DATA_DVC
 from ..core.preprocess import ImageError, open_image, to_pixels
+from ..core.proc import dvc_remote_configured, run
 
 
-class DataError(ValueError):
+class DataError(ProjectError, ValueError):
     """The dataset is missing or invalid; the message names the file or folder and the fix."""
 
 
@@ -170,20 +174,15 @@ def load_split(prepared: str | Path, split: str) -> tuple[np.ndarray, np.ndarray
 # --------------------------------------------------------------- making data/ present
 
 
-def _dvc(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dvc", *args], capture_output=True, text=True)
+def _dvc(*args: str):
+    return run([sys.executable, "-m", "dvc", *args], check=False)
 
 
-def remote_configured() -> bool:
-    result = _dvc("remote", "list")
-    return result.returncode == 0 and bool(result.stdout.strip())
-
-
-def ensure_data(root: str = "data", dvc_file: str = "data.dvc") -> str:
+def ensure_data(root: str = "data", dvc_file: str = str(DATA_DVC)) -> str:
     """Make data/ present and equal to data.dvc; returns how ('present', 'pulled', 'demo')."""
     if Path(root).is_dir() and any(Path(root).iterdir()) and _status_clean(dvc_file):
         return "present"
-    if remote_configured():
+    if dvc_remote_configured():
         pulled = _dvc("pull", dvc_file)
         if pulled.returncode == 0:
             return "pulled"
@@ -212,24 +211,19 @@ def ensure_data(root: str = "data", dvc_file: str = "data.dvc") -> str:
 
 def _status_clean(dvc_file: str) -> bool:
     """True when the workspace hash of the tracked folder equals the one in dvc_file."""
-    from ..core.lineage import dvc_tracked_hash, workspace_dir_hash
-
     recorded = dvc_tracked_hash(dvc_file)
     root = Path(dvc_file).with_suffix("")
     return recorded is not None and root.is_dir() and workspace_dir_hash(root) == recorded
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["demo"]:
         target = args[1] if len(args) > 1 else "data"
         print(f"wrote {write_demo_dataset(target)} images to {target}/")
         return 0
-    try:
-        how = ensure_data()
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    how = ensure_data()
     print(
         {
             "present": "data/ is present and matches data.dvc",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +18,14 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
+from ..core.cli import entry_point
 from ..core.io import atomic_dir, write_json
-from .config import ConfigError, load_params
+from ..core.paths import EVAL_REPORTS
+from .config import load_params
 from .data import load_split
 from .train import CHECKPOINT, PREPARED, Normalizer, load_checkpoint, predict_logits
 
-OUT_DIR = Path("reports/eval")
+OUT_DIR = EVAL_REPORTS
 
 
 def classification_metrics(
@@ -98,13 +99,10 @@ def evaluate(
     return summary
 
 
+@entry_point(stage="evaluate")
 def main() -> int:
-    try:
-        load_params()  # fail early on a bad config, naming the key
-        metrics = evaluate()
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    load_params()  # fail early on a bad config, naming the key
+    metrics = evaluate()
     print(
         "evaluate: "
         + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "n_test")

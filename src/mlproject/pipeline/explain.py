@@ -9,19 +9,20 @@ reports/explain/attributions.json (per sample: actual, predicted, confidence, co
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..core.cli import entry_point
 from ..core.io import atomic_dir, write_json
-from .config import ConfigError, load_params
+from ..core.paths import EXPLAIN_REPORTS
+from .config import load_params
 from .data import load_split
 from .train import CHECKPOINT, PREPARED, Normalizer, load_checkpoint
 
-OUT_DIR = Path("reports/explain")
+OUT_DIR = EXPLAIN_REPORTS
 # Integration steps of Integrated Gradients: more steps, smaller convergence delta.
 N_STEPS = 64
 MAX_SAMPLES = 10
@@ -129,13 +130,10 @@ def explain(
     return summary
 
 
+@entry_point(stage="explain")
 def main() -> int:
-    try:
-        load_params()  # fail early on a bad config, naming the key
-        summary = explain()
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    load_params()  # fail early on a bad config, naming the key
+    summary = explain()
     wrong = sum(s["actual"] != s["predicted"] for s in summary["samples"])
     print(
         f"explain: {OUT_DIR / 'attributions.png'} ({len(summary['samples'])} test images, "

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -20,20 +19,23 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from ..core.cli import entry_point
+from ..core.errors import ProjectError
 from ..core.io import atomic_path, read_json, write_json
 from ..core.lineage import dvc_tracked_info, git_commit
+from ..core.paths import DATA_DVC, EVAL_METRICS, MODEL_CARD, ONNX_MODEL
 from ..core.preprocess import normalize
-from .config import ConfigError, load_params
+from .config import load_params
 from .data import load_split
 from .train import CHECKPOINT, PREPARED, load_checkpoint
 
-ONNX_PATH = Path("models/model.onnx")
-CARD_PATH = Path("models/model_card.json")
-METRICS = Path("reports/eval/metrics.json")
+ONNX_PATH = ONNX_MODEL
+CARD_PATH = MODEL_CARD
+METRICS = EVAL_METRICS
 INPUT_NAME, OUTPUT_NAME, PROBS_NAME = "input", "logits", "probabilities"
 
 
-class ParityError(RuntimeError):
+class ParityError(ProjectError, RuntimeError):
     """onnxruntime and PyTorch disagree beyond the tolerance."""
 
 
@@ -152,7 +154,7 @@ def export(
         "size_bytes": len(blob),
         "lineage": {
             "git": git_commit(),
-            "data": dvc_tracked_info("data.dvc"),
+            "data": dvc_tracked_info(DATA_DVC),
             "checkpoint_epoch": payload["epoch"],
         },
         "model": {
@@ -205,25 +207,18 @@ def export(
     return {**card, "parity_measured": diffs}
 
 
+@entry_point(stage="export")
 def main() -> int:
-    try:
-        card = export(load_params())
-    except (ConfigError, ParityError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    card = export(load_params())
     print(
         f"export: {ONNX_PATH} ({card['size_bytes'] / 1024:.0f} KiB, opset {card['export']['opset']}), "
         f"parity max |diff| {card['parity_measured']['max_abs_diff']:.1e} on probabilities "
         f"({card['parity_measured']['logits_max_rel_diff']:.1e} relative on logits) over "
         f"{card['export']['parity']['samples']} test images; card {CARD_PATH}"
     )
-    from .tracking import TrackingError, log_run  # MLflow, when on (imported only then)
+    from .tracking import log_run  # MLflow, when on (imported only then)
 
-    try:
-        log_run()
-    except TrackingError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    log_run()
     return 0
 
 

@@ -8,18 +8,19 @@ statistics of the training split, the counts and the file list of every split.
 from __future__ import annotations
 
 import hashlib
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig
 
+from ..core.cli import entry_point
 from ..core.io import atomic_dir, write_json
-from .config import ConfigError, load_params
-from .data import DataError, discover, load_pixels, stratified_split
+from ..core.paths import PREPARED
+from .config import load_params
+from .data import discover, load_pixels, stratified_split
 
-OUT_DIR = Path("outputs/prepared")
+OUT_DIR = PREPARED
 
 
 def prepare(cfg: DictConfig, out_dir: Path = OUT_DIR) -> dict[str, Any]:
@@ -71,12 +72,9 @@ def _cross_split_duplicates(pixels: np.ndarray, splits: dict[str, np.ndarray]) -
     )
 
 
+@entry_point(stage="prepare")
 def main() -> int:
-    try:
-        meta = prepare(load_params())
-    except (DataError, ConfigError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    meta = prepare(load_params())
     sizes = ", ".join(f"{k} {sum(v)}" for k, v in meta["counts"].items())
     print(
         f"prepare: {len(meta['classes'])} classes; {sizes}; "

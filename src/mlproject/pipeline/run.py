@@ -9,9 +9,11 @@ numpy when they load, so they are set here, before the stage module (and torch) 
 
 from __future__ import annotations
 
+import argparse
 import importlib
-import sys
 
+from ..core.cli import entry_point
+from ..core.errors import SettingsError
 from .determinism import pin_environment, pin_torch, read_pinning
 
 STAGES = {
@@ -26,21 +28,26 @@ STAGES = {
 NO_TORCH = ("prepare", "profile")
 
 
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m mlproject.pipeline", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("stage", choices=list(STAGES))
+    return parser
+
+
+@entry_point
 def main(argv: list[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 1 or args[0] not in STAGES:
-        print(f"usage: python -m mlproject.pipeline {{{','.join(STAGES)}}}", file=sys.stderr)
-        return 2
+    stage = _parser().parse_args(argv).stage
     try:
         pinning = read_pinning()
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    except ValueError as exc:  # a `determinism:` key of params.yaml
+        raise SettingsError(str(exc)) from None
     pin_environment(pinning)
-    module = importlib.import_module(STAGES[args[0]])
-    if args[0] not in NO_TORCH:
+    module = importlib.import_module(STAGES[stage])
+    if stage not in NO_TORCH:
         pin_torch(pinning)
-    return module.main()
+    return module.main()  # the stage's own entry_point prints its errors and timing line
 
 
 if __name__ == "__main__":

@@ -18,23 +18,25 @@ from __future__ import annotations
 import csv
 import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-PARAMS = Path("params.yaml")
-EPOCH_METRICS = Path("reports/train/plots/metrics")
-TEST_METRICS = Path("reports/eval/metrics.json")
-MODEL = Path("models/model.onnx")
-CARD = Path("models/model_card.json")
+from ..core.cli import entry_point, subcommands
+from ..core.errors import ProjectError
+from ..core.paths import EVAL_METRICS, MODEL_CARD, ONNX_MODEL, PARAMS, TRAIN_REPORTS
+
+EPOCH_METRICS = TRAIN_REPORTS / "plots/metrics"
+TEST_METRICS = EVAL_METRICS
+MODEL = ONNX_MODEL
+CARD = MODEL_CARD
 ARTIFACT_DIR = "model"
 DEFAULT_EXPERIMENT = "mlproject"
 
 
-class TrackingError(RuntimeError):
+class TrackingError(ProjectError, RuntimeError):
     """Tracking is on but cannot work; the message names the setting or file."""
 
 
@@ -184,22 +186,18 @@ def register(version: str, name: str | None = None, root: str | Path = ".") -> s
     return str(result.version)
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    try:
-        if args == ["log"]:
-            if log_run() is None:
-                print("mlflow: off (set MLFLOW_TRACKING_URI or tracking.mlflow: true)")
-            return 0
-        if args[:1] == ["register"] and len(args) in (2, 3):
-            if register(*args[1:]) is None:
-                print("mlflow: off (set MLFLOW_TRACKING_URI or tracking.mlflow: true)")
-            return 0
-    except TrackingError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(__doc__)
-    return 0 if args in ([], ["-h"], ["--help"]) else 2
+    parser, add = subcommands("python -m mlproject.pipeline.tracking", __doc__)
+    add("log", "log the pipeline's last run to MLflow")
+    reg = add("register", "register the exported model as a version in MLflow")
+    reg.add_argument("version")
+    reg.add_argument("name", nargs="?")
+    args = parser.parse_args(argv)
+    done = log_run() if args.command == "log" else register(args.version, args.name)
+    if done is None:
+        print("mlflow: off (set MLFLOW_TRACKING_URI or tracking.mlflow: true)")
+    return 0
 
 
 if __name__ == "__main__":

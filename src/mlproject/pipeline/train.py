@@ -18,7 +18,6 @@ import io
 import math
 import os
 import random
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -32,13 +31,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from ..core.cli import entry_point
 from ..core.io import atomic_dir, atomic_write_bytes, read_json
+from ..core.paths import CHECKPOINT, PREPARED
 from .config import ConfigError, instantiate_model, load_params
 from .data import load_split
 from .determinism import pin_torch, read_pinning, torch_was_pinned
 
-PREPARED = Path("outputs/prepared")
-CHECKPOINT = Path("outputs/model.pt")
 LIVE_DIR = Path("reports/train")
 
 
@@ -336,12 +335,9 @@ def load_checkpoint(path: Path = CHECKPOINT, device: str | torch.device = "cpu")
     return model.to(device).eval(), payload
 
 
+@entry_point(stage="train")
 def main() -> int:
-    try:
-        train(load_params())
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    train(load_params())
     return 0
 
 

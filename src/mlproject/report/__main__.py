@@ -14,9 +14,8 @@ import os
 import sys
 import time
 
+from ..core.cli import entry_point
 from . import REPORT_DIR
-from .diff import ReportError
-from .gate import GateConfigError
 from .render import gate_section, verdict_line
 
 
@@ -50,39 +49,34 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+@entry_point(error_code=2, errors=(FileNotFoundError,))  # exit 1 means "the gate failed"
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     start = time.perf_counter()
-    try:
-        if args.command == "build":
-            from .build import build
+    if args.command == "build":
+        from .build import build
 
-            report = build(
-                args.base,
-                out=args.out,
-                plots=not args.no_plots,
-                latency=not args.no_latency,
-                base_mode=args.base_outputs,
-            )
-            print(verdict_line(report["gate"]).lstrip("# "))
-            print(
-                f"wrote {args.out}/report.md, report.json and {len(report['plots'])} plot(s) "
-                f"in {time.perf_counter() - start:.1f} s"
-            )
-            return 0
-        if args.from_report:
-            from .build import load_report
+        report = build(
+            args.base,
+            out=args.out,
+            plots=not args.no_plots,
+            latency=not args.no_latency,
+            base_mode=args.base_outputs,
+        )
+        print(verdict_line(report["gate"]).lstrip("# "))
+        print(
+            f"wrote {args.out}/report.md, report.json and {len(report['plots'])} plot(s) "
+            f"in {time.perf_counter() - start:.1f} s"
+        )
+        return 0
+    if args.from_report:
+        from .build import load_report
 
-            gate = load_report(args.from_report)["gate"]
-        else:
-            from .build import collect
+        gate = load_report(args.from_report)["gate"]
+    else:
+        from .build import collect
 
-            gate = collect(args.base, plots=False, latency=False, base_mode=args.base_outputs)[
-                "gate"
-            ]
-    except (ReportError, GateConfigError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        gate = collect(args.base, plots=False, latency=False, base_mode=args.base_outputs)["gate"]
     print(verdict_line(gate).lstrip("# "))
     if gate["checks"]:
         print(gate_section(gate))

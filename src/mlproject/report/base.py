@@ -17,20 +17,21 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
+from ..core.paths import CHECKPOINT
+from ..core.proc import dvc_remote_configured, run, tool
 from .diff import cache_file, flatten, git, git_show, locked_md5
 
-BASE_MODEL = "outputs/model.pt"
+BASE_MODEL = CHECKPOINT.as_posix()
 WORKTREES = Path(".dvc/tmp/base")
 DONE = ".mlproject-base-done"
 MODES = ("auto", "committed", "rebuild")
 
 
 def _dvc_cache_dir(cwd: Path) -> Path:
-    result = subprocess.run(["dvc", "cache", "dir"], cwd=cwd, capture_output=True, text=True)
+    result = run([tool("dvc"), "cache", "dir"], cwd=cwd, check=False)
     out = result.stdout.strip()
     return Path(out) if result.returncode == 0 and out else cwd / ".dvc" / "cache"
 
@@ -54,18 +55,17 @@ def _worktree(base_sha: str, lock_text: str, cwd: Path, log) -> Path:
 
 def _reproduce(folder: Path, cache: Path, log) -> dict[str, str]:
     """Data, then `dvc repro` (with --pull when a remote is set) in the worktree; stage states."""
-    from .ci import _run_dvc_repro, remote_configured
+    from .ci import _run_dvc_repro
 
     env = {**os.environ, "PYTHONPATH": str(folder / "src"), "DVC_NO_ANALYTICS": "1"}
-
-    def run(args: list[str]) -> int:
-        return subprocess.run(args, cwd=folder, env=env).returncode
-
-    run(["dvc", "config", "--local", "cache.dir", str(cache)])
-    run(["python", "-m", "mlproject.pipeline.data"])
+    for step in (
+        ["dvc", "config", "--local", "cache.dir", str(cache)],
+        ["python", "-m", "mlproject.pipeline.data"],
+    ):
+        run(step, cwd=folder, env=env, capture=False, check=False)
     stages: dict[str, str] = {}
     code = 1
-    if remote_configured(str(folder)):
+    if dvc_remote_configured(folder):
         code = _run_dvc_repro(["dvc", "repro", "--pull"], stages, str(folder), env)
     if code != 0:
         code = _run_dvc_repro(["dvc", "repro"], stages, str(folder), env)

@@ -5,7 +5,8 @@
     python -m mlproject.report.ci comment    post/update the one PR comment with CML
     python -m mlproject.report.ci launch-runner   start a cloud GPU runner with cost guards
 
-Standard library only (plus render.py), so the comment job needs no environment beyond python3.
+Standard library only (plus render.py and core/'s standard-library helpers), so the comment job
+needs no environment beyond python3.
 
 Images in the PR comment (REPORT_IMAGES): `artifact` (default) keeps PNGs in the run's artifacts
 and links them; `none` leaves them out; `cml` uploads them with `cml comment update --publish`,
@@ -23,6 +24,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ..core.cli import entry_point, subcommands
+from ..core.errors import ProjectError, SettingsError
+from ..core.proc import dvc_remote_configured, run, tool
 from . import REPORT_DIR
 from .render import render
 
@@ -30,12 +34,9 @@ WATERMARK = "mlproject-pr-report"
 IMAGE_SETTINGS = ("artifact", "cml", "none")
 
 
-def _run(args: list[str], check: bool = True) -> int:
-    print("+ " + " ".join(args), flush=True)
-    code = subprocess.run(args).returncode
-    if check and code != 0:
-        raise SystemExit(code)
-    return code
+def _call(args: list[str]) -> int:
+    """Run a step's command, echoed, its output straight to the log; its exit status."""
+    return run(args, echo=True, capture=False, check=False).returncode
 
 
 def _warn(message: str) -> None:
@@ -49,13 +50,8 @@ def _warn(message: str) -> None:
 def _load(report_dir: str) -> dict:
     path = Path(report_dir) / "report.json"
     if not path.is_file():
-        raise SystemExit(f"{path}: no report; run `make report` (or `make ci-pr-report`) first.")
+        raise ProjectError(f"{path}: no report; run `make report` (or `make ci-pr-report`) first.")
     return json.loads(path.read_text())
-
-
-def remote_configured(cwd: str | None = None) -> bool:
-    result = subprocess.run(["dvc", "remote", "list"], capture_output=True, text=True, cwd=cwd)
-    return result.returncode == 0 and bool(result.stdout.strip())
 
 
 STAGE_LINES = (
@@ -96,7 +92,7 @@ def _run_dvc_repro(
 def stages_missing_outputs(cwd: str | None = None) -> set[str]:
     """Stages whose outputs are not in the workspace (`dvc status`): if DVC then skips them, they
     came from the cache or the remote."""
-    result = subprocess.run(["dvc", "status", "--json"], capture_output=True, text=True, cwd=cwd)
+    result = run([tool("dvc"), "status", "--json"], cwd=cwd, check=False)
     try:
         status = json.loads(result.stdout or "{}") if result.returncode == 0 else {}
     except json.JSONDecodeError:
@@ -131,11 +127,11 @@ def repro() -> int:
     Ends with one line naming the stages that ran and those that came from the cache."""
     # Outputs missing from the cache make checkout complain; repro rebuilds those anyway.
     missing = stages_missing_outputs()
-    _run(["dvc", "checkout", "--quiet"], check=False)
+    _call(["dvc", "checkout", "--quiet"])
     stages: dict[str, str] = {}
     tail: list[str] = []
     code = None
-    if remote_configured():
+    if dvc_remote_configured():
         code = _run_dvc_repro(["dvc", "repro", "--pull"], stages, output=tail)
         if code != 0:
             from ..ops.remote import reason
@@ -154,7 +150,9 @@ def image_setting(env: dict[str, str]) -> str:
     """The REPORT_IMAGES setting after the privacy rule; unknown values are an error."""
     setting = (env.get("REPORT_IMAGES") or "artifact").strip().lower()
     if setting not in IMAGE_SETTINGS:
-        raise SystemExit(f"REPORT_IMAGES={setting!r}: expected one of {', '.join(IMAGE_SETTINGS)}.")
+        raise SettingsError(
+            f"REPORT_IMAGES={setting!r}: expected one of {', '.join(IMAGE_SETTINGS)}."
+        )
     if (
         setting == "cml"
         and env.get("REPO_VISIBILITY", "private") != "public"
@@ -189,8 +187,8 @@ def comment(report_dir: str = REPORT_DIR, env: dict[str, str] | None = None) -> 
     path = Path(report_dir) / "comment.md"
     path.write_text(text)
     if not shutil.which("cml"):
-        raise SystemExit("cml is not on PATH; install it with `make ci-install-cml`.")
-    return _run(cml_args(str(path), setting, env), check=False)
+        raise ProjectError("cml is not on PATH; install it with `make ci-install-cml`.")
+    return _call(cml_args(str(path), setting, env))
 
 
 def summary(report_dir: str = REPORT_DIR, env: dict[str, str] | None = None) -> int:
@@ -216,7 +214,7 @@ def launch_runner_args(env: dict[str, str]) -> list[str]:
     variables (its `--cloud-type` is CML_RUNNER_CLOUD_TYPE, and so on)."""
     missing = [k for k in ("CML_RUNNER_CLOUD", "CML_RUNNER_CLOUD_TYPE") if not env.get(k)]
     if missing:
-        raise SystemExit(
+        raise SettingsError(
             f"set {' and '.join(missing)} (repository variables GPU_CLOUD, "
             "GPU_CLOUD_TYPE) to launch a cloud GPU runner."
         )
@@ -233,18 +231,18 @@ def launch_runner_args(env: dict[str, str]) -> list[str]:
 
 def launch_runner(env: dict[str, str] | None = None) -> int:
     env = dict(os.environ if env is None else env)
-    return _run(launch_runner_args(env), check=False)
+    return _call(launch_runner_args(env))
 
 
 COMMANDS = {"repro": repro, "summary": summary, "comment": comment, "launch-runner": launch_runner}
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 1 or args[0] not in COMMANDS:
-        print(__doc__)
-        return 0 if args in ([], ["-h"], ["--help"]) else 2
-    return COMMANDS[args[0]]()
+    parser, add = subcommands("python -m mlproject.report.ci", __doc__)
+    for name, fn in COMMANDS.items():
+        add(name, (fn.__doc__ or "").strip().split("\n")[0])
+    return COMMANDS[parser.parse_args(argv).command]()
 
 
 if __name__ == "__main__":

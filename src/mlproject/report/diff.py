@@ -16,45 +16,35 @@ from typing import Any
 
 import yaml
 
+from ..core.errors import ProjectError
+from ..core.lineage import dvc_outs
+from ..core.paths import DATA_DVC
+from ..core.proc import git, run
 from .gate import GateConfig
 
 
-class ReportError(RuntimeError):
+class ReportError(ProjectError, RuntimeError):
     """The report cannot be built; the message says what is missing and how to fix it."""
 
 
 # ------------------------------------------------------------------------------------ git, dvc
 
 
-def git(*args: str, cwd: str | Path = ".", check: bool = True) -> str:
-    result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise ReportError(f"git {' '.join(args)} failed: {result.stderr.strip()}")
-    return result.stdout.strip() if result.returncode == 0 else ""
-
-
 def git_show(rev: str, path: str, cwd: str | Path = ".") -> str | None:
     """The text of `path` at `rev`, or None when the file does not exist there."""
-    result = subprocess.run(
-        ["git", "show", f"{rev}:{path}"], cwd=cwd, capture_output=True, text=True
-    )
+    result = run(["git", "show", f"{rev}:{path}"], cwd=cwd, check=False)
     return result.stdout if result.returncode == 0 else None
 
 
 def git_show_bytes(rev: str, path: str, cwd: str | Path = ".") -> bytes | None:
     """The bytes of `path` at `rev` (an image), or None when it does not exist there."""
-    result = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=cwd, capture_output=True)
+    result = run(["git", "show", f"{rev}:{path}"], cwd=cwd, check=False, text=False)
     return result.stdout if result.returncode == 0 else None
 
 
 def _rev_exists(rev: str, cwd: str | Path) -> bool:
-    result = subprocess.run(
-        ["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-    )
-    return result.returncode == 0
+    args = ["rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"]
+    return run(["git", *args], cwd=cwd, check=False).returncode == 0
 
 
 def resolve_base(
@@ -216,11 +206,13 @@ def _read(path: Path) -> str | None:
     return path.read_text() if path.is_file() else None
 
 
-def data_version(rev: str | None, cwd: str | Path = ".", dvc_file: str = "data.dvc") -> str | None:
+def data_version(
+    rev: str | None, cwd: str | Path = ".", dvc_file: str | Path = DATA_DVC
+) -> str | None:
     """The md5 that `data.dvc` records at `rev` (None: the workspace)."""
-    doc = _yaml_at(rev, dvc_file, cwd)
-    outs = (doc or {}).get("outs") or []
-    return outs[0].get("md5") if outs and isinstance(outs[0], dict) else None
+    path = Path(cwd) / dvc_file
+    text = _read(path) if rev is None else git_show(rev, str(dvc_file), cwd)
+    return dvc_outs(text)[0].get("md5")
 
 
 def locked_md5(rev: str, path: str, cwd: str | Path = ".") -> str | None:

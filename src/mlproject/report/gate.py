@@ -7,11 +7,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..core.errors import ProjectError
+
 # Changes smaller than this are float noise, not regressions.
 EPS = 1e-12
 
 
-class GateConfigError(ValueError):
+class GateConfigError(ProjectError, ValueError):
     """The `gate:` section is malformed; the message names the key."""
 
 

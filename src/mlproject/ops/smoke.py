@@ -1,0 +1,100 @@
+"""The smoke test of a running inference server: ready, one Open Inference Protocol inference,
+one /predict with an image (standard library and Pillow only; the release job runs it against
+the image it built, and tests run it against a local server)."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+from ..core.errors import ProjectError
+
+
+class SmokeError(ProjectError, RuntimeError):
+    """The server does not answer as a release must; the message says which request failed."""
+
+
+def http(
+    method: str,
+    url: str,
+    body: bytes | None = None,
+    headers: dict | None = None,
+    timeout: float = 10,
+) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def png(height: int, width: int, channels: int) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new({1: "L", 3: "RGB"}[channels], (width, height)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def smoke(base_url: str, card: dict[str, Any], wait_s: float = 60) -> dict[str, Any]:
+    """Health, one Open Inference Protocol inference and one /predict against a running server."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            if http("GET", f"{base_url}/v2/health/ready", timeout=2)[0] == 200:
+                break
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            raise SmokeError(f"{base_url}/v2/health/ready: not ready after {wait_s:.0f} s.")
+        time.sleep(0.5)
+    spec, classes = card["input"], card["classes"]
+    shape = [1, spec["channels"], spec["height"], spec["width"]]
+    payload = {
+        "inputs": [
+            {
+                "name": spec["name"],
+                "shape": shape,
+                "datatype": "FP32",
+                "data": [0.0] * (shape[1] * shape[2] * shape[3]),
+            }
+        ]
+    }
+    status, body = http(
+        "POST",
+        f"{base_url}/v2/models/{card['name']}/infer",
+        json.dumps(payload).encode(),
+        {"Content-Type": "application/json"},
+    )
+    if status != 200:
+        raise SmokeError(f"infer: HTTP {status}: {body[:300]!r}")
+    outputs = json.loads(body)["outputs"]
+    logits = next((o for o in outputs if o["name"] == card["output"]["name"]), outputs[0])
+    if logits["shape"] != [1, len(classes)]:
+        raise SmokeError(f"infer: output shape {logits['shape']}, expected [1, {len(classes)}]")
+    boundary = "mlprojectsmoke"
+    form = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; '
+        f'filename="blank.png"\r\nContent-Type: image/png\r\n\r\n'
+    ).encode()
+    form += (
+        png(spec["height"], spec["width"], spec["channels"]) + f"\r\n--{boundary}--\r\n".encode()
+    )
+    status, body = http(
+        "POST",
+        f"{base_url}/predict",
+        form,
+        {"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    if status != 200:
+        raise SmokeError(f"predict: HTTP {status}: {body[:300]!r}")
+    text = body.decode()
+    if not any(f'"{c}"' in text for c in classes):
+        raise SmokeError(f"predict: no class name of the card in the answer: {text[:300]}")
+    print(f"smoke: {base_url} ready; infer -> {logits['shape']}; predict -> {text[:120]}")
+    return {"infer": logits, "predict": json.loads(text)}
