@@ -32,6 +32,34 @@ def test_floor_and_ceiling():
     assert failed(result) == [("accuracy", "min"), ("loss", "max")]
 
 
+@pytest.mark.parametrize(
+    ("value", "passed"),
+    [
+        (0.95, True),  # exactly on the floor: passes
+        (0.95 - 1e-9, False),  # the smallest step below that is not float noise: fails
+        (0.9499, False),
+    ],
+)
+def test_a_value_exactly_on_its_floor_passes_and_just_below_fails(value, passed):
+    result = evaluate(GateConfig(min={"accuracy": 0.95}), {"accuracy": value}, None)
+    assert result["passed"] is passed
+    assert result["checks"][0]["reason"] == (
+        f"accuracy {value:.4g} {'>=' if passed else '<'} 0.95"
+    )
+
+
+@pytest.mark.parametrize(("value", "passed"), [(0.5, True), (0.5 + 1e-9, False)])
+def test_a_value_exactly_on_its_ceiling_passes_and_just_above_fails(value, passed):
+    assert evaluate(GateConfig(max={"loss": 0.5}), {"loss": value}, None)["passed"] is passed
+
+
+@pytest.mark.parametrize(("value", "passed"), [(0.97, True), (0.97 - 1e-9, False)])
+def test_a_regression_exactly_at_the_allowance_passes_and_just_over_fails(value, passed):
+    # 0.98 - 0.97 is 0.010000000000000009 in floats: the gate's EPS absorbs that noise.
+    gate = GateConfig(max_regression={"accuracy": 0.01})
+    assert evaluate(gate, {"accuracy": value}, {"accuracy": 0.98})["passed"] is passed
+
+
 def test_regression_within_and_over_the_allowance():
     gate = GateConfig(max_regression={"accuracy": 0.01})
     assert evaluate(gate, {"accuracy": 0.975}, {"accuracy": 0.98})["passed"]

@@ -123,3 +123,42 @@ def test_a_plot_with_no_data_on_either_side_is_left_out(repo, tmp_path):
     run(["git", "commit", "-q", "-m", "no predictions"], repo)
     images = render_plots("HEAD", tmp_path / "out", {"old": "", "new": ""}, repo)
     assert "Confusion matrix" not in [i["title"] for i in images]
+
+
+def halves(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The left (base) and right (head) halves of a rendered PNG, as RGB floats in [0, 1]."""
+    import matplotlib.image as mpimg
+
+    pixels = mpimg.imread(path)[..., :3]
+    middle = pixels.shape[1] // 2
+    return pixels[:, :middle], pixels[:, middle:]
+
+
+def share_near(pixels: np.ndarray, rgb: tuple[float, float, float], tol: float = 0.04) -> float:
+    """The share of pixels within `tol` of the colour `rgb` on every channel."""
+    return float(np.mean(np.all(np.abs(pixels - np.asarray(rgb)) < tol, axis=-1)))
+
+
+def test_both_panels_are_drawn_base_left_head_right(repo, tmp_path):
+    """Not just a PNG: the base's data is drawn in the left panel, the head's in the right,
+    and a side without data shows its placeholder, not the other side's data."""
+    from matplotlib import cm, colors
+
+    out = tmp_path / "out"
+    images = {
+        i["title"]: out / i["image"]
+        for i in render_plots("HEAD", out, {"old": "(base)", "new": "(head)"}, repo)
+    }
+    line = colors.to_rgb("tab:blue")  # the first curve and the bars are drawn in it
+
+    base, head = halves(images["Loss"])  # both sides have curves
+    assert share_near(base, line) > 0.002 and share_near(head, line) > 0.002
+
+    base, head = halves(images["Per-class F1"])  # classes.csv exists only at head
+    assert share_near(base, line) == 0.0  # "not at base", no bars
+    assert share_near(head, line) > 0.01
+
+    base, head = halves(images["attributions"])  # png(0.2) at base, png(0.8) at head
+    low, high = cm.viridis(0.2)[:3], cm.viridis(0.8)[:3]
+    assert share_near(base, low) > 0.01 and share_near(base, high) == 0.0
+    assert share_near(head, high) > 0.01 and share_near(head, low) == 0.0

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mlproject.core.errors import SettingsError
 from mlproject.report import ci
 
 from conftest import BIN, ENV, ROOT, run
@@ -244,7 +245,7 @@ def test_cloud_runner_has_cost_guards():
     )
     assert args[:3] == ["cml", "runner", "launch"]
     assert "--single" in args and "--idle-timeout=10min" in args and "--labels=cml-gpu" in args
-    with pytest.raises(SystemExit, match="CML_RUNNER_CLOUD_TYPE"):
+    with pytest.raises(SettingsError, match="CML_RUNNER_CLOUD_TYPE"):
         ci.launch_runner_args({"CML_RUNNER_CLOUD": "aws"})
 
 
@@ -273,7 +274,7 @@ def test_private_repositories_never_use_the_public_image_host(env, setting):
 
 
 def test_unknown_image_setting_is_an_error():
-    with pytest.raises(SystemExit, match="REPORT_IMAGES='public'"):
+    with pytest.raises(SettingsError, match="REPORT_IMAGES='public'"):
         ci.image_setting({"REPORT_IMAGES": "public"})
 
 
