@@ -215,7 +215,8 @@ def test_release_deploy_applies_the_overlay_instead_of_the_webhook(
     """`make release-deploy` with KUBE_CONFIG: docker moves :prod, kubectl applies the prod
     overlay with the version's image, and the webhook (a dead port here) is not called."""
     from mlproject.ops import release
-    from mlproject.serve.process import free_port
+
+    from tooling import free_port
 
     record = tmp_path / "calls.jsonl"
     write_recorder(tmp_path / "bin", record, kubectl)

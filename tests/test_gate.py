@@ -43,9 +43,7 @@ def test_floor_and_ceiling():
 def test_a_value_exactly_on_its_floor_passes_and_just_below_fails(value, passed):
     result = evaluate(GateConfig(min={"accuracy": 0.95}), {"accuracy": value}, None)
     assert result["passed"] is passed
-    assert result["checks"][0]["reason"] == (
-        f"accuracy {value:.4g} {'>=' if passed else '<'} 0.95"
-    )
+    assert result["checks"][0]["reason"] == (f"accuracy {value:.4g} {'>=' if passed else '<'} 0.95")
 
 
 @pytest.mark.parametrize(("value", "passed"), [(0.5, True), (0.5 + 1e-9, False)])

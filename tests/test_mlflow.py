@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from mlproject.pipeline.tracking import epoch_metrics
-from mlproject.serve.process import free_port
 
 from conftest import ENV, ROOT, run
+from tooling import free_port
 
 OFF = {k: v for k, v in ENV.items() if not k.startswith("MLFLOW_")}
 

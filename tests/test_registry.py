@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ from mlproject.ops.registry import RegistryError, parse_tag
 from mlproject.ops.release import smoke
 
 from conftest import ENV, run
+from tooling import free_port, recorded, write_recorder
 
 pytestmark = pytest.mark.slow  # needs the pipeline_repo fixture (one `dvc repro`)
 
@@ -140,21 +140,6 @@ def test_parse_tag_knows_the_gto_convention():
     assert parse_tag("classifier#prod!#4")["event"] == "unassign"
 
 
-GH_RECORDER = """#!{python}
-import json, os, pathlib, sys, time
-out = pathlib.Path(os.environ["RECORD_DIR"])
-out.mkdir(parents=True, exist_ok=True)
-(out / f"gh-{{time.time_ns()}}.json").write_text(json.dumps(sys.argv[1:]))
-sys.exit(1 if sys.argv[1:3] == ["release", "view"] else 0)  # no release yet
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_release_steps_for_a_promotion_tag_and_smoke_test_of_a_server(registry_repo, tmp_path):
     """The release workflow's non-docker steps, run here; the smoke test against a real server
     started from the released model (docker build/push cannot run on this machine)."""
@@ -164,9 +149,7 @@ def test_release_steps_for_a_promotion_tag_and_smoke_test_of_a_server(registry_r
     promoted = make("promote", repo, "STAGE=staging", "VERSION=v0.1.0").stdout
     tag = promoted.split("promoted: ")[1].split(";")[0]
     shims = tmp_path / "bin"
-    shims.mkdir()
-    (shims / "gh").write_text(GH_RECORDER.format(python=sys.executable))
-    (shims / "gh").chmod(0o755)
+    write_recorder(shims, "gh", fail=["release", "view"])  # no release yet
     outputs = tmp_path / "github_output"
     env = {
         **ENV,
@@ -208,7 +191,7 @@ def test_release_steps_for_a_promotion_tag_and_smoke_test_of_a_server(registry_r
     assert "Promoted to **staging**" in (dist / "RELEASE.md").read_text()
 
     step("release-publish")
-    calls = [json.loads(p.read_text()) for p in sorted((tmp_path / "record").glob("*.json"))]
+    calls = [c["argv"] for c in recorded(tmp_path / "record", "gh")]
     create = next(c for c in calls if c[:2] == ["release", "create"])
     assert create[2] == "classifier@v0.1.0"
     assert "dist/release/model.onnx" in create

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from mlproject.serve.process import free_port
-
 from conftest import ENV, ROOT, run
+from tooling import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -25,37 +25,20 @@ from mlproject.ops import retrain
 from actlib import act, bare_origin, commit_all, remove, require_act, workspace
 from actlib import set_params as edit
 from conftest import ROOT, run
+from tooling import write_recorder
 
 RETRAIN = ROOT / ".github" / "workflows" / "retrain.yml"
-RECORDER = """#!{python}
-import json, os, pathlib, sys, time
-out = pathlib.Path(os.environ["RECORD_DIR"])
-out.mkdir(parents=True, exist_ok=True)
-(out / f"{tool}-{{time.time_ns()}}.json").write_text(json.dumps(
-    {{"tool": "{tool}", "argv": sys.argv[1:], "env_token": os.environ.get("REPO_TOKEN")}}))
-if {code}:
-    # What CML (Octokit) prints when GitHub refuses pulls.create to GITHUB_TOKEN.
-    print("HttpError: GitHub Actions is not permitted to create or approve pull requests. "
-          "- https://docs.github.com/rest/pulls/pulls#create-a-pull-request (status 403)",
-          file=sys.stderr)
-    sys.exit(1)
-print("https://github.com/acme/mlproject/pull/12")
-"""
+PR_FORBIDDEN = (  # what CML (Octokit) prints when GitHub refuses pulls.create to GITHUB_TOKEN
+    "HttpError: GitHub Actions is not permitted to create or approve pull requests. "
+    "- https://docs.github.com/rest/pulls/pulls#create-a-pull-request (status 403)\n"
+)
+PR_URL = "https://github.com/acme/mlproject/pull/12\n"
 WEAK = {"epochs: 40": "epochs: 1", "T_max: 40": "T_max: 1", "lr: 0.003": "lr: 1.0e-05"}
 SHORT = {"epochs: 40": "epochs: 3", "T_max: 40": "T_max: 3"}
 
 
 def registry(repo: Path, *args: str) -> str:
     return run([sys.executable, "-m", "mlproject.ops.registry", *args], repo).stdout
-
-
-def recorders(shims: Path, **exit_codes: int) -> None:
-    shims.mkdir(parents=True, exist_ok=True)
-    for tool in ("cml", "gh"):
-        (shims / tool).write_text(
-            RECORDER.format(python=sys.executable, tool=tool, code=exit_codes.get(tool, 0))
-        )
-        (shims / tool).chmod(0o755)
 
 
 class Step:
@@ -291,7 +274,7 @@ def test_branch_lookup_on_a_local_bare_origin(tmp_path, monkeypatch):
 
 def test_a_403_on_pulls_create_fails_with_the_setting_to_change(tmp_path, monkeypatch):
     shims = tmp_path / "bin"
-    recorders(shims, cml=1)
+    write_recorder(shims, "cml", stderr=PR_FORBIDDEN, fail=True)
     monkeypatch.setenv("PATH", f"{shims}:{os.environ['PATH']}")
     monkeypatch.setenv("RECORD_DIR", str(tmp_path / "record"))
     with pytest.raises(retrain.RetrainError) as refused:
@@ -300,5 +283,5 @@ def test_a_403_on_pulls_create_fails_with_the_setting_to_change(tmp_path, monkey
     assert "Settings > Actions > General > Workflow permissions" in message
     assert "Allow GitHub Actions to create and approve pull requests" in message
     assert "RETRAIN_TOKEN" in message
-    recorders(shims)  # a token that may open pull requests
+    write_recorder(shims, "cml", stdout=PR_URL)  # a token that may open pull requests
     assert retrain.create_pr(["pr", "create"]) == "https://github.com/acme/mlproject/pull/12"

@@ -1,10 +1,12 @@
-"""A real Prometheus for the operations tests (alert rules, dashboard queries); the tools they
-need are found with conftest.require_tool (skips here, fails when CI=true)."""
+"""Helpers shared by the tests (one copy each): a free loopback port, recorders that stand in for
+`cml`/`gh` on PATH, and a real Prometheus for the operations tests (alert rules, dashboard
+queries). External tools are found with conftest.require_tool (skips here, fails when CI=true)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -14,13 +16,61 @@ from pathlib import Path
 from conftest import require_tool
 
 
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (the one helper the server code uses too)."""
+    from mlproject.serve.process import free_port as serve_free_port
+
+    return serve_free_port()
+
+
+RECORDER = """#!{python}
+# {tool} (test recorder): writes each call to $RECORD_DIR/{tool}-<ns>.json, answers as set up.
+import json, os, pathlib, sys, time
+argv = sys.argv[1:]
+out = pathlib.Path(os.environ["RECORD_DIR"])
+out.mkdir(parents=True, exist_ok=True)
+call = {{"tool": {tool!r}, "argv": argv, "env_token": os.environ.get("REPO_TOKEN")}}
+(out / f"{tool}-{{time.time_ns()}}.json").write_text(json.dumps(call))
+fail = {fail!r}
+if fail is True or (fail and argv[: len(fail)] == fail):
+    sys.stderr.write({stderr!r})
+    sys.exit(1)
+sys.stdout.write({stdout!r})
+"""
+
+
+def write_recorder(
+    bin_dir: Path,
+    tool: str,
+    *,
+    stdout: str = "",
+    stderr: str = "",
+    fail: bool | list[str] = False,
+) -> Path:
+    """An executable `bin_dir/tool` that records its calls under $RECORD_DIR (read them with
+    `recorded`) and prints `stdout`; it exits 1 with `stderr` when `fail` is True or a prefix of
+    its arguments. Put bin_dir first on PATH to stand in for cml or gh: nothing reaches GitHub."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    script = bin_dir / tool
+    script.write_text(
+        RECORDER.format(python=sys.executable, tool=tool, stdout=stdout, stderr=stderr, fail=fail)
+    )
+    script.chmod(0o755)
+    return script
+
+
+def recorded(record_dir: Path, tool: str | None = None) -> list[dict]:
+    """The calls the recorders wrote, oldest first: [{tool, argv, env_token}]."""
+    files = sorted(record_dir.glob("*.json"), key=lambda p: int(p.stem.rsplit("-", 1)[1]))
+    calls = [json.loads(p.read_text()) for p in files]
+    return [c for c in calls if tool is None or c["tool"] == tool]
+
+
 class PrometheusProcess:
     """A real Prometheus on a free loopback port scraping `targets` every second, with
     `rule_files` loaded: `with PrometheusProcess(tmp, ["127.0.0.1:8000"]) as prom: prom.query(q)`."""
 
     def __init__(self, workdir: Path, targets: list[str], rule_files: list[Path] = ()):
-        from mlproject.serve.process import free_port
-
         self.binary = require_tool("prometheus", "Debian: apt-get install prometheus")
         self.workdir, self.port = workdir, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
