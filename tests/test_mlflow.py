@@ -8,8 +8,6 @@ import json
 import shutil
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,7 @@ import pytest
 from mlproject.pipeline.tracking import epoch_metrics
 
 from conftest import ENV, ROOT, run
-from tooling import free_port
+from tooling import free_port, wait_for_http
 
 OFF = {k: v for k, v in ENV.items() if not k.startswith("MLFLOW_")}
 
@@ -69,15 +67,7 @@ def mlflow_uri(tmp_path_factory):
         )
     uri = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"{uri}/health", timeout=2).read()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError((work / "server.log").read_text()) from None
-                time.sleep(0.5)
+        wait_for_http(f"{uri}/health", proc, work / "server.log", timeout=90)
         yield uri
     finally:
         proc.terminate()

@@ -11,13 +11,12 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from conftest import ENV, ROOT, run
-from tooling import free_port
+from tooling import free_port, wait_for_http
 
 pytestmark = pytest.mark.slow
 
@@ -40,15 +39,7 @@ def s3(tmp_path_factory):
             stderr=subprocess.STDOUT,
         )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2).read()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError(f"moto_server did not start:\n{log.read_text()}") from None
-                time.sleep(0.2)
+        wait_for_http(f"{endpoint}/moto-api/", proc, log, timeout=30)
         import boto3
 
         iam = boto3.client(

@@ -23,6 +23,20 @@ def free_port() -> int:
     return serve_free_port()
 
 
+def wait_for_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 30) -> None:
+    """Poll `url` until it answers; RuntimeError with the server's log if `proc` exits first
+    or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2).read()
+            return
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"{url} did not answer:\n{log.read_text()}") from None
+            time.sleep(0.2)
+
+
 RECORDER = """#!{python}
 # {tool} (test recorder): writes each call to $RECORD_DIR/{tool}-<ns>.json, answers as set up.
 import json, os, pathlib, sys, time

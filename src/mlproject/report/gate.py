@@ -134,30 +134,17 @@ def evaluate(
             return None
         return value
 
-    for metric, floor in cfg.min.items():
-        value = head_value(metric, "min", floor)
-        if value is not None:
-            ok = value >= floor - EPS
-            check(
-                metric,
-                "min",
-                floor,
-                ok,
-                f"{metric} {value:.4g} {'>=' if ok else '<'} {floor:g}",
-                value,
-            )
-    for metric, ceiling in cfg.max.items():
-        value = head_value(metric, "max", ceiling)
-        if value is not None:
-            ok = value <= ceiling + EPS
-            check(
-                metric,
-                "max",
-                ceiling,
-                ok,
-                f"{metric} {value:.4g} {'<=' if ok else '>'} {ceiling:g}",
-                value,
-            )
+    # Floors and ceilings: (rule, bounds, sign: +1 floor / -1 ceiling, "ok" / "failed" operator).
+    for rule, bounds, sign, ops in (
+        ("min", cfg.min, 1, (">=", "<")),
+        ("max", cfg.max, -1, ("<=", ">")),
+    ):
+        for metric, bound in bounds.items():
+            value = head_value(metric, rule, bound)
+            if value is not None:
+                ok = sign * (value - bound) >= -EPS  # exactly on the bound passes
+                op = ops[0] if ok else ops[1]
+                check(metric, rule, bound, ok, f"{metric} {value:.4g} {op} {bound:g}", value)
     for metric, tolerance in cfg.max_regression.items():
         value = head_value(metric, "max_regression", tolerance)
         if value is None:
