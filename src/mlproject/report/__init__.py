@@ -13,4 +13,6 @@ revision and in the workspace, and never imports the training side:
 `python -m mlproject.report --help` lists the commands; `make report` and `make gate` call them.
 """
 
-REPORT_DIR = "reports/pr"
+from ..core.paths import PR_REPORTS
+
+REPORT_DIR = PR_REPORTS.as_posix()

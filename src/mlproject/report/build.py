@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.io import atomic_dir
+from ..core.paths import EVAL_REPORTS
 from . import REPORT_DIR
 from .base import base_outputs, read_base_file, rebase_metrics
 from .diff import (
@@ -34,7 +35,7 @@ from .gate import GateConfig, evaluate
 from .render import render
 from .significance import from_texts
 
-PREDICTIONS = "reports/eval/predictions.csv"
+PREDICTIONS = (EVAL_REPORTS / "predictions.csv").as_posix()
 
 
 def head_info(cwd: str | Path = ".", env: dict[str, str] | None = None) -> dict[str, Any]:

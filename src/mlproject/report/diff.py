@@ -18,8 +18,8 @@ import yaml
 
 from ..core.errors import ProjectError
 from ..core.lineage import dvc_outs
-from ..core.paths import DATA_DVC
-from ..core.proc import git, run
+from ..core.paths import DATA_DVC, MODEL_CARD
+from ..core.proc import CommandError, git, run
 from .gate import GateConfig
 
 
@@ -75,6 +75,8 @@ def resolve_base(
 
 
 def _start_dvc(*args: str, cwd: str | Path) -> subprocess.Popen:
+    """Started, not waited for: the metrics and params diffs run side by side (core.proc.run
+    waits); _finish_dvc collects the output and raises CommandError as run would."""
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
     return subprocess.Popen(
         ["dvc", *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -84,7 +86,7 @@ def _start_dvc(*args: str, cwd: str | Path) -> subprocess.Popen:
 def _finish_dvc(proc: subprocess.Popen) -> dict[str, Any]:
     out, err = proc.communicate()
     if proc.returncode != 0:
-        raise ReportError(f"{' '.join(proc.args)} failed: {err.strip()}")
+        raise CommandError(proc.args, proc.returncode, err)
     try:
         return json.loads(out or "{}")  # Python's json reads the NaN that DVC may print
     except json.JSONDecodeError as exc:
@@ -232,7 +234,7 @@ def cache_file(md5: str, cwd: str | Path = ".") -> Path | None:
     return path if path.is_file() else None
 
 
-def model_info(base: str, cwd: str | Path = ".", card_path: str = "models/model_card.json"):
+def model_info(base: str, cwd: str | Path = ".", card_path: str = MODEL_CARD.as_posix()):
     """Size, sha256 and file of the ONNX model at base and head (from the model cards)."""
     cwd = Path(cwd)
     head_card = _json(_read(cwd / card_path))

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.errors import ProjectError
+from ..core.paths import EVAL_METRICS
 
 # Changes smaller than this are float noise, not regressions.
 EPS = 1e-12
@@ -19,7 +20,7 @@ class GateConfigError(ProjectError, ValueError):
 
 @dataclass
 class GateConfig:
-    metrics_file: str = "reports/eval/metrics.json"
+    metrics_file: str = EVAL_METRICS.as_posix()
     min: dict[str, float] = field(default_factory=dict)
     max: dict[str, float] = field(default_factory=dict)
     max_regression: dict[str, float] = field(default_factory=dict)
