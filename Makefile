@@ -28,7 +28,11 @@ SYS_PYTHON := $(shell command -v $(PYTHON) 2>/dev/null || echo $(PYTHON))
 # Stages run `python -m mlproject.<stage>`: the venv must come first on PATH for DVC's shell.
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
-export PYTHONDONTWRITEBYTECODE := 1
+# Compiled bytecode goes under the venv, not beside the sources: written once, then every stage,
+# DVC and test subprocess loads torch, sklearn and DVC from it (compiling them from source each
+# time cost ~5-9 s per stage). An inherited PYTHONDONTWRITEBYTECODE=1 would undo that: emptied here.
+export PYTHONPYCACHEPREFIX := $(abspath $(VENV))/pycache
+export PYTHONDONTWRITEBYTECODE :=
 
 ##@ Set-up and pipeline
 
