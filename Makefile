@@ -10,7 +10,7 @@ VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
 LOCK := requirements/lock.txt
 # Dependency groups installed into the venv (see pyproject.toml); serving alone: EXTRAS=serve
-EXTRAS ?= train,serve,report,monitor,explain,dev
+EXTRAS ?= train,serve,report,monitor,explain,docs,dev
 # Which torch build: cpu (PyTorch's CPU index: GitHub's CPU runners, ~1.5 GB), cuda (PyPI's
 # default CUDA build, ~5 GB: GPU runners), empty (this machine's pip configuration decides).
 TORCH ?=
