@@ -27,7 +27,7 @@ PIP_ARGS ?=
 # configuration are the machine's).
 SYS_PYTHON := $(shell command -v $(PYTHON) 2>/dev/null || echo $(PYTHON))
 
-# Stages run `python -m mlproject.<stage>`: the venv must come first on PATH for DVC's shell.
+# Stages run `python -m mlproject.pipeline <stage>`: the venv must come first on PATH for DVC's shell.
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export PYTHONDONTWRITEBYTECODE := 1
@@ -61,15 +61,15 @@ install: $(BIN)/.installed ## Create .venv with the pinned versions (TORCH=cpu|c
 
 .PHONY: data
 data: install ## Make data/ present: DVC remote if reachable, else the demo data
-	python -m mlproject.data
+	python -m mlproject.pipeline.data
 
 .PHONY: params
 params: install ## Rewrite params.yaml from conf/ (commit both)
-	python -m mlproject.config
+	python -m mlproject.pipeline.config
 
 .PHONY: remote-check
 remote-check: install ## Which DVC remote is configured and whether it answers
-	python -m mlproject.remote check
+	python -m mlproject.ops.remote check
 
 .PHONY: lock
 lock: install ## Re-resolve requirements/lock.txt from pyproject.toml (network)
@@ -135,7 +135,7 @@ ACT_ARGS ?=
 
 .PHONY: act
 act: install ## Run a workflow here: make act WORKFLOW=pr.yml EVENT=pull_request
-	python -m mlproject.act "$(WORKFLOW)" "$(EVENT)" $(if $(EVENT_JSON),--event-json "$(EVENT_JSON)") $(ACT_ARGS)
+	python -m mlproject.ops.act "$(WORKFLOW)" "$(EVENT)" $(if $(EVENT_JSON),--event-json "$(EVENT_JSON)") $(ACT_ARGS)
 
 # This branch as a PR into main; cml is recorded, nothing is posted.
 .PHONY: pr-local
@@ -168,7 +168,7 @@ STAGE_K8S ?= staging
 
 .PHONY: k8s-render
 k8s-render: install ## Print a stage's Kubernetes manifests: STAGE_K8S=prod
-	python -m mlproject.deploy render $(STAGE_K8S)
+	python -m mlproject.ops.deploy render $(STAGE_K8S)
 
 ##@ Monitoring and retraining
 
@@ -189,7 +189,7 @@ monitor-retrain: install ## Like monitor; on drift also start the retraining wor
 
 .PHONY: alerts-reference
 alerts-reference: install ## Regenerate the Prometheus reference shares from the profile
-	python -m mlproject.deploy reference-rules
+	python -m mlproject.ops.deploy reference-rules
 
 # As scheduled; cml and gh are recorded, nothing is posted.
 .PHONY: retrain-local
@@ -210,25 +210,25 @@ PUSH ?=
 
 .PHONY: register
 register: install ## Register the model (tag name@vX.Y.Z): [VERSION=v1.2.0|BUMP=minor] [PUSH=1]
-	python -m mlproject.registry register $(if $(VERSION),--version "$(VERSION)") --bump "$(BUMP)" $(if $(PUSH),--push)
+	python -m mlproject.ops.registry register $(if $(VERSION),--version "$(VERSION)") --bump "$(BUMP)" $(if $(PUSH),--push)
 
 .PHONY: promote
 promote: install ## Assign a stage (tag name#stage#N): STAGE=prod [VERSION=v1.2.0] [PUSH=1]
-	python -m mlproject.registry promote --stage "$(STAGE)" $(if $(VERSION),--version "$(VERSION)") $(if $(PUSH),--push)
+	python -m mlproject.ops.registry promote --stage "$(STAGE)" $(if $(VERSION),--version "$(VERSION)") $(if $(PUSH),--push)
 
 # model.onnx, model_card.json, reference_profile.json -> MODEL_OUT.
 .PHONY: fetch-model
 fetch-model: install ## Download a registered model: STAGE=prod | REV=v1.2.0 [REPO=url]
-	python -m mlproject.registry fetch $(if $(STAGE),--stage "$(STAGE)",--rev "$(REV)") --repo "$(REPO)" --out "$(MODEL_OUT)"
+	python -m mlproject.ops.registry fetch $(if $(STAGE),--stage "$(STAGE)",--rev "$(REV)") --repo "$(REPO)" --out "$(MODEL_OUT)"
 
 .PHONY: registry
 registry: install ## Show the model versions and their stages (gto show)
-	python -m mlproject.registry show
+	python -m mlproject.ops.registry show
 
 # MLFLOW_TRACKING_URI or tracking.mlflow in conf/config.yaml.
 .PHONY: track
 track: install ## Log the pipeline's last results to MLflow
-	python -m mlproject.tracking log
+	python -m mlproject.pipeline.tracking log
 
 ##@ Quality: tests, lint, docs, benchmarks
 
@@ -244,7 +244,7 @@ test-fast: install ## Run the tests that take seconds (no pipeline runs)
 lint: install lint-workflows lint-k8s lint-alerts ## Lint code, config, workflows, manifests, alert rules
 	ruff check src tests benchmarks
 	ruff format --check src tests benchmarks || { echo "run: ruff format src tests benchmarks"; exit 1; }
-	python -m mlproject.config --check
+	python -m mlproject.pipeline.config --check
 
 # --strict: a broken link, a missing anchor or a page left out of nav fails the build.
 DOCS_PORT ?= 8001
@@ -295,11 +295,11 @@ lint-workflows: install ## Validate .github/ offline: workflow schema, zizmor, a
 
 .PHONY: lint-k8s
 lint-k8s: install ## Validate deploy/k8s (base + rendered overlays) and deploy/kserve
-	python -m mlproject.deploy validate
+	python -m mlproject.ops.deploy validate
 
 .PHONY: lint-alerts
 lint-alerts: install ## Check the alert rules (promtool check + unit tests), reference shares
-	python -m mlproject.deploy reference-rules --check
+	python -m mlproject.ops.deploy reference-rules --check
 	promtool check rules deploy/prometheus/rules.yml deploy/prometheus/reference.rules.yml
 	promtool test rules deploy/prometheus/rules.test.yml
 
@@ -312,7 +312,7 @@ lint-docker: install ## Lint the Dockerfile (hadolint)
 # Steps of .github/workflows/pr-loop.yml (the composite action has run `make install` already).
 .PHONY: ci-pr-repro ci-pr-report ci-pr-summary ci-pr-gate ci-pr-comment ci-install-cml ci-test-gpu ci-gpu-runner
 ci-pr-repro: ## Make data present, then dvc repro (pulling cached outputs when a remote is set)
-	python -m mlproject.data
+	python -m mlproject.pipeline.data
 	python -m mlproject.report.ci repro
 
 ci-pr-report: ## Build the report (the gate's verdict is in it; the gate step fails the job)
@@ -343,16 +343,16 @@ ci-gpu-runner: ## Launch a cloud GPU runner with CML (--single, idle timeout)
 # Steps of .github/workflows/retrain.yml (the composite action has run `make install` already).
 .PHONY: retrain-data retrain-repro retrain-report retrain-pr
 retrain-data: ## The newest data version (dvc update for an imported dataset, else data.dvc's)
-	python -m mlproject.retrain data
+	python -m mlproject.ops.retrain data
 
 retrain-repro: ## The whole pipeline on that data (dvc repro)
 	dvc repro
 
 retrain-report: ## The report against the production model (#prod tag's commit, else main)
-	python -m mlproject.retrain report
+	python -m mlproject.ops.retrain report
 
 retrain-pr: ## If the gate passed, dvc push and open or update the pull request (cml pr create)
-	python -m mlproject.retrain pr
+	python -m mlproject.ops.retrain pr
 
 ##@ CI: release (release.yml)
 
@@ -363,28 +363,28 @@ RELEASE_IMAGE ?=
 export TAG RELEASE_IMAGE
 .PHONY: release-info release-assets release-publish release-image release-smoke release-push release-pull release-deploy ci-docker-engine
 release-info: ## What TAG releases (version, commit, stage; deploy or not) -> $GITHUB_OUTPUT
-	python -m mlproject.release info
+	python -m mlproject.ops.release info
 
 release-assets: ## Model, card, profile, notes, SHA256SUMS of TAG -> dist/release (fetch, else rebuild)
-	python -m mlproject.release assets
+	python -m mlproject.ops.release assets
 
 release-publish: ## Create or update the GitHub release of TAG's version with the assets (gh)
-	python -m mlproject.release publish
+	python -m mlproject.ops.release publish
 
 release-image: ## docker build the serving image with the released model
-	python -m mlproject.release image
+	python -m mlproject.ops.release image
 
 release-smoke: ## Run the image; check health, one OIP inference and one /predict
-	python -m mlproject.release smoke
+	python -m mlproject.ops.release smoke
 
 release-push: ## Push the image to the GitHub container registry
-	python -m mlproject.release push
+	python -m mlproject.ops.release push
 
 release-pull: ## docker pull the image of TAG's version (the deploy job)
-	python -m mlproject.release pull
+	python -m mlproject.ops.release pull
 
 release-deploy: ## On promotion to prod, move the image's :prod tag (and call DEPLOY_WEBHOOK_URL)
-	python -m mlproject.release deploy
+	python -m mlproject.ops.release deploy
 
 # GITHUB_OUTPUT engine=true|false; the image steps run only with an engine.
 ci-docker-engine: ## Is a Docker engine reachable? (-> $GITHUB_OUTPUT engine=true|false)
