@@ -60,7 +60,7 @@ $(BIN)/.installed: pyproject.toml $(LOCK)
 install: $(BIN)/.installed ## Create .venv with the pinned versions (TORCH=cpu|cuda)
 
 .PHONY: data
-data: install ## Make data/ present: DVC remote if reachable, else the demo data
+data: install ## Make data/ present: DVC remote, else the demo data
 	python -m mlproject.pipeline.data
 
 .PHONY: params
@@ -72,7 +72,7 @@ remote-check: install ## Which DVC remote is configured and whether it answers
 	python -m mlproject.ops.remote check
 
 .PHONY: lock
-lock: install ## Re-resolve requirements/lock.txt from pyproject.toml (network)
+lock: install ## Re-resolve requirements/lock.txt (network)
 	uv pip compile pyproject.toml --universal --python-version 3.10 --quiet \
 	  --custom-compile-command "make lock" --annotation-style line \
 	  $(foreach e,$(subst $(comma), ,$(EXTRAS)),--extra $(e)) -o $(LOCK)
@@ -84,7 +84,7 @@ clean: ## Remove pipeline outputs (not data/, the DVC cache or .venv)
 # `##@ Section` starts a section; `target: ## text` lists a target in it. CI=1 lists the sections
 # named "CI ..." (make help-ci), CI=0 the others (make help).
 HELP_AWK = /^\#\#@ / {sec = substr($$0, 5); show = ((sec ~ /^CI/) == ci); if (show) printf "\n%s\n", sec} \
-  show && /^[a-zA-Z0-9_-]+:.*\#\# / {split($$0, p, ":.*\#\# "); printf "  make %-19s %s\n", p[1], p[2]}
+  show && /^[a-zA-Z0-9_-]+:.*\#\# / {split($$0, p, ":.*\#\# "); printf "  make %-18s %s\n", p[1], p[2]}
 
 .PHONY: help help-ci
 help: ## The commands people type (this list)
@@ -96,8 +96,9 @@ help-ci: ## The steps the workflows run
 
 ##@ Pipeline
 
+# With a DVC remote: dvc repro --pull (outputs come from the remote), else reproduce here.
 .PHONY: repro
-repro: data ## Run the DVC pipeline (pulls from a remote if set), print metrics
+repro: data ## Run the DVC pipeline, print the metrics
 	python -m mlproject.report.ci repro
 	@echo
 	dvc metrics show --precision 4 reports/eval/metrics.json
@@ -105,7 +106,7 @@ repro: data ## Run the DVC pipeline (pulls from a remote if set), print metrics
 ##@ Experiments
 
 .PHONY: exp
-exp: data ## A DVC experiment: make exp ARGS="-S model=mlp -S train.lr=0.01"
+exp: data ## A DVC experiment: ARGS="-S model=mlp -S train.lr=0.01"
 	dvc exp run $(ARGS)
 	dvc exp show --only-changed --md
 
@@ -119,7 +120,7 @@ CML_VERSION ?= 0.20.6
 WORKFLOWS := $(wildcard .github/workflows/*.yml)
 
 .PHONY: report
-report: install ## PR report vs BASE=<rev> (default: merge-base with main) -> reports/pr/
+report: install ## PR report vs BASE=<rev> (default main) -> reports/pr/
 	python -m mlproject.report build $(if $(BASE),--base $(BASE))
 
 # Floors and max regression come from gate: in conf/config.yaml.
@@ -134,7 +135,7 @@ EVENT_JSON ?=
 ACT_ARGS ?=
 
 .PHONY: act
-act: install ## Run a workflow here: make act WORKFLOW=pr.yml EVENT=pull_request
+act: install ## Run a workflow here: WORKFLOW=pr.yml EVENT=pull_request
 	python -m mlproject.ops.act "$(WORKFLOW)" "$(EVENT)" $(if $(EVENT_JSON),--event-json "$(EVENT_JSON)") $(ACT_ARGS)
 
 # This branch as a PR into main; cml is recorded, nothing is posted.
@@ -152,11 +153,12 @@ IMAGE ?= mlproject-serve:latest
 
 # Open Inference Protocol + /predict; HOST, PORT, MODEL, CARD.
 .PHONY: serve
-serve: install ## Serve the ONNX model (HOST, PORT: 127.0.0.1:8000; MODEL, CARD)
+serve: install ## Serve the ONNX model on HOST:PORT (127.0.0.1:8000)
 	python -m mlproject.serve --model $(MODEL) --card $(CARD) --host $(HOST) --port $(PORT)
 
+# Without a Docker engine it prints the command to run where one is.
 .PHONY: docker-build
-docker-build: ## Build the serving image (IMAGE); without Docker, print the command
+docker-build: ## Build the serving image (IMAGE)
 	@if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then \
 	  echo "docker build -t $(IMAGE) ."; docker build -t $(IMAGE) .; \
 	else \
@@ -178,8 +180,9 @@ DATA ?=
 MONITOR_OUT ?= reports/monitor
 MONITOR_SOURCE = $(if $(LOGS),--logs "$(LOGS)",$(if $(DATA),--data "$(DATA)"))
 
+# Exit 0: no drift, 1: drift, 2: bad input. The report goes to MONITOR_OUT.
 .PHONY: monitor
-monitor: install ## Drift vs the training profile: LOGS=<dir> | DATA=<dir>; exit 1 on drift
+monitor: install ## Drift vs the training profile: LOGS=<dir> | DATA=<dir>
 	python -m mlproject.monitor.drift $(MONITOR_SOURCE) --out "$(MONITOR_OUT)"
 
 # Starting the workflow needs gh and GH_TOKEN.
@@ -209,16 +212,16 @@ MODEL_OUT ?= dist/model
 PUSH ?=
 
 .PHONY: register
-register: install ## Register the model (tag name@vX.Y.Z): [VERSION=v1.2.0|BUMP=minor] [PUSH=1]
+register: install ## Register the model (name@vX.Y.Z): [VERSION=|BUMP=] [PUSH=1]
 	python -m mlproject.ops.registry register $(if $(VERSION),--version "$(VERSION)") --bump "$(BUMP)" $(if $(PUSH),--push)
 
 .PHONY: promote
-promote: install ## Assign a stage (tag name#stage#N): STAGE=prod [VERSION=v1.2.0] [PUSH=1]
+promote: install ## Assign a stage (name#stage#N): STAGE=prod [VERSION=] [PUSH=1]
 	python -m mlproject.ops.registry promote --stage "$(STAGE)" $(if $(VERSION),--version "$(VERSION)") $(if $(PUSH),--push)
 
 # model.onnx, model_card.json, reference_profile.json -> MODEL_OUT.
 .PHONY: fetch-model
-fetch-model: install ## Download a registered model: STAGE=prod | REV=v1.2.0 [REPO=url]
+fetch-model: install ## Download a registered model: STAGE=prod | REV=v1.2.0
 	python -m mlproject.ops.registry fetch $(if $(STAGE),--stage "$(STAGE)",--rev "$(REV)") --repo "$(REPO)" --out "$(MODEL_OUT)"
 
 .PHONY: registry
@@ -251,7 +254,7 @@ DOCS_PORT ?= 8001
 export NO_MKDOCS_2_WARNING := 1
 
 .PHONY: docs
-docs: install ## Build the docs site into site/ (mkdocs --strict: broken links fail)
+docs: install ## Build the docs site into site/ (strict: broken links fail)
 	mkdocs build --strict --site-dir site
 
 .PHONY: docs-serve
@@ -268,7 +271,7 @@ bench-report: data ## Benchmark the PR report and the PR workflow's steps
 	python benchmarks/report.py
 
 .PHONY: bench-serve
-bench-serve: install ## Benchmark serving with wrk: req/s, p50/p99 vs reference servers
+bench-serve: install ## Benchmark serving (wrk): req/s, p50/p99 vs reference servers
 	python benchmarks/serve.py $(ARGS)
 
 .PHONY: bench-monitor
@@ -282,11 +285,11 @@ bench-remote: install ## Benchmark an S3 round trip on loopback: push, pull, rep
 ##@ CI: the lint and test jobs (ci.yml); make lint runs the lint-* checks
 
 .PHONY: ci-system-packages
-ci-system-packages: ## Install the system packages lint and tests need (promtool; sudo), as .ci/run does
+ci-system-packages: ## System packages lint and tests need (promtool), as .ci/run
 	bash .ci/run --setup-only
 
 .PHONY: lint-workflows
-lint-workflows: install ## Validate .github/ offline: workflow schema, zizmor, actionlint
+lint-workflows: install ## Validate .github/: workflow schema, zizmor, actionlint
 	check-jsonschema --builtin-schema vendor.github-workflows $(WORKFLOWS)
 	check-jsonschema --builtin-schema vendor.github-actions .github/actions/*/action.yml
 	check-jsonschema --builtin-schema vendor.dependabot .github/dependabot.yml
@@ -294,11 +297,11 @@ lint-workflows: install ## Validate .github/ offline: workflow schema, zizmor, a
 	actionlint -no-color $(WORKFLOWS)
 
 .PHONY: lint-k8s
-lint-k8s: install ## Validate deploy/k8s (base + rendered overlays) and deploy/kserve
+lint-k8s: install ## Validate deploy/k8s (base, overlays) and deploy/kserve
 	python -m mlproject.ops.deploy validate
 
 .PHONY: lint-alerts
-lint-alerts: install ## Check the alert rules (promtool check + unit tests), reference shares
+lint-alerts: install ## Check the alert rules (promtool) and the reference shares
 	python -m mlproject.ops.deploy reference-rules --check
 	promtool check rules deploy/prometheus/rules.yml deploy/prometheus/reference.rules.yml
 	promtool test rules deploy/prometheus/rules.test.yml
@@ -311,11 +314,11 @@ lint-docker: install ## Lint the Dockerfile (hadolint)
 
 # Steps of .github/workflows/pr-loop.yml (the composite action has run `make install` already).
 .PHONY: ci-pr-repro ci-pr-report ci-pr-summary ci-pr-gate ci-pr-comment ci-install-cml ci-test-gpu ci-gpu-runner
-ci-pr-repro: ## Make data present, then dvc repro (pulling cached outputs when a remote is set)
+ci-pr-repro: ## Make data present, then dvc repro (--pull with a remote)
 	python -m mlproject.pipeline.data
 	python -m mlproject.report.ci repro
 
-ci-pr-report: ## Build the report (the gate's verdict is in it; the gate step fails the job)
+ci-pr-report: ## Build the report (the gate step fails the job)
 	python -m mlproject.report build $(if $(BASE),--base $(BASE))
 
 ci-pr-summary: ## Append the report to the job summary
@@ -328,7 +331,7 @@ ci-pr-gate: ## Fail when the quality gate in reports/pr/report.json failed
 ci-pr-comment: ## Post or update the PR's one report comment with CML
 	PYTHONPATH=src $(PYTHON) -m mlproject.report.ci comment
 
-ci-install-cml: ## Install the pinned CML CLI with npm (kept when a runner already has cml)
+ci-install-cml: ## Install the pinned CML CLI with npm (unless present)
 	command -v cml >/dev/null || npm install --global --no-fund --no-audit @dvcorg/cml@$(CML_VERSION)
 
 # pytest exits 5 when no test is marked gpu: nothing to run is not a failure.
@@ -342,16 +345,16 @@ ci-gpu-runner: ## Launch a cloud GPU runner with CML (--single, idle timeout)
 
 # Steps of .github/workflows/retrain.yml (the composite action has run `make install` already).
 .PHONY: retrain-data retrain-repro retrain-report retrain-pr
-retrain-data: ## The newest data version (dvc update for an imported dataset, else data.dvc's)
+retrain-data: ## The newest data version (dvc update, else data.dvc's)
 	python -m mlproject.ops.retrain data
 
 retrain-repro: ## The whole pipeline on that data (dvc repro)
 	dvc repro
 
-retrain-report: ## The report against the production model (#prod tag's commit, else main)
+retrain-report: ## The report against the production model (#prod, else main)
 	python -m mlproject.ops.retrain report
 
-retrain-pr: ## If the gate passed, dvc push and open or update the pull request (cml pr create)
+retrain-pr: ## If the gate passed: dvc push, open or update the PR
 	python -m mlproject.ops.retrain pr
 
 ##@ CI: release (release.yml)
@@ -362,19 +365,19 @@ TAG ?=
 RELEASE_IMAGE ?=
 export TAG RELEASE_IMAGE
 .PHONY: release-info release-assets release-publish release-image release-smoke release-push release-pull release-deploy ci-docker-engine
-release-info: ## What TAG releases (version, commit, stage; deploy or not) -> $GITHUB_OUTPUT
+release-info: ## What TAG releases (version, stage, deploy?) -> $GITHUB_OUTPUT
 	python -m mlproject.ops.release info
 
-release-assets: ## Model, card, profile, notes, SHA256SUMS of TAG -> dist/release (fetch, else rebuild)
+release-assets: ## Model, card, profile, notes, SHA256SUMS -> dist/release
 	python -m mlproject.ops.release assets
 
-release-publish: ## Create or update the GitHub release of TAG's version with the assets (gh)
+release-publish: ## Create or update TAG's GitHub release with the assets
 	python -m mlproject.ops.release publish
 
 release-image: ## docker build the serving image with the released model
 	python -m mlproject.ops.release image
 
-release-smoke: ## Run the image; check health, one OIP inference and one /predict
+release-smoke: ## Run the image: health, one OIP inference, one /predict
 	python -m mlproject.ops.release smoke
 
 release-push: ## Push the image to the GitHub container registry
@@ -383,11 +386,11 @@ release-push: ## Push the image to the GitHub container registry
 release-pull: ## docker pull the image of TAG's version (the deploy job)
 	python -m mlproject.ops.release pull
 
-release-deploy: ## On promotion to prod, move the image's :prod tag (and call DEPLOY_WEBHOOK_URL)
+release-deploy: ## On promotion to prod: move :prod (and DEPLOY_WEBHOOK_URL)
 	python -m mlproject.ops.release deploy
 
 # GITHUB_OUTPUT engine=true|false; the image steps run only with an engine.
-ci-docker-engine: ## Is a Docker engine reachable? (-> $GITHUB_OUTPUT engine=true|false)
+ci-docker-engine: ## Is a Docker engine here? -> $GITHUB_OUTPUT engine=
 	@if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then \
 	  echo "Docker engine: present"; echo "engine=true" >> "$${GITHUB_OUTPUT:-/dev/null}"; \
 	else \

@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from actlib import act, remove, require_act, workspace
 from conftest import BIN, ROOT, run
@@ -116,6 +117,31 @@ def test_every_target_is_in_exactly_one_of_help_and_help_ci():
     steps = ("ci-", "retrain-", "release-")
     assert not [t for t in people if t.startswith(steps) and not t.endswith("-local")]
     assert {"repro", "test", "docs", "serve", "monitor", "register"} <= set(people)
+
+
+def test_help_is_short_and_readable():
+    for which in ("help", "help-ci"):
+        out = run(["make", "--no-print-directory", which], ROOT).stdout
+        wide = [line for line in out.splitlines() if len(line) > 90]
+        assert not wide, f"make {which}: keep each line to 90 characters: {wide}"
+
+
+# ------------------------------------------------------------------- the docs match the code
+
+
+def test_every_server_setting_is_documented():
+    from mlproject.serve.settings import ENV
+
+    page = (DOCS / "serving.md").read_text()
+    missing = [var for var, _ in ENV.values() if f"`{var}`" not in page]
+    assert not missing, f"docs/serving.md: settings table lacks {missing}"
+
+
+def test_every_alert_is_documented():
+    rules = yaml.safe_load((ROOT / "deploy/prometheus/rules.yml").read_text())
+    alerts = [r["alert"] for g in rules["groups"] for r in g["rules"] if "alert" in r]
+    page = (DOCS / "deployment.md").read_text()
+    assert alerts and not [a for a in alerts if f"`{a}`" not in page], alerts
 
 
 # ------------------------------------------------------------------------ docs.yml under act
