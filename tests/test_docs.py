@@ -144,6 +144,15 @@ def test_every_alert_is_documented():
     assert alerts and not [a for a in alerts if f"`{a}`" not in page], alerts
 
 
+def test_every_repository_variable_and_secret_is_documented():
+    texts = [p.read_text() for p in (ROOT / ".github").glob("*/*.yml")]
+    names = set(re.findall(r"\b(?:vars|secrets)\.([A-Z][A-Z0-9_]*)", "\n".join(texts)))
+    names -= {"GITHUB_TOKEN"}  # GitHub's own
+    docs = "\n".join(p.read_text() for p in PAGES)
+    missing = sorted(n for n in names if not re.search(rf"\b{n}\b", docs))
+    assert names and not missing, f"no page of docs/ names {missing}"
+
+
 # ------------------------------------------------------------------------ docs.yml under act
 
 
