@@ -1,6 +1,7 @@
 """The docs site and the README: the site builds strict (a broken link fails it), the README stays
 short, every `make <target>` they name exists, `make help` / `make help-ci` list every target
-exactly once, and docs.yml builds and "deploys" the site under act (Pages actions stubbed)."""
+exactly once, the pages name every server setting, alert, repository variable and secret, and
+docs.yml builds and "deploys" the site under act (the Pages actions are stubs)."""
 
 from __future__ import annotations
 
@@ -57,6 +58,7 @@ def listed(which: str) -> list[str]:
 
 
 def test_the_site_builds_strict(tmp_path):
+    assert "mkdocs build --strict" in run(["make", "-n", "docs"], ROOT).stdout
     result = mkdocs_build(ROOT, tmp_path / "site")
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "site" / "index.html").is_file()
