@@ -15,7 +15,7 @@ environment variables, which the libraries read once, when they load; so it must
 - torch: `use_deterministic_algorithms(True)`.
 
 `train.fast: true` opts out (the libraries then pick the fastest path of the machine). On CUDA the
-same bits come back on the same GPU model and software stack only (see README).
+same bits come back on the same GPU model and software stack only (see docs/pipeline.md).
 """
 
 from __future__ import annotations
