@@ -279,7 +279,8 @@ bench-serve: install ## Benchmark serving (wrk): req/s, p50/p99 vs reference ser
 	python benchmarks/serve.py $(ARGS)
 
 .PHONY: bench-monitor
-bench-monitor: install ## Benchmark the drift check over 10,000 records (target <= 5 s)
+bench-monitor: data ## Benchmark the drift check over 10,000 records (target <= 5 s)
+	dvc repro --quiet profile  # the model, the reference profile and the prepared images it reads
 	python benchmarks/monitor.py
 
 .PHONY: bench-remote
