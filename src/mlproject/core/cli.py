@@ -26,10 +26,10 @@ from .errors import ProjectError
 Main = Callable[..., int | None]
 
 
-def report_error(exc: BaseException, code: int | None = None) -> int:
-    """Print `error: <message>` on stderr; the exit code to use."""
-    print(f"error: {exc}", file=sys.stderr)
-    return code if code is not None else getattr(exc, "exit_code", 1)
+def exit_code(exc: BaseException, error_code: int | None = None) -> int:
+    """A usage error exits 2; any other error exits `error_code` if the tool sets one, else 1."""
+    own = getattr(exc, "exit_code", 1)
+    return own if own == 2 or error_code is None else error_code
 
 
 def run_main(
@@ -40,14 +40,14 @@ def run_main(
     errors: tuple[type[BaseException], ...] = (),
     **kwargs,
 ) -> int:
-    """Call fn; a project error (or one of `errors`) -> `error: <message>` and its exit code.
-    With stage, print `<stage>: done in <s> s` after a run that succeeded."""
+    """Call fn; a project error (or one of `errors`) -> `error: <message>` on stderr and its
+    exit code. With stage, print `<stage>: done in <s> s` after a run that succeeded."""
     start = time.perf_counter()
     try:
         code = fn(*args, **kwargs) or 0
     except (ProjectError, *errors) as exc:
-        code = 2 if getattr(exc, "exit_code", 1) == 2 else None
-        return report_error(exc, code if code is not None else error_code)
+        print(f"error: {exc}", file=sys.stderr)
+        return exit_code(exc, error_code)
     if stage and code == 0:
         print(f"{stage}: done in {time.perf_counter() - start:.1f} s", flush=True)
     return code
