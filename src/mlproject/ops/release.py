@@ -30,7 +30,7 @@ from ..core.errors import ProjectError
 from ..core.io import atomic_write_text, read_json, write_json
 from ..core.lineage import file_sha256 as sha256
 from ..core.paths import MODELS
-from ..core.proc import run
+from ..core.proc import git, run
 from . import registry
 from .smoke import SmokeError, http, smoke
 
@@ -86,7 +86,7 @@ def info(tag: str) -> dict[str, Any]:
 
 def rebuild(meta: dict[str, Any], model_path: str, out: Path) -> None:
     """No remote copy: rebuild the model at the tagged commit (the checkout must be there)."""
-    head = registry.git("rev-parse", "HEAD")
+    head = git("rev-parse", "HEAD")
     if head != meta["commit"]:
         raise ReleaseError(
             f"the checkout is at {head[:8]}, not at {meta['tag']}'s commit "
