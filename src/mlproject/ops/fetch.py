@@ -24,6 +24,7 @@ from ..core.io import atomic_dir, write_json
 from ..core.lineage import file_sha256
 from ..core.paths import DATA_DVC
 from ..core.proc import dvc_remote_configured, git, run, tool
+from ..report.diff import locked_md5
 from .registry import COMPANIONS, RegistryError, resolve
 
 SOURCES = ("remote", "cache", "rebuild")
@@ -42,16 +43,6 @@ def _dvc_cache_dir(repo: str | Path) -> str:
 
 def _is_local(repo: str | Path) -> bool:
     return Path(repo).is_dir()
-
-
-def _recorded_md5(commit: str, model_path: str, repo: str | Path) -> str | None:
-    """The model's md5 as dvc.lock at `commit` records it."""
-    lock = yaml.safe_load(git("show", f"{commit}:dvc.lock", cwd=repo, check=False) or "{}") or {}
-    for stage in (lock.get("stages") or {}).values():
-        for out in stage.get("outs", []):
-            if out.get("path") == model_path:
-                return out.get("md5")
-    return None
 
 
 def _from_remote(info: dict[str, Any], model_path: str, repo: str, dest: Path) -> None:
@@ -78,7 +69,7 @@ def _from_cache(info: dict[str, Any], model_path: str, repo: str, dest: Path) ->
     """The file dvc.lock recorded, from the repository's own DVC cache (no remote needed)."""
     if not _is_local(repo):
         raise RegistryError(f"{repo} is not a local repository; its DVC cache is not here.")
-    md5 = _recorded_md5(info["commit"], model_path, repo)
+    md5 = locked_md5(info["commit"], model_path, repo)
     if not md5:
         raise RegistryError(f"dvc.lock at {info['commit'][:8]} records no '{model_path}'.")
     cache_dir = Path(_dvc_cache_dir(repo))
