@@ -89,3 +89,52 @@ class PrometheusProcess:
                 break
             time.sleep(0.5)
         return groups
+
+
+# --- the inference server ----------------------------------------------------------------------
+
+
+def tiny_model(directory: Path, name: str = "tiny") -> tuple[Path, Path]:
+    """A served model in milliseconds, no pipeline run: a linear classifier over 1x8x8 images
+    (outputs `logits` and `probabilities`, as the export stage writes them) and its card.
+    Returns (model.onnx, model_card.json)."""
+    import hashlib
+
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = np.random.default_rng(0).standard_normal((64, 10)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Flatten", ["input"], ["flat"], axis=1),
+            helper.make_node("MatMul", ["flat", "weights"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+        ],
+        name,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 8, 8])],
+        [
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10]),
+            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 10]),
+        ],
+        [numpy_helper.from_array(weights, "weights")],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(proto)
+    blob = proto.SerializeToString()
+    directory.mkdir(parents=True, exist_ok=True)
+    model, card = directory / "model.onnx", directory / "model_card.json"
+    model.write_bytes(blob)
+    spec = {"height": 8, "width": 8, "channels": 1, "resize": "stretch"}
+    card.write_text(
+        json.dumps(
+            {
+                "name": name,
+                "sha256": hashlib.sha256(blob).hexdigest(),
+                "classes": [str(i) for i in range(10)],
+                "input": {"name": "input", **spec, "mean": [0.3], "std": [0.4]},
+                "output": {"name": "logits", "datatype": "FP32", "shape": [-1, 10]},
+            }
+        )
+    )
+    return model, card

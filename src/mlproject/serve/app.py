@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from .. import __version__
-from . import friendly, protocol
+from . import bench, friendly, protocol
 from .batching import Batcher
 from .errors import RequestError, error_response
 from .metrics import Metrics, MetricsMiddleware
@@ -205,7 +205,7 @@ def create_app(settings: Settings | None = None, model: Model | None = None) -> 
         return Response(body, media_type=content_type)
 
     if settings.bench_endpoint:
-        protocol.add_bench_routes(app, model)
+        bench.add_bench_routes(app, model)
 
     @app.exception_handler(RequestError)
     async def request_error(request: Request, exc: RequestError) -> Response:
