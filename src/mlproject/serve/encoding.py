@@ -15,6 +15,7 @@ HEADER_LENGTH = "inference-header-content-length"
 HEADER_LENGTH_BYTES = HEADER_LENGTH.encode()
 JSON_TYPE = "application/json"
 JSON_BYTES = JSON_TYPE.encode()
+FP32 = np.dtype("<f4")
 
 
 def _classification(values: np.ndarray, k: int, classes: list[str]) -> np.ndarray:
@@ -49,8 +50,8 @@ def encode_infer_response(
             blob = _bytes_tensor(value) if want.binary else None
             data = None if want.binary else value.reshape(-1).tolist()
         else:
-            value = np.ascontiguousarray(value, dtype="<f4")
-            entry = {"name": want.name, "datatype": "FP32", "shape": list(value.shape)}
+            value = np.ascontiguousarray(value, dtype=FP32)
+            entry = {"name": want.name, "datatype": "FP32", "shape": value.shape}
             blob = value.tobytes() if want.binary else None
             data = None if want.binary else value.reshape(-1)  # orjson writes arrays natively
         if blob is None:

@@ -12,7 +12,9 @@ names the field it rejects (`inputs[0].shape`), as the protocol's `{"error": ...
 from __future__ import annotations
 
 import math
+import warnings
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +25,7 @@ from .errors import RequestError
 from .model import V2_TO_NUMPY, Model
 
 
-@dataclass
+@dataclass(frozen=True)
 class RequestedOutput:
     name: str
     binary: bool
@@ -33,12 +35,17 @@ class RequestedOutput:
 @dataclass
 class InferRequest:
     x: np.ndarray  # float32 [N, C, H, W]
-    outputs: list[RequestedOutput]
+    outputs: Sequence[RequestedOutput]
     id: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
 
 
+# A value beyond float32's range becomes inf and is rejected by name; numpy's warning about the
+# cast says nothing more (np.errstate would silence it, at the cost of half the array's build).
+warnings.filterwarnings("ignore", "overflow encountered in cast", RuntimeWarning, __name__)
+
 _INT_ONLY = frozenset([int])
+_DEFAULT_OUTPUTS: dict[tuple[tuple[str, ...], bool], tuple[RequestedOutput, ...]] = {}
 
 
 def _is_int(v: Any) -> bool:
@@ -95,10 +102,13 @@ def _tensor_data(
     tensor: dict, where: str, count: int, dtype: np.dtype, binary: bytes, offset: int
 ) -> tuple[np.ndarray, int]:
     """The tensor's values (flat), from `data` or from the binary section; new offset."""
-    params = tensor.get("parameters", {})
-    if not isinstance(params, dict):
-        raise RequestError(400, f"{where}.parameters: expected an object")
-    size = params.get("binary_data_size")
+    params = tensor.get("parameters")
+    if params is not None or "parameters" in tensor:
+        if not isinstance(params, dict):
+            raise RequestError(400, f"{where}.parameters: expected an object")
+        size = params.get("binary_data_size")
+    else:
+        size = None
     if size is not None:
         if "data" in tensor:
             raise RequestError(400, f"{where}: has both data and parameters.binary_data_size")
@@ -115,14 +125,15 @@ def _tensor_data(
                 f"the shape needs {count * dtype.itemsize}",
             )
         return np.frombuffer(binary, dtype=dtype, count=count, offset=offset), offset + size
-    if "data" not in tensor:
-        raise RequestError(400, f"{where}.data: missing (or give parameters.binary_data_size)")
-    data = tensor["data"]
-    if not isinstance(data, list):
+    data = tensor.get("data")
+    if type(data) is not list:
+        if "data" not in tensor:
+            raise RequestError(400, f"{where}.data: missing (or give parameters.binary_data_size)")
         raise RequestError(400, f"{where}.data: expected an array of numbers")
     try:
-        with np.errstate(over="ignore", invalid="ignore"):
-            values = np.asarray(data, dtype=dtype).reshape(-1)
+        values = np.asarray(data, dtype=dtype)  # beyond float32: inf, rejected below
+    except RuntimeWarning:  # the cast's overflow warning, where warnings are errors
+        raise RequestError(400, f"{where}.data: contains NaN or infinity") from None
     except (ValueError, TypeError, OverflowError):
         raise RequestError(
             400, f"{where}.data: expected a (nested) array of numbers of one shape"
@@ -132,57 +143,68 @@ def _tensor_data(
     return values, offset
 
 
+def _check_shape(shape: Any, where: str, spec: list[int], max_batch: int) -> None:
+    # JSON numbers parse to int, float or bool (not an int here): compare types exactly.
+    if type(shape) is not list or not _INT_ONLY.issuperset(map(type, shape)):
+        raise RequestError(400, f"{where}.shape: expected an array of integers")
+    if len(shape) != len(spec) or any(
+        d >= 0 and s != d for s, d in zip(shape[1:], spec[1:], strict=True)
+    ):
+        expected = ["N" if d < 0 else d for d in spec]
+        raise RequestError(400, f"{where}.shape: expected {expected}, got {shape}")
+    if not 1 <= shape[0] <= max_batch:
+        raise RequestError(
+            400,
+            f"{where}.shape[0]: batch of {shape[0]}; this server takes "
+            f"1 to {max_batch} items per request (MAX_BATCH)",
+        )
+
+
 def parse_infer_request(header: bytes, binary: bytes, model: Model, max_batch: int) -> InferRequest:
     req = _load_json(header, "request body")
-    if not isinstance(req, dict):
+    if type(req) is not dict:
         raise RequestError(400, "request body: expected a JSON object with 'inputs'")
     request_id = req.get("id")
     if "id" in req and not isinstance(request_id, str):
         raise RequestError(400, "id: expected a string")
-    params = req.get("parameters", {})
-    if not isinstance(params, dict):
+    params = req.get("parameters")
+    if params is None and "parameters" not in req:
+        params = {}
+    elif not isinstance(params, dict):
         raise RequestError(400, "parameters: expected an object")
     inputs = req.get("inputs")
-    if not isinstance(inputs, list) or not inputs:
+    if type(inputs) is not list or not inputs:
         raise RequestError(400, "inputs: expected a non-empty array of tensors")
     spec = model.input
     x, offset = None, 0
     for i, tensor in enumerate(inputs):
-        where = f"inputs[{i}]"
-        if not isinstance(tensor, dict):
-            raise RequestError(400, f"{where}: expected an object with name, shape, datatype, data")
+        if type(tensor) is not dict:
+            raise RequestError(
+                400, f"inputs[{i}]: expected an object with name, shape, datatype, data"
+            )
         name = tensor.get("name")
         if name != spec.name:
             raise RequestError(
-                400, f"{where}.name: unknown input {name!r}; the model takes {spec.name!r}"
+                400, f"inputs[{i}].name: unknown input {name!r}; the model takes {spec.name!r}"
             )
         if x is not None:
-            raise RequestError(400, f"{where}.name: input {name!r} given twice")
+            raise RequestError(400, f"inputs[{i}].name: input {name!r} given twice")
         datatype = tensor.get("datatype")
         if datatype != spec.datatype:
-            raise RequestError(400, f"{where}.datatype: expected {spec.datatype}, got {datatype!r}")
-        shape = tensor.get("shape")
-        # JSON numbers parse to int, float or bool (not an int here): compare types exactly.
-        if type(shape) is not list or not _INT_ONLY.issuperset(map(type, shape)):
-            raise RequestError(400, f"{where}.shape: expected an array of integers")
-        if len(shape) != len(spec.shape) or any(
-            d >= 0 and s != d for s, d in zip(shape[1:], spec.shape[1:], strict=True)
-        ):
-            expected = ["N" if d < 0 else d for d in spec.shape]
-            raise RequestError(400, f"{where}.shape: expected {expected}, got {shape}")
-        if not 1 <= shape[0] <= max_batch:
             raise RequestError(
-                400,
-                f"{where}.shape[0]: batch of {shape[0]}; this server takes "
-                f"1 to {max_batch} items per request (MAX_BATCH)",
+                400, f"inputs[{i}].datatype: expected {spec.datatype}, got {datatype!r}"
             )
+        shape = tensor.get("shape")
+        # The usual request, checked in two steps: one item of the model's own size.
+        if shape != model.one_item_shape or not _INT_ONLY.issuperset(map(type, shape)):
+            _check_shape(shape, f"inputs[{i}]", spec.shape, max_batch)
         values, offset = _tensor_data(
-            tensor, where, math.prod(shape), V2_TO_NUMPY[datatype], binary, offset
+            tensor, f"inputs[{i}]", math.prod(shape), V2_TO_NUMPY[datatype], binary, offset
         )
         # A float64 sum is finite exactly when every value is (float32 sums cannot overflow
         # it; NaN and infinities propagate), at half the cost of isfinite().all().
         if not math.isfinite(values.sum(dtype=np.float64)):
-            raise RequestError(400, f"{where}.data: contains NaN or infinity")
+            raise RequestError(400, f"inputs[{i}].data: contains NaN or infinity")
         x = values.reshape(shape)
     if offset != len(binary):
         raise RequestError(
@@ -190,15 +212,19 @@ def parse_infer_request(header: bytes, binary: bytes, model: Model, max_batch: i
             f"request body: {len(binary) - offset} bytes of binary data "
             "beyond the tensors' binary_data_size",
         )
-    return InferRequest(
-        x=x, outputs=requested_outputs(req, params, model), id=request_id, parameters=params
-    )
+    return InferRequest(x, requested_outputs(req, params, model), request_id, params)
 
 
-def requested_outputs(req: dict, params: dict, model: Model) -> list[RequestedOutput]:
+def requested_outputs(req: dict, params: dict, model: Model) -> Sequence[RequestedOutput]:
     binary_default = params.get("binary_data_output", False) is True
-    if "outputs" not in req:
-        return [RequestedOutput(t.name, binary_default) for t in model.outputs]
+    if "outputs" not in req:  # every output, the same objects for every such request
+        key = (model.output_names, binary_default)
+        found = _DEFAULT_OUTPUTS.get(key)
+        if found is None:
+            found = _DEFAULT_OUTPUTS[key] = tuple(
+                RequestedOutput(n, binary_default) for n in key[0]
+            )
+        return found
     requested = req["outputs"]
     if not isinstance(requested, list):
         raise RequestError(400, "outputs: expected an array of {name, parameters}")
