@@ -304,6 +304,7 @@ def predlog_cost(model_path: Path, card_path: Path) -> dict[str, float]:
     from mlproject.serve.model import load_model
     from mlproject.serve.predlog import (
         LineFormatter,
+        LogConfig,
         PredictionLog,
         RotatingAppender,
         encode_chunk,
@@ -324,15 +325,17 @@ def predlog_cost(model_path: Path, card_path: Path) -> dict[str, float]:
     results = [model.run(x) for x in xs]
     with tempfile.TemporaryDirectory() as tmp:
         log = PredictionLog(
-            Path(tmp),
-            model.name,
-            model.card["sha256"],
-            spec.mean,
-            spec.std,
-            model.output_index["probabilities"],
-            model.classes,
-            16 << 20,
-            2,
+            LogConfig(
+                directory=tmp,
+                model_name=model.name,
+                model_sha256=model.card["sha256"],
+                classes=model.classes,
+                max_bytes=16 << 20,
+                keep=2,
+            ),
+            mean=spec.mean,
+            std=spec.std,
+            scores_index=model.output_index["probabilities"],
         )
         start = time.process_time()
         for _ in range(20):

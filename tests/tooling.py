@@ -138,3 +138,29 @@ def tiny_model(directory: Path, name: str = "tiny") -> tuple[Path, Path]:
         )
     )
     return model, card
+
+
+def png(pixels) -> bytes:
+    """PNG bytes of a uint8 array (H x W grayscale or H x W x C)."""
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="PNG")
+    return out.getvalue()
+
+
+def multipart(files: list[tuple[str, bytes]], field: str = "files") -> tuple[bytes, dict]:
+    """A multipart/form-data body carrying `files` as (file name, bytes); and its headers."""
+    boundary = "testboundary7d1f"
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename='
+        f'"{name}"\r\nContent-Type: application/octet-stream\r\n\r\n'.encode()
+        + data
+        + b"\r\n"
+        for name, data in files
+    ]
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), {
+        "Content-Type": f"multipart/form-data; boundary={boundary}"
+    }

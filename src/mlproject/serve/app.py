@@ -30,7 +30,7 @@ from .batching import Batcher
 from .errors import RequestError, RequestErrorMiddleware, error_response
 from .metrics import Metrics, MetricsMiddleware
 from .model import Model, load_model
-from .predlog import PredictionLog
+from .predlog import LogConfig, PredictionLog
 from .settings import Settings, SettingsError
 
 
@@ -171,16 +171,18 @@ def create_app(settings: Settings | None = None, model: Model | None = None) -> 
     if settings.prediction_log is not None:
         scores_index, scores_are_logits = model.scores_output
         server.predlog = PredictionLog(
-            settings.prediction_log,
-            model.name,
-            model.card["sha256"],
-            model.spec.mean,
-            model.spec.std,
-            scores_index,
-            model.classes,
-            settings.prediction_log_max_bytes,
-            settings.prediction_log_files,
-            scores_are_logits=scores_are_logits,
+            LogConfig(
+                directory=settings.prediction_log,
+                model_name=model.name,
+                model_sha256=model.card["sha256"],
+                classes=model.classes,
+                max_bytes=settings.prediction_log_max_bytes,
+                keep=settings.prediction_log_files,
+                scores_are_logits=scores_are_logits,
+            ),
+            mean=model.spec.mean,
+            std=model.spec.std,
+            scores_index=scores_index,
             on_written=metrics.predlog_records.inc,
             on_dropped=metrics.predlog_dropped.inc,
         )
