@@ -58,7 +58,7 @@ install: $(BIN)/.installed ## Create .venv with the pinned versions (uv, pip as 
 
 .PHONY: data
 data: install ## Make data/ present: DVC remote if reachable, else the embedded demo data
-	python -m mlproject.data
+	python -m mlproject.pipeline.data
 
 .PHONY: repro
 repro: data ## Run the DVC pipeline (pulls outputs when a remote is set), print stages and metrics
@@ -68,7 +68,7 @@ repro: data ## Run the DVC pipeline (pulls outputs when a remote is set), print 
 
 .PHONY: params
 params: install ## Rewrite params.yaml from conf/ (commit both)
-	python -m mlproject.config
+	python -m mlproject.pipeline.config
 
 .PHONY: exp
 exp: data ## Run a DVC experiment with Hydra overrides: make exp ARGS="-S model=mlp -S train.lr=0.01"
@@ -89,7 +89,7 @@ test-fast: install ## Run the tests that take seconds (no pipeline runs)
 lint: install lint-workflows lint-k8s lint-alerts ## Lint the code, the workflows, the config, the deploy manifests and alert rules
 	ruff check src tests benchmarks
 	ruff format --check src tests benchmarks || { echo "run: ruff format src tests benchmarks"; exit 1; }
-	python -m mlproject.config --check
+	python -m mlproject.pipeline.config --check
 
 .PHONY: bench
 bench: data ## Benchmark: training loop vs bare loop, pinned vs unpinned training, pipeline, no-op repro, ONNX vs PyTorch
@@ -128,7 +128,7 @@ ACT_ARGS ?=
 
 .PHONY: act
 act: install ## Run a workflow here with act: make act WORKFLOW=pr.yml EVENT=pull_request [EVENT_JSON=f] [ACT_ARGS=--plan]
-	python -m mlproject.act "$(WORKFLOW)" "$(EVENT)" $(if $(EVENT_JSON),--event-json "$(EVENT_JSON)") $(ACT_ARGS)
+	python -m mlproject.ops.act "$(WORKFLOW)" "$(EVENT)" $(if $(EVENT_JSON),--event-json "$(EVENT_JSON)") $(ACT_ARGS)
 
 .PHONY: pr-local
 pr-local: ## Run the PR workflow (pr.yml) here with act: this branch as a PR into main; cml recorded
@@ -141,7 +141,7 @@ bench-report: data ## Benchmark: make report (outputs cached) and the PR workflo
 # Steps of .github/workflows/pr-loop.yml (the composite action has run `make install` already).
 .PHONY: ci-pr-repro ci-pr-report ci-pr-summary ci-pr-gate ci-pr-comment ci-install-cml ci-test-gpu ci-gpu-runner
 ci-pr-repro: ## CI: make data present, then dvc repro (pulling cached outputs when a remote is set)
-	python -m mlproject.data
+	python -m mlproject.pipeline.data
 	python -m mlproject.report.ci repro
 
 ci-pr-report: ## CI: build the report (the gate's verdict is in it; the gate step fails the job)
@@ -202,25 +202,25 @@ STAGE_K8S ?= staging
 
 .PHONY: lint-k8s
 lint-k8s: install ## Validate deploy/k8s (base + rendered overlays) and deploy/kserve offline
-	python -m mlproject.deploy validate
+	python -m mlproject.ops.deploy validate
 
 .PHONY: k8s-render
 k8s-render: install ## Print a stage's manifests as kubectl applies them: make k8s-render STAGE_K8S=prod
-	python -m mlproject.deploy render $(STAGE_K8S)
+	python -m mlproject.ops.deploy render $(STAGE_K8S)
 
 .PHONY: lint-alerts
 lint-alerts: install ## Check the Prometheus alert rules (promtool check + unit tests) and the reference shares
-	python -m mlproject.deploy reference-rules --check
+	python -m mlproject.ops.deploy reference-rules --check
 	promtool check rules deploy/prometheus/rules.yml deploy/prometheus/reference.rules.yml
 	promtool test rules deploy/prometheus/rules.test.yml
 
 .PHONY: alerts-reference
 alerts-reference: install ## Regenerate deploy/prometheus/reference.rules.yml from models/reference_profile.json
-	python -m mlproject.deploy reference-rules
+	python -m mlproject.ops.deploy reference-rules
 
 .PHONY: track
 track: install ## Log the pipeline's last results to MLflow (MLFLOW_TRACKING_URI or tracking.mlflow)
-	python -m mlproject.tracking log
+	python -m mlproject.pipeline.tracking log
 
 .PHONY: bench-remote
 bench-remote: install ## Benchmark: S3 round trip (moto on loopback): push, pull, make repro from a fresh clone
@@ -228,7 +228,7 @@ bench-remote: install ## Benchmark: S3 round trip (moto on loopback): push, pull
 
 .PHONY: remote-check
 remote-check: install ## Which DVC remote is configured and whether it answers (exit 1 if not)
-	python -m mlproject.remote check
+	python -m mlproject.ops.remote check
 
 .PHONY: lint-docker
 lint-docker: install ## Lint the Dockerfile (hadolint)
@@ -265,19 +265,19 @@ bench-monitor: install ## Benchmark: drift check over 10,000 logged records (tar
 
 .PHONY: register
 register: install ## Register the committed model (tag name@vX.Y.Z): [VERSION=v1.2.0 | BUMP=minor] [PUSH=1]
-	python -m mlproject.registry register $(if $(VERSION),--version "$(VERSION)") --bump "$(BUMP)" $(if $(PUSH),--push)
+	python -m mlproject.ops.registry register $(if $(VERSION),--version "$(VERSION)") --bump "$(BUMP)" $(if $(PUSH),--push)
 
 .PHONY: promote
 promote: install ## Assign a stage (tag name#stage#N): make promote STAGE=prod [VERSION=v1.2.0] [PUSH=1]
-	python -m mlproject.registry promote --stage "$(STAGE)" $(if $(VERSION),--version "$(VERSION)") $(if $(PUSH),--push)
+	python -m mlproject.ops.registry promote --stage "$(STAGE)" $(if $(VERSION),--version "$(VERSION)") $(if $(PUSH),--push)
 
 .PHONY: fetch-model
 fetch-model: install ## Download a registered model, card, profile: make fetch-model STAGE=prod | REV=v1.2.0 [REPO=url]
-	python -m mlproject.registry fetch $(if $(STAGE),--stage "$(STAGE)",--rev "$(REV)") --repo "$(REPO)" --out "$(MODEL_OUT)"
+	python -m mlproject.ops.registry fetch $(if $(STAGE),--stage "$(STAGE)",--rev "$(REV)") --repo "$(REPO)" --out "$(MODEL_OUT)"
 
 .PHONY: registry
 registry: install ## Show the model versions and their stages (gto show)
-	python -m mlproject.registry show
+	python -m mlproject.ops.registry show
 
 .PHONY: retrain-local
 retrain-local: ## Run the retraining workflow (retrain.yml) here with act, as scheduled; cml recorded
@@ -286,16 +286,16 @@ retrain-local: ## Run the retraining workflow (retrain.yml) here with act, as sc
 # Steps of .github/workflows/retrain.yml (the composite action has run `make install` already).
 .PHONY: retrain-data retrain-repro retrain-report retrain-pr
 retrain-data: ## CI: the newest data version (dvc update for an imported dataset, else data.dvc's)
-	python -m mlproject.retrain data
+	python -m mlproject.ops.retrain data
 
 retrain-repro: ## CI: retrain: the whole pipeline on that data (dvc repro)
 	dvc repro
 
 retrain-report: ## CI: the report against the production model (#prod tag's commit, else main)
-	python -m mlproject.retrain report
+	python -m mlproject.ops.retrain report
 
 retrain-pr: ## CI: if the gate passed, dvc push and open or update the pull request (cml pr create)
-	python -m mlproject.retrain pr
+	python -m mlproject.ops.retrain pr
 
 # Steps of .github/workflows/release.yml; TAG is the registry tag (classifier@v1.2.0, classifier#prod#3).
 TAG ?=
@@ -304,28 +304,28 @@ RELEASE_IMAGE ?=
 export TAG RELEASE_IMAGE
 .PHONY: release-info release-assets release-publish release-image release-smoke release-push release-pull release-deploy ci-docker-engine
 release-info: ## CI: what TAG releases (version, commit, stage; deploy or not) -> $GITHUB_OUTPUT
-	python -m mlproject.release info
+	python -m mlproject.ops.release info
 
 release-assets: ## CI: model, card, profile, notes, SHA256SUMS of TAG -> dist/release (fetch, else rebuild)
-	python -m mlproject.release assets
+	python -m mlproject.ops.release assets
 
 release-publish: ## CI: create or update the GitHub release of TAG's version with the assets (gh)
-	python -m mlproject.release publish
+	python -m mlproject.ops.release publish
 
 release-image: ## CI: docker build the serving image with the released model
-	python -m mlproject.release image
+	python -m mlproject.ops.release image
 
 release-smoke: ## CI: run the image; check health, one OIP inference and one /predict
-	python -m mlproject.release smoke
+	python -m mlproject.ops.release smoke
 
 release-push: ## CI: push the image to the GitHub container registry
-	python -m mlproject.release push
+	python -m mlproject.ops.release push
 
 release-pull: ## CI: docker pull the image of TAG's version (the deploy job)
-	python -m mlproject.release pull
+	python -m mlproject.ops.release pull
 
 release-deploy: ## CI: on promotion to prod, move the image's :prod tag (and call DEPLOY_WEBHOOK_URL)
-	python -m mlproject.release deploy
+	python -m mlproject.ops.release deploy
 
 # GITHUB_OUTPUT engine=true|false; the image steps run only with an engine.
 ci-docker-engine: ## CI: is a Docker engine reachable? (-> $GITHUB_OUTPUT engine=true|false; says so when not)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mlproject.io import read_json
+from mlproject.core.io import read_json
 from mlproject.monitor.drift import detect, read_logs, write_report
 from mlproject.monitor.features import features_dict, image_features
 from mlproject.monitor.profile import load_profile, onnx_session, predict_classes

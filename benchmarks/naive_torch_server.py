@@ -18,7 +18,7 @@ import uvicorn
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel
 
-from mlproject.train import load_checkpoint
+from mlproject.pipeline.train import load_checkpoint
 
 
 class Tensor(BaseModel):

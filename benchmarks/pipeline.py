@@ -49,10 +49,10 @@ def training_loop(repo: Path) -> tuple[float, float, float]:
     import torch
     import torch.nn.functional as F
 
-    from mlproject.config import instantiate_model, load_params
-    from mlproject.data import load_split
-    from mlproject.io import read_json
-    from mlproject.train import Normalizer, evaluate_split, train_one_epoch
+    from mlproject.core.io import read_json
+    from mlproject.pipeline.config import instantiate_model, load_params
+    from mlproject.pipeline.data import load_split
+    from mlproject.pipeline.train import Normalizer, evaluate_split, train_one_epoch
 
     torch.manual_seed(0)
     cfg = load_params(repo / "params.yaml")
@@ -112,7 +112,7 @@ def inference(repo: Path) -> dict[int, tuple[float, float]]:
     import onnxruntime as ort
     import torch
 
-    from mlproject.train import load_checkpoint
+    from mlproject.pipeline.train import load_checkpoint
 
     model, _ = load_checkpoint(repo / "outputs/model.pt")
     session = ort.InferenceSession(
@@ -141,7 +141,7 @@ def inference(repo: Path) -> dict[int, tuple[float, float]]:
 
 
 def pinned_vs_fast(repo: Path, rounds: int = 3) -> dict[str, tuple[float, float]]:
-    """{"pinned"|"fast": (median s/epoch, median stage wall s)} of `python -m mlproject.stage
+    """{"pinned"|"fast": (median s/epoch, median stage wall s)} of `python -m mlproject.pipeline
     train`, the two settings interleaved so that machine noise hits both alike."""
     import re
 
@@ -154,7 +154,7 @@ def pinned_vs_fast(repo: Path, rounds: int = 3) -> dict[str, tuple[float, float]
             for name, fast in (("pinned", "false"), ("fast", "true")):
                 params.write_text(original.replace("fast: false", f"fast: {fast}"))
                 start = time.perf_counter()
-                out = run([sys.executable, "-m", "mlproject.stage", "train"], repo).stdout
+                out = run([sys.executable, "-m", "mlproject.pipeline.run", "train"], repo).stdout
                 walls[name].append(time.perf_counter() - start)
                 epochs[name] += [float(t) for t in re.findall(r"  ([0-9.]+)s(?:  \*)?$", out, re.M)]
     finally:

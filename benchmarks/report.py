@@ -5,7 +5,7 @@
 Makes a temporary git repository from this checkout (tracked and untracked files, as a clone
 would have them): `main` holds the project, branch `feature` one commit that changes
 `train.epochs`. Then, with the environment present (this venv), runs .github/workflows/pr.yml
-under act (mlproject.act: as user `runner` when called as root, actions stubbed, `cml` a
+under act (mlproject.ops.act: as user `runner` when called as root, actions stubbed, `cml` a
 recorder), twice:
   - cold: no DVC cache (a first run, or a cache miss): the whole pipeline is rebuilt;
   - warm: the PR's reproduced dvc.lock and metrics are committed, the DVC cache of that run is
@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mlproject import act
+from mlproject.ops import act
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -122,7 +122,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-report-") as tmp_name:
         tmp = Path(tmp_name)
         repo = make_clone(tmp / "cold", args.epochs)
-        sh([sys.executable, "-m", "mlproject.data"], repo)
+        sh([sys.executable, "-m", "mlproject.pipeline.data"], repo)
         cold_total, cold_steps = run_steps(repo, tmp)
         print_steps(
             f"PR workflow steps, clean clone, no DVC cache (train.epochs 40 -> "
@@ -136,7 +136,7 @@ def main() -> int:
         # changes only the README. The runner starts from a bare checkout with no outputs in the
         # workspace: `dvc checkout` restores them from the cache and no stage runs.
         warm = make_clone(tmp / "warm", args.epochs)
-        sh([sys.executable, "-m", "mlproject.data"], warm)
+        sh([sys.executable, "-m", "mlproject.pipeline.data"], warm)
         sh(["dvc", "repro"], warm)
         sh(["git", "add", "-A"], warm)
         sh(["git", "commit", "-q", "-m", "reproduced: dvc.lock and metrics"], warm)

@@ -300,7 +300,7 @@ def predlog_cost(model_path: Path, card_path: Path) -> dict[str, float]:
     a quiet core (in the loaded server every figure is about 3x): the request path's append,
     the hand-off thread's GIL time (chunking, un-normalizing), the writer process's work
     (features, formatting, appending)."""
-    from mlproject.preprocess import normalize
+    from mlproject.core.preprocess import normalize
     from mlproject.serve.model import load_model
     from mlproject.serve.predlog import (
         LineFormatter,

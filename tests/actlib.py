@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mlproject import act
+from mlproject.ops import act
 
 from conftest import ENV, run
 
@@ -36,7 +36,7 @@ def git(repo: Path, *args: str) -> str:
 
 
 def workspace(source: Path) -> Path:
-    """A copy of `source` in a folder the runner user can own (see mlproject.act.prepare)."""
+    """A copy of `source` in a folder the runner user can own (see mlproject.ops.act.prepare)."""
     return act.prepare(source)
 
 

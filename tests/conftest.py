@@ -88,7 +88,7 @@ def make_project(dest: Path, with_data: bool = True) -> Path:
     run(["git", "add", "-A"], dest)
     run(["git", "commit", "-q", "-m", "project"], dest)
     if with_data:
-        run([sys.executable, "-m", "mlproject.data"], dest)
+        run([sys.executable, "-m", "mlproject.pipeline.data"], dest)
     return dest
 
 

@@ -205,7 +205,7 @@ def test_the_dvc_cache_key_changes_with_the_stages_code(plain_repo):
     first = plan_pr(plain_repo)
     (restore,) = [r for r in first.recorded("stub:cache") if r["phase"] == "restore"]
     (save,) = [r for r in first.recorded("stub:cache") if r["phase"] == "save"]
-    stage = plain_repo / "src/mlproject/train.py"
+    stage = plain_repo / "src/mlproject/pipeline/train.py"
     original = stage.read_text()
     try:
         stage.write_text(original + "\n# a code-only change\n")
@@ -308,7 +308,7 @@ def release_runs(pipeline_repo):
     run(["dvc", "remote", "add", "-d", "local", str(repo.parent / "dvc-remote")], repo)
     commit_all(repo, "trained model")
     run(["dvc", "push", "-q"], repo)
-    registry = [sys.executable, "-m", "mlproject.registry"]
+    registry = [sys.executable, "-m", "mlproject.ops.registry"]
     run([*registry, "register", "--version", "v1.2.3"], repo)
     run([*registry, "promote", "--stage", "prod"], repo)
     tags = git(repo, "tag", "--list").split()

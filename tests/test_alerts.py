@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from mlproject import deploy
+from mlproject.ops import deploy
 from mlproject.serve.process import ServerProcess
 
 from conftest import ROOT, require_tool

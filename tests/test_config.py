@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from mlproject.config import ConfigError, compose, instantiate_model, load_params, to_yaml, validate
+from mlproject.pipeline.config import (
+    ConfigError,
+    compose,
+    instantiate_model,
+    load_params,
+    to_yaml,
+    validate,
+)
 
 from conftest import ROOT
 

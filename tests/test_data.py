@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mlproject.data import (
+from mlproject.core.lineage import dvc_tracked_hash, workspace_dir_hash
+from mlproject.core.preprocess import InputSpec, preprocess, to_pixels
+from mlproject.pipeline.data import (
     DataError,
     discover,
     load_pixels,
@@ -16,8 +18,6 @@ from mlproject.data import (
     stratified_split,
     write_demo_dataset,
 )
-from mlproject.lineage import dvc_tracked_hash, workspace_dir_hash
-from mlproject.preprocess import InputSpec, preprocess, to_pixels
 
 from conftest import ROOT
 

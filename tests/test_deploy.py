@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlproject import deploy
+from mlproject.ops import deploy
 
 from conftest import ROOT, require_tool
 
@@ -214,7 +214,7 @@ def test_release_deploy_applies_the_overlay_instead_of_the_webhook(
 ):
     """`make release-deploy` with KUBE_CONFIG: docker moves :prod, kubectl applies the prod
     overlay with the version's image, and the webhook (a dead port here) is not called."""
-    from mlproject import release
+    from mlproject.ops import release
     from mlproject.serve.process import free_port
 
     record = tmp_path / "calls.jsonl"

@@ -34,7 +34,7 @@ def test_make_repro_in_a_fresh_clone_builds_everything_and_reruns_as_a_no_op(tmp
     assert "repro: ran: prepare, train," in first.stdout  # the one-line stage summary
 
     # Same commit, same numbers: the retrained model and its metrics are the committed ones,
-    # whatever x86-64 machine made them (the pinning in mlproject/determinism.py).
+    # whatever x86-64 machine made them (the pinning in mlproject/pipeline/determinism.py).
     for rel in ("reports/eval/metrics.json", "reports/train/metrics.json"):
         committed = run(["git", "show", f"HEAD:{rel}"], clone).stdout
         assert (clone / rel).read_text() == committed, rel

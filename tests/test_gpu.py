@@ -8,11 +8,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mlproject.config import compose
-from mlproject.data import write_demo_dataset
-from mlproject.export import export
-from mlproject.prepare import prepare
-from mlproject.train import autocast, load_checkpoint, select_device, train
+from mlproject.pipeline.config import compose
+from mlproject.pipeline.data import write_demo_dataset
+from mlproject.pipeline.export import export
+from mlproject.pipeline.prepare import prepare
+from mlproject.pipeline.train import autocast, load_checkpoint, select_device, train
 
 from conftest import ROOT
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from mlproject.pipeline.tracking import epoch_metrics
 from mlproject.serve.process import free_port
-from mlproject.tracking import epoch_metrics
 
 from conftest import ENV, ROOT, run
 
@@ -24,7 +24,7 @@ OFF = {k: v for k, v in ENV.items() if not k.startswith("MLFLOW_")}
 
 def test_off_by_default_mlflow_is_never_imported():
     code = (
-        "import sys, mlproject.export, mlproject.registry, mlproject.tracking as t;"
+        "import sys, mlproject.pipeline.export, mlproject.ops.registry, mlproject.pipeline.tracking as t;"
         "assert t.log_run() is None and t.register('v1') is None;"
         "assert 'mlflow' not in sys.modules, 'mlflow imported'"
     )
@@ -33,7 +33,7 @@ def test_off_by_default_mlflow_is_never_imported():
 
 def test_on_without_mlflow_installed_says_how_to_install(tmp_path):
     (tmp_path / "mlflow.py").write_text("raise ImportError('not here')\n")  # shadows the package
-    code = "import mlproject.tracking as t; t._mlflow()"
+    code = "import mlproject.pipeline.tracking as t; t._mlflow()"
     result = run(
         [sys.executable, "-c", code],
         ROOT,
@@ -113,12 +113,12 @@ def client(uri: str):
 @pytest.mark.slow
 def test_export_logs_params_epochs_metrics_and_model(trained, mlflow_uri, tmp_path):
     env = {**OFF, "MLFLOW_TRACKING_URI": mlflow_uri, "MLFLOW_EXPERIMENT_NAME": "export-test"}
-    result = run([sys.executable, "-m", "mlproject.export"], trained, env=env)
+    result = run([sys.executable, "-m", "mlproject.pipeline.export"], trained, env=env)
     run_id = result.stdout.split("mlflow: run ")[1].split()[0]
     mlf = client(mlflow_uri)
     logged = mlf.get_run(run_id)
     assert logged.data.params["train.epochs"] == "40"
-    assert logged.data.params["model._target_"] == "mlproject.models.SmallCNN"
+    assert logged.data.params["model._target_"] == "mlproject.pipeline.models.SmallCNN"
     test = json.loads((trained / "reports/eval/metrics.json").read_text())
     assert logged.data.metrics["test/accuracy"] == pytest.approx(test["accuracy"])
     expected = epoch_metrics(trained)
@@ -141,13 +141,14 @@ def test_export_logs_params_epochs_metrics_and_model(trained, mlflow_uri, tmp_pa
 @pytest.mark.slow
 def test_register_tags_git_and_registers_in_mlflow(trained, mlflow_uri):
     env = {**OFF, "MLFLOW_TRACKING_URI": mlflow_uri, "MLFLOW_EXPERIMENT_NAME": "register-test"}
-    before = run([sys.executable, "-m", "mlproject.registry", "register"], trained, env=env, check=False)  # fmt: skip
+    before = run([sys.executable, "-m", "mlproject.ops.registry", "register"], trained, env=env, check=False)  # fmt: skip
     assert (
-        before.returncode == 1 and "run `python -m mlproject.tracking log` first" in before.stderr
+        before.returncode == 1
+        and "run `python -m mlproject.pipeline.tracking log` first" in before.stderr
     )
     run(["git", "tag", "-d", before.stderr.split("registered ")[1].split(" in git")[0]], trained)
-    run([sys.executable, "-m", "mlproject.tracking", "log"], trained, env=env)
-    result = run([sys.executable, "-m", "mlproject.registry", "register"], trained, env=env)
+    run([sys.executable, "-m", "mlproject.pipeline.tracking", "log"], trained, env=env)
+    result = run([sys.executable, "-m", "mlproject.ops.registry", "register"], trained, env=env)
     assert "registered classifier@v0.1.0" in result.stdout  # the git registry's artifact name
     card = json.loads((trained / "models/model_card.json").read_text())
     (version,) = client(mlflow_uri).search_model_versions("name = 'classifier'")

@@ -8,12 +8,18 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from mlproject.config import compose, instantiate_model
-from mlproject.data import write_demo_dataset
-from mlproject.export import ParityError, export
-from mlproject.models import MLP, SmallCNN
-from mlproject.prepare import prepare
-from mlproject.train import EarlyStopping, Normalizer, load_checkpoint, train, train_one_epoch
+from mlproject.pipeline.config import compose, instantiate_model
+from mlproject.pipeline.data import write_demo_dataset
+from mlproject.pipeline.export import ParityError, export
+from mlproject.pipeline.models import MLP, SmallCNN
+from mlproject.pipeline.prepare import prepare
+from mlproject.pipeline.train import (
+    EarlyStopping,
+    Normalizer,
+    load_checkpoint,
+    train,
+    train_one_epoch,
+)
 
 from conftest import ROOT
 

@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlproject.data import png_bytes
-from mlproject.io import read_json
+from mlproject.core.io import read_json
 from mlproject.monitor.drift import Window, detect, read_logs
 from mlproject.monitor.features import FEATURES, features_dict, image_features
 from mlproject.monitor.profile import build_profile, onnx_session, predict_classes
 from mlproject.monitor.settings import SettingsError, from_dict, load_settings
+from mlproject.pipeline.data import png_bytes
 
 from conftest import ENV, run
 

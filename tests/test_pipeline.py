@@ -93,7 +93,7 @@ def _train_stage(repo: Path, env: dict[str, str], one_core: bool = False) -> str
     """Run the train stage as dvc.yaml does, under extra env; hash of checkpoint and metrics."""
     first_cpu = min(os.sched_getaffinity(0))
     result = subprocess.run(
-        [sys.executable, "-m", "mlproject.stage", "train"],
+        [sys.executable, "-m", "mlproject.pipeline.run", "train"],
         cwd=repo,
         env={**ENV, **env},
         capture_output=True,
@@ -136,13 +136,13 @@ def test_experiment_swaps_the_model_group(pipeline_repo, tmp_path):
     run("git add -A && git commit -qm baseline", repo)
     run(["dvc", "exp", "run", "-S", "model=mlp", "-S", "train.epochs=8"], repo)
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    assert params["model"]["_target_"] == "mlproject.models.MLP"
+    assert params["model"]["_target_"] == "mlproject.pipeline.models.MLP"
     assert params["train"]["epochs"] == 8
     card = _json(repo / "models/model_card.json")
-    assert card["model"]["target"] == "mlproject.models.MLP"
+    assert card["model"]["target"] == "mlproject.pipeline.models.MLP"
     assert _json(repo / "reports/eval/metrics.json")["accuracy"] > 0.9
     shown = run(["dvc", "exp", "show", "--json"], repo)
-    assert "mlproject.models.MLP" in shown.stdout
+    assert "mlproject.pipeline.models.MLP" in shown.stdout
 
 
 def test_torchrun_trains_with_ddp_on_cpu(pipeline_repo, tmp_path):
@@ -151,7 +151,7 @@ def test_torchrun_trains_with_ddp_on_cpu(pipeline_repo, tmp_path):
     params.write_text(params.read_text().replace("epochs: 40", "epochs: 2"))
     (repo / "outputs/model.pt").unlink()
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    out = run([*torchrun, "-m", "mlproject.train"], repo).stdout
+    out = run([*torchrun, "-m", "mlproject.pipeline.train"], repo).stdout
     assert "(2 processes)" in out
     assert out.count("epoch   1/2") == 1  # only rank 0 reports
     payload = torch.load(repo / "outputs/model.pt", weights_only=True)
@@ -224,15 +224,15 @@ def test_data_comes_from_a_reachable_remote_else_the_embedded_demo(project, tmp_
     run(["dvc", "push", "data.dvc"], project)
     shutil.rmtree(project / "data")
     shutil.rmtree(project / ".dvc/cache")
-    out = run([sys.executable, "-m", "mlproject.data"], project).stdout
+    out = run([sys.executable, "-m", "mlproject.pipeline.data"], project).stdout
     assert "pulled from the DVC remote" in out
     assert "up to date" in run(["dvc", "status", "data.dvc"], project).stdout
 
     shutil.rmtree(project / "data")
     shutil.rmtree(project / ".dvc/cache")
     shutil.rmtree(remote)  # configured but unreachable: fall back to the demo bytes
-    result = run([sys.executable, "-m", "mlproject.data"], project)
+    result = run([sys.executable, "-m", "mlproject.pipeline.data"], project)
     assert "embedded demo dataset" in result.stdout
     assert "dvc pull failed" in result.stderr
     assert "up to date" in run(["dvc", "status", "data.dvc"], project).stdout
-    assert "present" in run([sys.executable, "-m", "mlproject.data"], project).stdout
+    assert "present" in run([sys.executable, "-m", "mlproject.pipeline.data"], project).stdout

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlproject.registry import RegistryError, parse_tag
-from mlproject.release import smoke
+from mlproject.ops.registry import RegistryError, parse_tag
+from mlproject.ops.release import smoke
 
 from conftest import ENV, run
 
@@ -66,7 +66,9 @@ def test_register_promote_fetch_and_roll_back(registry_repo, tmp_path):
 
     assert "classifier#prod#1" in make("promote", repo, "STAGE=prod", "VERSION=v0.1.0").stdout
     assert "classifier#prod#2" in make("promote", repo, "STAGE=prod").stdout  # the latest
-    assert run([sys.executable, "-m", "mlproject.registry", "base"], repo).stdout.strip() == second
+    assert (
+        run([sys.executable, "-m", "mlproject.ops.registry", "base"], repo).stdout.strip() == second
+    )
     # Roll-back: promote the previous version again; the newest assignment wins.
     make("promote", repo, "STAGE=prod", "VERSION=v0.1.0")
     assert tag_commit(repo, "classifier#prod#3") == first
@@ -82,7 +84,7 @@ def test_register_promote_fetch_and_roll_back(registry_repo, tmp_path):
         [
             sys.executable,
             "-m",
-            "mlproject.registry",
+            "mlproject.ops.registry",
             "fetch",
             "--stage",
             "prod",
@@ -125,7 +127,7 @@ def test_register_refuses_a_commit_without_the_model(tmp_path):
     run(["git", "init", "-q", "-b", "main"], repo)
     run(["git", "add", "dvc.yaml"], repo)
     run(["git", "commit", "-q", "-m", "pipeline, not run"], repo)
-    result = run([sys.executable, "-m", "mlproject.registry", "register"], repo, check=False)
+    result = run([sys.executable, "-m", "mlproject.ops.registry", "register"], repo, check=False)
     assert result.returncode == 1
     assert "dvc.lock records no 'models/model.onnx'" in result.stderr
     assert run(["git", "tag"], repo).stdout == ""

@@ -129,7 +129,7 @@ def test_make_repro_in_a_fresh_clone_pulls_instead_of_training(pushed, s3, pipel
 
 def test_pr_loop_repro_pulls_instead_of_training(pushed, s3, pipeline_repo, tmp_path):
     clone = fresh_clone(pushed, tmp_path / "clone")
-    run([sys.executable, "-m", "mlproject.data"], clone, env=s3["env"])
+    run([sys.executable, "-m", "mlproject.pipeline.data"], clone, env=s3["env"])
     result = run([sys.executable, "-m", "mlproject.report.ci", "repro"], clone, env=s3["env"])
     assert "Running stage" not in result.stdout, result.stdout
     assert "Pulling data for stage: 'train'" in result.stdout
@@ -137,19 +137,21 @@ def test_pr_loop_repro_pulls_instead_of_training(pushed, s3, pipeline_repo, tmp_
 
 
 def test_remote_check_says_which_remote_and_whether_it_answers(pushed, s3):
-    ok = run([sys.executable, "-m", "mlproject.remote", "check"], pushed, env=s3["env"])
+    ok = run([sys.executable, "-m", "mlproject.ops.remote", "check"], pushed, env=s3["env"])
     assert f"'storage' -> s3://{BUCKET}/dvc at {s3['endpoint']}" in ok.stdout
     assert "answers: everything pushed" in ok.stdout
 
     wrong = {**s3["env"], "AWS_SECRET_ACCESS_KEY": "wrong"}
-    bad = run([sys.executable, "-m", "mlproject.remote", "check"], pushed, env=wrong, check=False)
+    bad = run(
+        [sys.executable, "-m", "mlproject.ops.remote", "check"], pushed, env=wrong, check=False
+    )
     assert bad.returncode == 1
     assert "refused the credentials" in bad.stderr and "rebuild the outputs locally" in bad.stderr
 
     run(["dvc", "remote", "modify", "--local", "storage", "endpointurl",
          f"http://127.0.0.1:{free_port()}"], pushed)  # fmt: skip
     try:
-        dead = run([sys.executable, "-m", "mlproject.remote", "check"], pushed, env=s3["env"], check=False)  # fmt: skip
+        dead = run([sys.executable, "-m", "mlproject.ops.remote", "check"], pushed, env=s3["env"], check=False)  # fmt: skip
     finally:
         run(["dvc", "remote", "modify", "--local", "--unset", "storage", "endpointurl"], pushed)
     assert dead.returncode == 1
@@ -159,7 +161,7 @@ def test_remote_check_says_which_remote_and_whether_it_answers(pushed, s3):
 def test_no_remote_is_not_an_error(tmp_path):
     run(["git", "init", "-q"], tmp_path)
     run(["dvc", "init", "-q"], tmp_path)
-    result = run([sys.executable, "-m", "mlproject.remote", "check"], tmp_path)
+    result = run([sys.executable, "-m", "mlproject.ops.remote", "check"], tmp_path)
     assert "none configured" in result.stdout
 
 

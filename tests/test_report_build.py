@@ -29,7 +29,7 @@ def test_the_report_package_imports_neither_torch_nor_the_training_modules():
         "import sys, mlproject.report.build, mlproject.report.plots, mlproject.report.ci, "
         "mlproject.report.model, mlproject.report.__main__; "
         "bad = [m for m in sys.modules if m == 'torch' or m.split('.')[0] == 'torch' "
-        "or m in ('mlproject.train', 'mlproject.models', 'mlproject.export')]; print(bad)"
+        "or m in ('mlproject.pipeline.train', 'mlproject.pipeline.models', 'mlproject.pipeline.export')]; print(bad)"
     )
     result = run([sys.executable, "-c", code], ROOT)
     assert result.stdout.strip() == "[]"

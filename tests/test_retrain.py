@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlproject import retrain
+from mlproject.ops import retrain
 
 from actlib import act, bare_origin, commit_all, remove, require_act, workspace
 from actlib import set_params as edit
@@ -46,7 +46,7 @@ SHORT = {"epochs: 40": "epochs: 3", "T_max: 40": "T_max: 3"}
 
 
 def registry(repo: Path, *args: str) -> str:
-    return run([sys.executable, "-m", "mlproject.registry", *args], repo).stdout
+    return run([sys.executable, "-m", "mlproject.ops.registry", *args], repo).stdout
 
 
 def recorders(shims: Path, **exit_codes: int) -> None:

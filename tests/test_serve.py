@@ -21,7 +21,7 @@ import tritonclient.http as triton
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
-from mlproject.preprocess import InputSpec, normalize, open_image, to_pixels
+from mlproject.core.preprocess import InputSpec, normalize, open_image, to_pixels
 from mlproject.serve.client import infer_body
 from mlproject.serve.client import request as client_request
 from mlproject.serve.process import ServerProcess
@@ -218,7 +218,7 @@ def test_predict_json_pixels_equal_the_file(server, pipeline_repo):
 
 
 def test_predict_preprocesses_like_training(server, pipeline_repo, card, session):
-    """A big RGB image: the server resizes and converts it exactly as mlproject.preprocess."""
+    """A big RGB image: the server resizes and converts it exactly as mlproject.core.preprocess."""
     rgb = np.random.default_rng(4).integers(0, 256, (40, 30, 3), dtype=np.uint8)
     spec = InputSpec.from_card(card)
     x = normalize(

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mlproject.core.preprocess import InputSpec, normalize, open_image, to_pixels
 from mlproject.monitor.features import FEATURES, image_features
-from mlproject.preprocess import InputSpec, normalize, open_image, to_pixels
 from mlproject.serve.client import count_5xx, infer_body, request
 from mlproject.serve.process import ServerProcess
 
@@ -35,13 +35,13 @@ FORBIDDEN = (
     "dvc",
     "omegaconf",
     "sklearn",
-    "mlproject.train",
-    "mlproject.data",
-    "mlproject.models",
-    "mlproject.evaluate",
-    "mlproject.export",
-    "mlproject.config",
-    "mlproject.prepare",
+    "mlproject.pipeline.train",
+    "mlproject.pipeline.data",
+    "mlproject.pipeline.models",
+    "mlproject.pipeline.evaluate",
+    "mlproject.pipeline.export",
+    "mlproject.pipeline.config",
+    "mlproject.pipeline.prepare",
 )
 
 

@@ -6,12 +6,15 @@ import importlib
 import sys
 
 COMMANDS = {
-    "params": ("mlproject.config", "write params.yaml from conf/ (--check to compare)"),
-    "data": ("mlproject.data", "make data/ present (DVC remote, else the embedded demo data)"),
-    "prepare": ("mlproject.prepare", "stage: validate and split the raw data"),
-    "train": ("mlproject.train", "stage: train the model"),
-    "evaluate": ("mlproject.evaluate", "stage: test-split metrics and plots"),
-    "export": ("mlproject.export", "stage: ONNX export, parity check, model card"),
+    "params": ("mlproject.pipeline.config", "write params.yaml from conf/ (--check to compare)"),
+    "data": (
+        "mlproject.pipeline.data",
+        "make data/ present (DVC remote, else the embedded demo data)",
+    ),
+    "prepare": ("mlproject.pipeline.prepare", "stage: validate and split the raw data"),
+    "train": ("mlproject.pipeline.train", "stage: train the model"),
+    "evaluate": ("mlproject.pipeline.evaluate", "stage: test-split metrics and plots"),
+    "export": ("mlproject.pipeline.export", "stage: ONNX export, parity check, model card"),
 }
 
 
@@ -23,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name:<10} {text}")
         return 0 if not args or args[0] in ("-h", "--help") else 2
     if args[0] in ("prepare", "train", "evaluate", "export"):  # pinned, as dvc.yaml runs them
-        from .stage import main as run_stage
+        from .pipeline.run import main as run_stage
 
         return run_stage([args[0]])
     module = importlib.import_module(COMMANDS[args[0]][0])

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..io import atomic_dir, read_json, write_json
+from ..core.io import atomic_dir, read_json, write_json
 from .features import FEATURES, image_features
 from .profile import (
     CARD_PATH,
@@ -152,7 +152,7 @@ def image_files(folder: Path, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) ->
 
 def read_images(folder: str | Path, card: dict[str, Any], session) -> Window:
     """Every image under `folder` (class sub-folders or not), preprocessed as the server does."""
-    from ..preprocess import ImageError, open_image, to_pixels
+    from ..core.preprocess import ImageError, open_image, to_pixels
 
     folder = Path(folder)
     files = image_files(folder)

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from ..io import read_json, write_json
-from ..preprocess import normalize
+from ..core.io import read_json, write_json
+from ..core.preprocess import normalize
 from .features import FEATURES, image_features
 from .settings import MonitorSettings, ProfileSettings, SettingsError, load_settings
 

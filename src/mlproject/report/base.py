@@ -62,7 +62,7 @@ def _reproduce(folder: Path, cache: Path, log) -> dict[str, str]:
         return subprocess.run(args, cwd=folder, env=env).returncode
 
     run(["dvc", "config", "--local", "cache.dir", str(cache)])
-    run(["python", "-m", "mlproject.data"])
+    run(["python", "-m", "mlproject.pipeline.data"])
     stages: dict[str, str] = {}
     code = 1
     if remote_configured(str(folder)):

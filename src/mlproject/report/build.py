@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..io import atomic_dir
+from ..core.io import atomic_dir
 from . import REPORT_DIR
 from .base import base_outputs, read_base_file, rebase_metrics
 from .diff import (

@@ -138,7 +138,7 @@ def repro() -> int:
     if remote_configured():
         code = _run_dvc_repro(["dvc", "repro", "--pull"], stages, output=tail)
         if code != 0:
-            from ..remote import reason
+            from ..ops.remote import reason
 
             _warn(f"dvc repro --pull failed: {reason(''.join(tail))}; rebuilding instead")
     if code != 0:

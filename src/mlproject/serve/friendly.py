@@ -1,6 +1,6 @@
 """The friendly API: send image files (or pixel arrays), get class names and probabilities back.
 
-Images go through `mlproject.preprocess` with the spec read from the model card, the same
+Images go through `mlproject.core.preprocess` with the spec read from the model card, the same
 functions that prepared the training data, so a file is seen exactly as training saw it.
 """
 
@@ -18,7 +18,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from ..preprocess import ImageError, normalize, open_image, to_pixels
+from ..core.preprocess import ImageError, normalize, open_image, to_pixels
 from .encoding import JSON_TYPE
 from .errors import RequestError
 from .model import Model

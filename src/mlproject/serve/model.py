@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from ..preprocess import InputSpec
+from ..core.preprocess import InputSpec
 
 # ONNX element type strings (as onnxruntime reports them) -> Open Inference Protocol datatypes.
 ORT_TO_V2 = {

@@ -1,9 +1,9 @@
 """The model registry: versions and stages as git tags in the GTO convention, tied to dvc.yaml.
 
-    python -m mlproject.registry register [--version v1.2.0 | --bump minor] [--push]
-    python -m mlproject.registry promote --stage prod [--version v1.2.0] [--push]
-    python -m mlproject.registry fetch (--stage prod | --rev v1.2.0) [--repo URL] [--out DIR]
-    python -m mlproject.registry show | base | parse-tag TAG
+    python -m mlproject.ops.registry register [--version v1.2.0 | --bump minor] [--push]
+    python -m mlproject.ops.registry promote --stage prod [--version v1.2.0] [--push]
+    python -m mlproject.ops.registry fetch (--stage prod | --rev v1.2.0) [--repo URL] [--out DIR]
+    python -m mlproject.ops.registry show | base | parse-tag TAG
 
 A version is the tag `<artifact>@v1.2.3` on the commit whose dvc.lock records the model (GTO's
 `gto register`); a stage is the tag `<artifact>#<stage>#<n>` (`gto assign`), the newest one wins,
@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from .io import atomic_dir, write_json
+from ..core.io import atomic_dir, write_json
 
 DEFAULT_BRANCH = "main"
 SEMVER = re.compile(r"^v?\d+\.\d+\.\d+$")
@@ -398,7 +398,7 @@ def _rebuild(info: dict[str, Any], model_path: str, repo: str, dest: Path) -> No
                 capture_output=True,
             )
         stages = _stages_writing(clone / "dvc.yaml", model_path)
-        steps = ([sys.executable, "-m", "mlproject.data"], [_bin("dvc"), "repro", *stages])
+        steps = ([sys.executable, "-m", "mlproject.pipeline.data"], [_bin("dvc"), "repro", *stages])
         for step in steps:
             print(
                 f"rebuild at {info['commit'][:8]}: {' '.join(step[1:])}",
@@ -471,7 +471,7 @@ def fetch(
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m mlproject.registry", description=__doc__.split("\n\n")[0]
+        prog="python -m mlproject.ops.registry", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--name", default=None, help="artifact name (default: dvc.yaml's model)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -507,8 +507,10 @@ def main(argv: list[str] | None = None) -> int:
         name, path = artifact(name=args.name)
         if args.command == "register":
             tag = register(name, path, args.version, args.bump, args.ref, args.push)
-            from .tracking import TrackingError
-            from .tracking import register as mlflow_register  # when MLflow tracking is on
+            from ..pipeline.tracking import TrackingError
+            from ..pipeline.tracking import (
+                register as mlflow_register,  # when MLflow tracking is on
+            )
 
             try:
                 mlflow_register(tag.rpartition("@")[2], name)

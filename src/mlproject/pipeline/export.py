@@ -20,11 +20,11 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from ..core.io import atomic_path, read_json, write_json
+from ..core.lineage import dvc_tracked_info, git_commit
+from ..core.preprocess import normalize
 from .config import ConfigError, load_params
 from .data import load_split
-from .io import atomic_path, read_json, write_json
-from .lineage import dvc_tracked_info, git_commit
-from .preprocess import normalize
 from .train import CHECKPOINT, PREPARED, load_checkpoint
 
 ONNX_PATH = Path("models/model.onnx")

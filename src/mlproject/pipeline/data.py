@@ -1,6 +1,6 @@
 """Datasets: the demo data, discovery and validation of an image folder, splits, loading.
 
-`data/` is raw and immutable: one sub-folder per class, images inside. `python -m mlproject.data`
+`data/` is raw and immutable: one sub-folder per class, images inside. `python -m mlproject.pipeline.data`
 makes it present (DVC remote when reachable, else the embedded demo dataset, byte for byte as
 `data.dvc` records).
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .preprocess import ImageError, open_image, to_pixels
+from ..core.preprocess import ImageError, open_image, to_pixels
 
 
 class DataError(ValueError):
@@ -212,7 +212,7 @@ def ensure_data(root: str = "data", dvc_file: str = "data.dvc") -> str:
 
 def _status_clean(dvc_file: str) -> bool:
     """True when the workspace hash of the tracked folder equals the one in dvc_file."""
-    from .lineage import dvc_tracked_hash, workspace_dir_hash
+    from ..core.lineage import dvc_tracked_hash, workspace_dir_hash
 
     recorded = dvc_tracked_hash(dvc_file)
     root = Path(dvc_file).with_suffix("")

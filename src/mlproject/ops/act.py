@@ -1,7 +1,7 @@
 """Run a GitHub Actions workflow here with act (nektos/act), the way GitHub's runner would.
 
     make act WORKFLOW=pr.yml EVENT=pull_request [EVENT_JSON=payload.json] [ACT_ARGS="-n"]
-    python -m mlproject.act pr.yml pull_request [--event-json F] [--var K=V] [--secret K=V]
+    python -m mlproject.ops.act pr.yml pull_request [--event-json F] [--var K=V] [--secret K=V]
                             [--label gpu] [--fork] [--job J] [--plan] [--list]
 
 act runs the workflow on this machine, no Docker (`-P ubuntu-latest=-self-hosted`), on a copy of
@@ -466,7 +466,7 @@ def _pairs(items: list[str], what: str) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m mlproject.act", description=__doc__.split("\n")[0]
+        prog="python -m mlproject.ops.act", description=__doc__.split("\n")[0]
     )
     parser.add_argument("workflow", help="file in .github/workflows, e.g. pr.yml")
     parser.add_argument("event", help="push, pull_request, schedule, repository_dispatch, ...")

@@ -1,8 +1,8 @@
 """MLflow tracking, as an option: off unless MLFLOW_TRACKING_URI is set or `tracking.mlflow: true`
 is in conf/ (then MLflow's own default store, ./mlruns, is used when no URI is set).
 
-    python -m mlproject.tracking log        log the pipeline's last results as one MLflow run
-    python -m mlproject.tracking register VERSION [NAME]
+    python -m mlproject.pipeline.tracking log        log the pipeline's last results as one MLflow run
+    python -m mlproject.pipeline.tracking register VERSION [NAME]
                                             register that run's model in MLflow's registry
 
 One run per trained model, logged when the export stage has written it (export calls `log_run`):
@@ -164,7 +164,7 @@ def register(version: str, name: str | None = None, root: str | Path = ".") -> s
     if not runs:
         raise TrackingError(
             f"no MLflow run in experiment '{conf['experiment']}' has model sha256 "
-            f"{card['sha256'][:12]}: run `python -m mlproject.tracking log` first"
+            f"{card['sha256'][:12]}: run `python -m mlproject.pipeline.tracking log` first"
         )
     run_id = runs[0].info.run_id
     name = name or card["name"]

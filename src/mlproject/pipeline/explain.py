@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..core.io import atomic_dir, write_json
 from .config import ConfigError, load_params
 from .data import load_split
-from .io import atomic_dir, write_json
 from .train import CHECKPOINT, PREPARED, Normalizer, load_checkpoint
 
 OUT_DIR = Path("reports/explain")

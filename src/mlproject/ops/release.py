@@ -1,14 +1,14 @@
 """The release workflow's steps (.github/workflows/release.yml), runnable here.
 
-    python -m mlproject.release info      what the registry tag in $TAG releases (-> $GITHUB_OUTPUT)
-    python -m mlproject.release assets    model, card, profile, notes, checksums -> dist/release/
+    python -m mlproject.ops.release info      what the registry tag in $TAG releases (-> $GITHUB_OUTPUT)
+    python -m mlproject.ops.release assets    model, card, profile, notes, checksums -> dist/release/
                                           (DVC remote, else local DVC cache, else rebuilt at the commit)
-    python -m mlproject.release publish   create or update the GitHub release of the version (gh)
-    python -m mlproject.release image     docker build the serving image with that model
-    python -m mlproject.release smoke     run the image: health, one OIP inference, one /predict
-    python -m mlproject.release push      docker push the image (ghcr.io/<owner>/<repo>:<version>)
-    python -m mlproject.release pull      docker pull it (the deploy job)
-    python -m mlproject.release deploy    promotion to prod: tag the image :prod and push it,
+    python -m mlproject.ops.release publish   create or update the GitHub release of the version (gh)
+    python -m mlproject.ops.release image     docker build the serving image with that model
+    python -m mlproject.ops.release smoke     run the image: health, one OIP inference, one /predict
+    python -m mlproject.ops.release push      docker push the image (ghcr.io/<owner>/<repo>:<version>)
+    python -m mlproject.ops.release pull      docker pull it (the deploy job)
+    python -m mlproject.ops.release deploy    promotion to prod: tag the image :prod and push it,
                                           then `kubectl apply -k` deploy/k8s/overlays/prod when
                                           $KUBE_CONFIG is set, else call $DEPLOY_WEBHOOK_URL
 
@@ -31,8 +31,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from ..core.io import atomic_write_text, read_json, write_json
 from . import registry
-from .io import atomic_write_text, read_json, write_json
 
 DIST = Path("dist/release")
 MODELS = Path("models")
@@ -102,7 +102,7 @@ def rebuild(meta: dict[str, Any], model_path: str, out: Path) -> None:
             f"{meta['commit'][:8]}; check out the tag to rebuild its model."
         )
     # Without a remote the data is not in the checkout either: make it present first.
-    _run([sys.executable, "-m", "mlproject.data"])
+    _run([sys.executable, "-m", "mlproject.pipeline.data"])
     _run([sys.executable, "-m", "dvc", "repro"])
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy2(model_path, out / Path(model_path).name)

@@ -1,11 +1,11 @@
 """Stage `train`: one plain PyTorch loop, read top to bottom.
 
     dvc repro train                                               # as a pipeline stage
-    python -m mlproject.train                                     # the same, directly
-    torchrun --standalone --nproc_per_node=2 -m mlproject.train   # DDP (gloo on CPU, nccl on CUDA)
+    python -m mlproject.pipeline.train                                     # the same, directly
+    torchrun --standalone --nproc_per_node=2 -m mlproject.pipeline.train   # DDP (gloo on CPU, nccl on CUDA)
 
 The device is chosen automatically (CUDA, then MPS, then CPU); mixed precision runs on CUDA; on
-CPU the run is seeded and pinned (mlproject.determinism: threads, instruction sets), so the same
+CPU the run is seeded and pinned (mlproject.pipeline.determinism: threads, instruction sets), so the same
 commit gives the same bits on any x86-64 machine; `train.fast: true` opts out. Per-epoch metrics go to DVCLive (reports/train) and to a
 progress line. The best epoch by validation is kept; the checkpoint carries the config, the class
 names and the input spec, and loads with `torch.load(..., weights_only=True)`.
@@ -32,10 +32,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from ..core.io import atomic_dir, atomic_write_bytes, read_json
 from .config import ConfigError, instantiate_model, load_params
 from .data import load_split
 from .determinism import pin_torch, read_pinning, torch_was_pinned
-from .io import atomic_dir, atomic_write_bytes, read_json
 
 PREPARED = Path("outputs/prepared")
 CHECKPOINT = Path("outputs/model.pt")
@@ -193,7 +193,7 @@ def train(
         pin_torch(pinning)
         if is_main and not torch_was_pinned(pinning):
             log(
-                "warning: torch loaded before the pinning; run `python -m mlproject.stage train` "
+                "warning: torch loaded before the pinning; run `python -m mlproject.pipeline train` "
                 "for bits that match other machines"
             )
 

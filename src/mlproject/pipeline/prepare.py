@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
+from ..core.io import atomic_dir, write_json
 from .config import ConfigError, load_params
 from .data import DataError, discover, load_pixels, stratified_split
-from .io import atomic_dir, write_json
 
 OUT_DIR = Path("outputs/prepared")
 

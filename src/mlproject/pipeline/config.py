@@ -157,13 +157,13 @@ def instantiate_model(model_cfg: DictConfig, **shape: Any):
 
 
 def write_params(path: str | Path = PARAMS_FILE, overrides: list[str] | None = None) -> None:
-    from .io import atomic_write_text
+    from ..core.io import atomic_write_text
 
     atomic_write_text(Path(path), to_yaml(compose(overrides)))
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m mlproject.config [--check] [overrides...]`: write or check params.yaml."""
+    """`python -m mlproject.pipeline.config [--check] [overrides...]`: write or check params.yaml."""
     import sys
 
     args = list(sys.argv[1:] if argv is None else argv)

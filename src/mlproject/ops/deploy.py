@@ -1,12 +1,12 @@
 """Operating the served model: Kubernetes manifests, their offline checks, the release deploy,
 and the alert rules' reference shares.
 
-    python -m mlproject.deploy validate            schema-check deploy/k8s (base and rendered
+    python -m mlproject.ops.deploy validate            schema-check deploy/k8s (base and rendered
                                                    overlays) and deploy/kserve, offline
-    python -m mlproject.deploy render STAGE        print the overlay STAGE as kubectl applies it
-    python -m mlproject.deploy apply STAGE IMAGE   kubectl apply the overlay with the image pinned
+    python -m mlproject.ops.deploy render STAGE        print the overlay STAGE as kubectl applies it
+    python -m mlproject.ops.deploy apply STAGE IMAGE   kubectl apply the overlay with the image pinned
                                                    (KUBE_CONFIG: the kubeconfig's text or base64)
-    python -m mlproject.deploy reference-rules [--check]
+    python -m mlproject.ops.deploy reference-rules [--check]
                                                    deploy/prometheus/reference.rules.yml from
                                                    models/reference_profile.json
 
@@ -271,7 +271,7 @@ def reference_rules(profile: dict) -> str:
 
 
 def write_reference_rules(root: Path = Path("."), check: bool = False) -> int:
-    from .io import atomic_write_text
+    from ..core.io import atomic_write_text
 
     profile_path = root / PROFILE
     if not profile_path.is_file():

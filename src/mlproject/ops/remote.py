@@ -1,6 +1,6 @@
 """The DVC remote: which one is configured and whether it answers.
 
-    python -m mlproject.remote check      (make remote-check)
+    python -m mlproject.ops.remote check      (make remote-check)
 
 Exit 0 when no remote is configured (the pipeline then runs locally) or the default remote
 answers; 1 when it does not, with the reason (credentials refused, endpoint unreachable, no such

@@ -3,7 +3,7 @@
 CPU results change with the intra-op thread count and with the instruction set the libraries
 dispatch to (AVX-512 on one runner, AVX2 on the next). `pin_environment` fixes both through
 environment variables, which the libraries read once, when they load; so it must run before
-`import torch` (and numpy). `python -m mlproject.stage <name>`, what dvc.yaml runs, does that.
+`import torch` (and numpy). `python -m mlproject.pipeline <name>`, what dvc.yaml runs, does that.
 
 - threads: `train.threads` (OMP/MKL thread counts, `torch.set_num_threads`), dynamic off;
 - ATen's vector kernels: `ATEN_CPU_CAPABILITY=avx2` (every x86-64 CI runner has AVX2; `default`,

@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
+from ..core.io import atomic_dir, write_json
 from .config import ConfigError, load_params
 from .data import load_split
-from .io import atomic_dir, write_json
 from .train import CHECKPOINT, PREPARED, Normalizer, load_checkpoint, predict_logits
 
 OUT_DIR = Path("reports/eval")

@@ -1,10 +1,10 @@
 """The scheduled retraining workflow's steps (.github/workflows/retrain.yml), runnable here.
 
-    python -m mlproject.retrain data     the newest data version (dvc update for an imported
+    python -m mlproject.ops.retrain data     the newest data version (dvc update for an imported
                                          dataset, else the version data.dvc records)
-    python -m mlproject.retrain report   the PR report against the model in production: BASE is
+    python -m mlproject.ops.retrain report   the PR report against the model in production: BASE is
                                          the commit of the current `#prod` tag, else main
-    python -m mlproject.retrain pr       if the quality gate passed: push the outputs to the DVC
+    python -m mlproject.ops.retrain pr       if the quality gate passed: push the outputs to the DVC
                                          remote and open (or update) a pull request with CML
 
 Between `report` and `pr` the workflow runs the quality gate (`make ci-pr-gate`); a retrained
@@ -25,8 +25,8 @@ from typing import Any
 
 import yaml
 
+from ..core.io import atomic_write_text
 from . import registry
-from .io import atomic_write_text
 
 REPORT_JSON = Path("reports/pr/report.json")
 OUT_DIR = Path("reports/retrain")
@@ -68,7 +68,7 @@ def newest_data(dvc_file: str = "data.dvc") -> dict[str, Any]:
     if any(dep.get("repo") for dep in deps):
         _dvc("update", dvc_file)
     else:
-        from .data import ensure_data
+        from ..pipeline.data import ensure_data
 
         print(f"data: {ensure_data(dvc_file=dvc_file)}")
     after = data_version(dvc_file)
@@ -104,7 +104,7 @@ def branch_name(report: dict[str, Any]) -> str:
 
 
 def pr_body(report: dict[str, Any], base: dict[str, Any], reason: str) -> str:
-    from .report.render import render
+    from ..report.render import render
 
     prod = base.get("prod")
     lines = [

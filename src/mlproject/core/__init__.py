@@ -1,0 +1,1 @@
+"""What every part shares: atomic file writes, lineage (git and DVC hashes), preprocessing."""

@@ -1,0 +1,1 @@
+"""CI and operations steps: model registry, release, retraining, deployment, remotes, act."""

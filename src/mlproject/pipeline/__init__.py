@@ -1,0 +1,1 @@
+"""The DVC stages (`python -m mlproject.pipeline <stage>`) and what only they use."""
