@@ -10,7 +10,6 @@ model that the pipeline fixture exported.
 from __future__ import annotations
 
 import csv
-import gzip
 import http.client
 import json
 
@@ -22,7 +21,6 @@ from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 from mlproject.core.preprocess import InputSpec, normalize, open_image, to_pixels
-from mlproject.serve.client import infer_body
 from mlproject.serve.client import request as client_request
 from mlproject.serve.process import ServerProcess
 
@@ -123,57 +121,6 @@ def test_infer_classification_extension(client, card, session):
             assert [lab[2] for lab in labels] == [card["classes"][i] for i in want]
 
 
-def test_infer_without_content_type_and_with_gzip(server, card, session):
-    x = np.linspace(-1, 1, 64, dtype=np.float32)
-    body = infer_body(data=x.tolist(), outputs=[{"name": "logits"}])
-    status, headers, raw = request(server, "POST", f"/v2/models/{card['name']}/infer", body)
-    assert status == 200, raw
-    assert headers["content-type"] == "application/json"
-    got = json.loads(raw)["outputs"][0]
-    assert got["shape"] == [1, 10]
-    expected = session.run(["logits"], {"input": x.reshape(1, 1, 8, 8)})[0]
-    np.testing.assert_allclose(got["data"], expected.ravel(), rtol=1e-5, atol=1e-5)
-    status, _, raw2 = request(
-        server,
-        "POST",
-        f"/v2/models/{card['name']}/infer",
-        gzip.compress(body),
-        {"Content-Encoding": "gzip"},
-    )
-    assert status == 200 and json.loads(raw2) == json.loads(raw)
-
-
-def test_binary_request_by_hand(server, card, session):
-    """The binary extension without a client library: JSON header, then raw tensors."""
-    x = np.random.default_rng(3).standard_normal((2, 1, 8, 8)).astype(np.float32)
-    header = json.dumps(
-        {
-            "inputs": [
-                {
-                    "name": "input",
-                    "shape": [2, 1, 8, 8],
-                    "datatype": "FP32",
-                    "parameters": {"binary_data_size": x.nbytes},
-                }
-            ],
-            "outputs": [{"name": "logits", "parameters": {"binary_data": True}}],
-        }
-    )
-    status, headers, raw = request(
-        server,
-        "POST",
-        f"/v2/models/{card['name']}/infer",
-        header.encode() + x.tobytes(),
-        {"Inference-Header-Content-Length": str(len(header))},
-    )
-    assert status == 200, raw
-    n = int(headers["inference-header-content-length"])
-    meta = json.loads(raw[:n])
-    size = meta["outputs"][0]["parameters"]["binary_data_size"]
-    got = np.frombuffer(raw[n : n + size], dtype="<f4").reshape(meta["outputs"][0]["shape"])
-    np.testing.assert_allclose(got, session.run(["logits"], {"input": x})[0], rtol=1e-5, atol=1e-5)
-
-
 # --- the friendly API --------------------------------------------------------------------------
 
 
@@ -233,27 +180,6 @@ def test_predict_preprocesses_like_training(server, pipeline_repo, card, session
     assert got["class"] == card["classes"][int(probs.argmax())]
     assert got["confidence"] == pytest.approx(float(probs.max()), abs=1e-5)
     assert len(got["top_k"]) == 3  # TOP_K default
-
-
-def test_model_card_openapi_and_docs(server, card):
-    status, _, raw = request(server, "GET", "/model")
-    assert status == 200 and json.loads(raw) == card
-    spec = json.loads(request(server, "GET", "/openapi.json")[2])
-    for path in (
-        "/v2/models/{name}/infer",
-        "/v2/health/live",
-        "/v2/health/ready",
-        "/v2",
-        "/v2/models/{name}",
-        "/v2/models/{name}/ready",
-        "/predict",
-        "/model",
-        "/metrics",
-    ):
-        assert path in spec["paths"], path
-    assert "/bench/constant" not in spec["paths"]
-    status, _, raw = request(server, "GET", "/docs")
-    assert status == 200 and b"swagger" in raw.lower()
 
 
 # --- bad input (every case is in test_server.py, in-process; here what only a socket shows) ---
