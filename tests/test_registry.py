@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ import yaml
 
 from mlproject.ops.registry import RegistryError, parse_tag
 from mlproject.ops.release import smoke
+from mlproject.serve.process import free_port
 
 from conftest import ENV, run
 
@@ -147,12 +147,6 @@ out.mkdir(parents=True, exist_ok=True)
 (out / f"gh-{{time.time_ns()}}.json").write_text(json.dumps(sys.argv[1:]))
 sys.exit(1 if sys.argv[1:3] == ["release", "view"] else 0)  # no release yet
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_release_steps_for_a_promotion_tag_and_smoke_test_of_a_server(registry_repo, tmp_path):
