@@ -225,7 +225,7 @@ def test_metrics_count_everything_and_no_5xx(server, card):
             name, value = line.rsplit(" ", 1)
             series[name] = float(value)
     infer_ok = 'mlserve_requests_total{method="POST",route="/v2/models/{name}/infer",status="200"}'
-    assert series[infer_ok] >= 5
+    assert series[infer_ok] >= 4  # the Triton client's inferences above
     assert not [k for k in series if k.startswith("mlserve_requests_total") and 'status="5' in k]
     assert series['mlserve_request_duration_seconds_count{route="/predict"}'] >= 5
     assert series["mlserve_inference_duration_seconds_count"] >= 5

@@ -81,19 +81,21 @@ class BodyLimitMiddleware:
     def __init__(self, app, limit: int):
         self.app = app
         self.limit = limit
+        self.message = (
+            f"request body: over the limit of {limit} bytes (MAX_BODY_BYTES); "
+            "send fewer or smaller items per request"
+        )
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        message = (
-            f"request body: over the limit of {self.limit} bytes (MAX_BODY_BYTES); "
-            "send fewer or smaller items per request"
-        )
+        message = self.message
         for key, value in scope["headers"]:
             if key == b"content-length":
                 if not value.isdigit() or int(value) > self.limit:
                     return await error_response(413, message)(scope, receive, send)
-                break
+                # The HTTP server delivers exactly Content-Length bytes: nothing to count.
+                return await self.app(scope, receive, send)
         seen = 0
 
         async def limited_receive():
