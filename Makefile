@@ -82,7 +82,7 @@ test: install ## Run the whole test suite (unit, integration, end-to-end)
 	python -m pytest $(PYTEST_ARGS)
 
 .PHONY: test-fast
-test-fast: install ## Run the tests that take seconds (no pipeline runs)
+test-fast: install ## Run the tests that take seconds (no pipeline runs; the server in-process)
 	python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 .PHONY: lint
@@ -184,7 +184,7 @@ serve: install ## Serve the ONNX model: Open Inference Protocol + /predict (HOST
 	python -m mlproject.serve --model $(MODEL) --card $(CARD) --host $(HOST) --port $(PORT)
 
 .PHONY: bench-serve
-bench-serve: install ## Benchmark serving: req/s, p50/p99 vs the bare stack and eager PyTorch (wrk)
+bench-serve: install ## Benchmark serving: /infer vs a hand-written Starlette server (ratio at c=1, 8, 32), eager PyTorch, the bare stack (wrk)
 	python benchmarks/serve.py $(ARGS)
 
 .PHONY: docker-build
