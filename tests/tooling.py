@@ -1,5 +1,7 @@
-"""A real Prometheus for the operations tests (alert rules, dashboard queries); the tools they
-need are found with conftest.require_tool (skips here, fails when CI=true)."""
+"""Helpers shared by the tests: a real Prometheus for the operations tests (alert rules,
+dashboard queries; its binary found with conftest.require_tool: skips here, fails when CI=true),
+and for the inference server's tests a tiny ONNX model with its card, PNGs and multipart forms.
+Request bodies and raw HTTP calls are in mlproject.serve.client (the benchmark uses them too)."""
 
 from __future__ import annotations
 
