@@ -4,7 +4,8 @@ Parsing is in parsing.py, encoding in encoding.py, the OpenAPI documents in open
 inference routes are plain ASGI endpoints (`InferEndpoint`), not FastAPI routes: at batch 1,
 FastAPI's request wrapper, dependency solving and exit stack cost about as much CPU as the model
 run. They are documented in /openapi.json from here (`add_routes`), by the same table that
-registers them.
+registers them, and requests reach them through `app.ServingApp`'s shorter way in (the same
+middleware and error answers as every route, without FastAPI's own layers).
 """
 
 from __future__ import annotations
