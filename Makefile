@@ -1,5 +1,7 @@
 # The commands people type. Workflows call these targets; the targets call the package's entry
-# points, so everything CI does can be run here. `make help` lists them.
+# points, so everything CI does can be run here. `make help` lists what people type, `make help-ci`
+# the steps the workflows run: a target with a `## description` is listed under the `##@ Section`
+# above it, and sections whose name starts with "CI" go to `make help-ci`.
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
@@ -10,7 +12,7 @@ VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
 LOCK := requirements/lock.txt
 # Dependency groups installed into the venv (see pyproject.toml); serving alone: EXTRAS=serve
-EXTRAS ?= train,serve,report,monitor,explain,dev
+EXTRAS ?= train,serve,report,monitor,explain,docs,dev
 # Which torch build: cpu (PyTorch's CPU index: GitHub's CPU runners, ~1.5 GB), cuda (PyPI's
 # default CUDA build, ~5 GB: GPU runners), empty (this machine's pip configuration decides).
 TORCH ?=
@@ -25,12 +27,16 @@ PIP_ARGS ?=
 # configuration are the machine's).
 SYS_PYTHON := $(shell command -v $(PYTHON) 2>/dev/null || echo $(PYTHON))
 
-# Stages run `python -m mlproject.<stage>`: the venv must come first on PATH for DVC's shell.
+# Stages run `python -m mlproject.pipeline <stage>`: the venv must come first on PATH for DVC's shell.
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
-export PYTHONDONTWRITEBYTECODE := 1
+# Compiled bytecode goes under the venv, not beside the sources: written once, then every stage,
+# DVC and test subprocess loads torch, sklearn and DVC from it (compiling them from source each
+# time cost ~5-9 s per stage). An inherited PYTHONDONTWRITEBYTECODE=1 would undo that: emptied here.
+export PYTHONPYCACHEPREFIX := $(abspath $(VENV))/pycache
+export PYTHONDONTWRITEBYTECODE :=
 
-##@ Set-up and pipeline
+##@ Set-up
 
 # The venv starts without pip (uv fills it; pip comes from the lock). uv does not read pip's
 # configuration, so requirements/uv_sources.py passes its find-links and indexes on.
@@ -53,47 +59,60 @@ $(BIN)/.installed: pyproject.toml $(LOCK)
 	fi
 	@touch $@
 
+# uv, pip as fallback (INSTALLER=pip); TORCH=cpu|cuda picks the torch build; EXTRAS the groups.
 .PHONY: install
-install: $(BIN)/.installed ## Create .venv with the pinned versions (uv, pip as fallback; TORCH=cpu|cuda picks torch)
+install: $(BIN)/.installed ## Create .venv with the pinned versions (TORCH=cpu|cuda)
 
 .PHONY: data
-data: install ## Make data/ present: DVC remote if reachable, else the embedded demo data
+data: install ## Make data/ present: DVC remote, else the demo data
 	python -m mlproject.pipeline.data
-
-.PHONY: repro
-repro: data ## Run the DVC pipeline (pulls outputs when a remote is set), print stages and metrics
-	python -m mlproject.report.ci repro
-	@echo
-	dvc metrics show --precision 4 reports/eval/metrics.json
 
 .PHONY: params
 params: install ## Rewrite params.yaml from conf/ (commit both)
 	python -m mlproject.pipeline.config
 
+.PHONY: remote-check
+remote-check: install ## Which DVC remote is configured and whether it answers
+	python -m mlproject.ops.remote check
+
+.PHONY: lock
+lock: install ## Re-resolve requirements/lock.txt (network)
+	uv pip compile pyproject.toml --universal --python-version 3.10 --quiet \
+	  --custom-compile-command "make lock" --annotation-style line \
+	  $(foreach e,$(subst $(comma), ,$(EXTRAS)),--extra $(e)) -o $(LOCK)
+
+.PHONY: clean
+clean: ## Remove pipeline outputs (not data/, the DVC cache or .venv)
+	rm -rf outputs models/model.onnx reports/train reports/eval
+
+# `##@ Section` starts a section; `target: ## text` lists a target in it. CI=1 lists the sections
+# named "CI ..." (make help-ci), CI=0 the others (make help).
+HELP_AWK = /^\#\#@ / {sec = substr($$0, 5); show = ((sec ~ /^CI/) == ci); if (show) printf "\n%s\n", sec} \
+  show && /^[a-zA-Z0-9_-]+:.*\#\# / {split($$0, p, ":.*\#\# "); printf "  make %-18s %s\n", p[1], p[2]}
+
+.PHONY: help help-ci
+help: ## The commands people type (this list)
+	@awk -v ci=0 '$(HELP_AWK)' $(MAKEFILE_LIST)
+	@echo; echo "The steps CI runs: make help-ci. Docs: docs/ (make docs builds the site)."
+
+help-ci: ## The steps the workflows run
+	@awk -v ci=1 '$(HELP_AWK)' $(MAKEFILE_LIST)
+
+##@ Pipeline
+
+# With a DVC remote: dvc repro --pull (outputs come from the remote), else reproduce here.
+.PHONY: repro
+repro: data ## Run the DVC pipeline, print the metrics
+	python -m mlproject.report.ci repro
+	@echo
+	dvc metrics show --precision 4 reports/eval/metrics.json
+
+##@ Experiments
+
 .PHONY: exp
-exp: data ## Run a DVC experiment with Hydra overrides: make exp ARGS="-S model=mlp -S train.lr=0.01"
+exp: data ## A DVC experiment: ARGS="-S model=mlp -S train.lr=0.01"
 	dvc exp run $(ARGS)
 	dvc exp show --only-changed --md
-
-##@ Quality
-
-.PHONY: test
-test: install ## Run the whole test suite (unit, integration, end-to-end)
-	python -m pytest $(PYTEST_ARGS)
-
-.PHONY: test-fast
-test-fast: install ## Run the tests that take seconds (no pipeline runs; the server in-process)
-	python -m pytest -m "not slow" $(PYTEST_ARGS)
-
-.PHONY: lint
-lint: install lint-workflows lint-k8s lint-alerts ## Lint the code, the workflows, the config, the deploy manifests and alert rules
-	ruff check src tests benchmarks
-	ruff format --check src tests benchmarks || { echo "run: ruff format src tests benchmarks"; exit 1; }
-	python -m mlproject.pipeline.config --check
-
-.PHONY: bench
-bench: data ## Benchmark: training loop vs bare loop, pinned vs unpinned training, pipeline, no-op repro, ONNX vs PyTorch
-	python benchmarks/pipeline.py
 
 ##@ Pull-request report and quality gate
 
@@ -105,20 +124,13 @@ CML_VERSION ?= 0.20.6
 WORKFLOWS := $(wildcard .github/workflows/*.yml)
 
 .PHONY: report
-report: install ## PR report vs base (BASE=<rev>): params, metric deltas, gate, plots -> reports/pr/report.md
+report: install ## PR report vs BASE=<rev> (default main) -> reports/pr/
 	python -m mlproject.report build $(if $(BASE),--base $(BASE))
 
+# Floors and max regression come from gate: in conf/config.yaml.
 .PHONY: gate
-gate: install ## Quality gate vs base (BASE=<rev>): floors and max regression from gate: in conf/; exit 1 on fail
+gate: install ## Quality gate vs BASE=<rev>; exit 1 when it fails
 	python -m mlproject.report gate $(if $(BASE),--base $(BASE))
-
-.PHONY: lint-workflows
-lint-workflows: install ## Validate .github/ offline: workflow schema, zizmor (security), actionlint
-	check-jsonschema --builtin-schema vendor.github-workflows $(WORKFLOWS)
-	check-jsonschema --builtin-schema vendor.github-actions .github/actions/*/action.yml
-	check-jsonschema --builtin-schema vendor.dependabot .github/dependabot.yml
-	zizmor --offline --config .github/zizmor.yml --min-severity medium .github/workflows .github/actions
-	actionlint -no-color $(WORKFLOWS)
 
 # act: WORKFLOW=<file in .github/workflows> EVENT=<event> [EVENT_JSON=<payload>] [ACT_ARGS=...]
 WORKFLOW ?= ci.yml
@@ -127,49 +139,13 @@ EVENT_JSON ?=
 ACT_ARGS ?=
 
 .PHONY: act
-act: install ## Run a workflow here with act: make act WORKFLOW=pr.yml EVENT=pull_request [EVENT_JSON=f] [ACT_ARGS=--plan]
+act: install ## Run a workflow here: WORKFLOW=pr.yml EVENT=pull_request
 	python -m mlproject.ops.act "$(WORKFLOW)" "$(EVENT)" $(if $(EVENT_JSON),--event-json "$(EVENT_JSON)") $(ACT_ARGS)
 
+# This branch as a PR into main; cml is recorded, nothing is posted.
 .PHONY: pr-local
-pr-local: ## Run the PR workflow (pr.yml) here with act: this branch as a PR into main; cml recorded
+pr-local: ## Run the PR workflow (pr.yml) here with act
 	$(MAKE) act WORKFLOW=pr.yml EVENT=pull_request
-
-.PHONY: bench-report
-bench-report: data ## Benchmark: make report (outputs cached) and the PR workflow's steps from a clean clone
-	python benchmarks/report.py
-
-# Steps of .github/workflows/pr-loop.yml (the composite action has run `make install` already).
-.PHONY: ci-pr-repro ci-pr-report ci-pr-summary ci-pr-gate ci-pr-comment ci-install-cml ci-test-gpu ci-gpu-runner
-ci-pr-repro: ## CI: make data present, then dvc repro (pulling cached outputs when a remote is set)
-	python -m mlproject.pipeline.data
-	python -m mlproject.report.ci repro
-
-ci-pr-report: ## CI: build the report (the gate's verdict is in it; the gate step fails the job)
-	python -m mlproject.report build $(if $(BASE),--base $(BASE))
-
-ci-pr-summary: ## CI: append the report to the job summary
-	python -m mlproject.report.ci summary
-
-ci-pr-gate: ## CI: fail when the quality gate in reports/pr/report.json failed
-	python -m mlproject.report gate --from-report $(REPORT_DIR)/report.json
-
-# Standard library only: the comment job has python3 and the report artifact, no environment.
-ci-pr-comment: ## CI: post or update the PR's one report comment with CML
-	PYTHONPATH=src $(PYTHON) -m mlproject.report.ci comment
-
-.PHONY: ci-system-packages
-ci-system-packages: ## CI: install the system packages lint and tests need (prometheus/promtool, sudo), as .ci/run does
-	bash .ci/run --setup-only
-
-ci-install-cml: ## CI: install the pinned CML CLI with npm (kept when a runner already has cml)
-	command -v cml >/dev/null || npm install --global --no-fund --no-audit @dvcorg/cml@$(CML_VERSION)
-
-# pytest exits 5 when no test is marked gpu: nothing to run is not a failure.
-ci-test-gpu: ## CI: run the tests marked gpu (on a GPU runner)
-	python -m pytest -m gpu $(PYTEST_ARGS) || test $$? -eq 5
-
-ci-gpu-runner: ## CI: launch a cloud GPU runner with CML (--single, idle timeout)
-	PYTHONPATH=src $(PYTHON) -m mlproject.report.ci launch-runner
 
 ##@ Serving
 
@@ -179,16 +155,14 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 IMAGE ?= mlproject-serve:latest
 
+# Open Inference Protocol + /predict; HOST, PORT, MODEL, CARD.
 .PHONY: serve
-serve: install ## Serve the ONNX model: Open Inference Protocol + /predict (HOST, PORT, MODEL, CARD)
+serve: install ## Serve the ONNX model on HOST:PORT (127.0.0.1:8000)
 	python -m mlproject.serve --model $(MODEL) --card $(CARD) --host $(HOST) --port $(PORT)
 
-.PHONY: bench-serve
-bench-serve: install ## Benchmark serving: /infer vs a hand-written Starlette server (ratio at c=1, 8, 32), eager PyTorch, the bare stack (wrk)
-	python benchmarks/serve.py $(ARGS)
-
+# Without a Docker engine it prints the command to run where one is.
 .PHONY: docker-build
-docker-build: ## Build the serving image (IMAGE); without a Docker engine, print the command
+docker-build: ## Build the serving image (IMAGE)
 	@if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then \
 	  echo "docker build -t $(IMAGE) ."; docker build -t $(IMAGE) .; \
 	else \
@@ -196,51 +170,41 @@ docker-build: ## Build the serving image (IMAGE); without a Docker engine, print
 	  echo "  docker build -t $(IMAGE) ."; \
 	fi
 
-##@ Operations: Kubernetes, alerts, DVC remote, MLflow
-
 STAGE_K8S ?= staging
 
-.PHONY: lint-k8s
-lint-k8s: install ## Validate deploy/k8s (base + rendered overlays) and deploy/kserve offline
-	python -m mlproject.ops.deploy validate
-
 .PHONY: k8s-render
-k8s-render: install ## Print a stage's manifests as kubectl applies them: make k8s-render STAGE_K8S=prod
+k8s-render: install ## Print a stage's Kubernetes manifests: STAGE_K8S=prod
 	python -m mlproject.ops.deploy render $(STAGE_K8S)
 
-.PHONY: lint-alerts
-lint-alerts: install ## Check the Prometheus alert rules (promtool check + unit tests) and the reference shares
-	python -m mlproject.ops.deploy reference-rules --check
-	promtool check rules deploy/prometheus/rules.yml deploy/prometheus/reference.rules.yml
-	promtool test rules deploy/prometheus/rules.test.yml
-
-.PHONY: alerts-reference
-alerts-reference: install ## Regenerate deploy/prometheus/reference.rules.yml from models/reference_profile.json
-	python -m mlproject.ops.deploy reference-rules
-
-.PHONY: track
-track: install ## Log the pipeline's last results to MLflow (MLFLOW_TRACKING_URI or tracking.mlflow)
-	python -m mlproject.pipeline.tracking log
-
-.PHONY: bench-remote
-bench-remote: install ## Benchmark: S3 round trip (moto on loopback): push, pull, make repro from a fresh clone
-	python benchmarks/remote.py $(ARGS)
-
-.PHONY: remote-check
-remote-check: install ## Which DVC remote is configured and whether it answers (exit 1 if not)
-	python -m mlproject.ops.remote check
-
-.PHONY: lint-docker
-lint-docker: install ## Lint the Dockerfile (hadolint)
-	hadolint Dockerfile
-
-##@ Monitoring, retraining and registry
+##@ Monitoring and retraining
 
 # monitor: LOGS=<folder with predictions.jsonl> or DATA=<image folder>; the report goes to MONITOR_OUT.
 LOGS ?=
 DATA ?=
 MONITOR_OUT ?= reports/monitor
 MONITOR_SOURCE = $(if $(LOGS),--logs "$(LOGS)",$(if $(DATA),--data "$(DATA)"))
+
+# Exit 0: no drift, 1: drift, 2: bad input. The report goes to MONITOR_OUT.
+.PHONY: monitor
+monitor: install ## Drift vs the training profile: LOGS=<dir> | DATA=<dir>
+	python -m mlproject.monitor.drift $(MONITOR_SOURCE) --out "$(MONITOR_OUT)"
+
+# Starting the workflow needs gh and GH_TOKEN.
+.PHONY: monitor-retrain
+monitor-retrain: install ## Like monitor; on drift also start the retraining workflow
+	python -m mlproject.monitor.drift $(MONITOR_SOURCE) --out "$(MONITOR_OUT)" --trigger-retrain
+
+.PHONY: alerts-reference
+alerts-reference: install ## Regenerate the Prometheus reference shares from the profile
+	python -m mlproject.ops.deploy reference-rules
+
+# As scheduled; cml and gh are recorded, nothing is posted.
+.PHONY: retrain-local
+retrain-local: ## Run the retraining workflow (retrain.yml) here with act
+	$(MAKE) act WORKFLOW=retrain.yml EVENT=schedule
+
+##@ Model registry
+
 # registry: VERSION=v1.2.0 or BUMP=patch|minor|major; STAGE=prod; REV=<version or git revision>;
 # REPO=<git URL or path> to fetch from; MODEL_OUT=<folder>; PUSH=1 also pushes tags and the model.
 VERSION ?=
@@ -251,51 +215,154 @@ REPO ?= .
 MODEL_OUT ?= dist/model
 PUSH ?=
 
-.PHONY: monitor
-monitor: install ## Drift report vs the training profile: make monitor LOGS=<dir> | DATA=<dir>; exit 1 on drift
-	python -m mlproject.monitor.drift $(MONITOR_SOURCE) --out "$(MONITOR_OUT)"
-
-.PHONY: monitor-retrain
-monitor-retrain: install ## Like monitor; on drift also start the retraining workflow (gh, GH_TOKEN)
-	python -m mlproject.monitor.drift $(MONITOR_SOURCE) --out "$(MONITOR_OUT)" --trigger-retrain
-
-.PHONY: bench-monitor
-bench-monitor: install ## Benchmark: drift check over 10,000 logged records (target <= 5 s)
-	python benchmarks/monitor.py
-
 .PHONY: register
-register: install ## Register the committed model (tag name@vX.Y.Z): [VERSION=v1.2.0 | BUMP=minor] [PUSH=1]
+register: install ## Register the model (name@vX.Y.Z): [VERSION=|BUMP=] [PUSH=1]
 	python -m mlproject.ops.registry register $(if $(VERSION),--version "$(VERSION)") --bump "$(BUMP)" $(if $(PUSH),--push)
 
 .PHONY: promote
-promote: install ## Assign a stage (tag name#stage#N): make promote STAGE=prod [VERSION=v1.2.0] [PUSH=1]
+promote: install ## Assign a stage (name#stage#N): STAGE=prod [VERSION=] [PUSH=1]
 	python -m mlproject.ops.registry promote --stage "$(STAGE)" $(if $(VERSION),--version "$(VERSION)") $(if $(PUSH),--push)
 
+# model.onnx, model_card.json, reference_profile.json -> MODEL_OUT.
 .PHONY: fetch-model
-fetch-model: install ## Download a registered model, card, profile: make fetch-model STAGE=prod | REV=v1.2.0 [REPO=url]
+fetch-model: install ## Download a registered model: STAGE=prod | REV=v1.2.0
 	python -m mlproject.ops.registry fetch $(if $(STAGE),--stage "$(STAGE)",--rev "$(REV)") --repo "$(REPO)" --out "$(MODEL_OUT)"
 
 .PHONY: registry
 registry: install ## Show the model versions and their stages (gto show)
 	python -m mlproject.ops.registry show
 
-.PHONY: retrain-local
-retrain-local: ## Run the retraining workflow (retrain.yml) here with act, as scheduled; cml recorded
-	$(MAKE) act WORKFLOW=retrain.yml EVENT=schedule
+# MLFLOW_TRACKING_URI or tracking.mlflow in conf/config.yaml.
+.PHONY: track
+track: install ## Log the pipeline's last results to MLflow
+	python -m mlproject.pipeline.tracking log
+
+##@ Quality: tests, lint, docs, benchmarks
+
+.PHONY: test
+test: install ## Run the whole test suite (unit, integration, end-to-end)
+	python -m pytest $(PYTEST_ARGS)
+
+.PHONY: test-fast
+test-fast: install ## Run the tests that take seconds (no pipeline runs; the server in-process)
+	python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+.PHONY: lint
+lint: install lint-workflows lint-k8s lint-alerts ## Lint code, config, workflows, manifests, alert rules
+	ruff check src tests benchmarks
+	ruff format --check src tests benchmarks || { echo "run: ruff format src tests benchmarks"; exit 1; }
+	python -m mlproject.pipeline.config --check
+
+# --strict: a broken link, a missing anchor or a page left out of nav fails the build.
+DOCS_PORT ?= 8001
+export NO_MKDOCS_2_WARNING := 1
+
+.PHONY: docs
+docs: install ## Build the docs site into site/ (strict: broken links fail)
+	mkdocs build --strict --site-dir site
+
+.PHONY: docs-serve
+docs-serve: install ## Serve the docs with live reload (DOCS_PORT, default 8001)
+	mkdocs serve --strict --dev-addr 127.0.0.1:$(DOCS_PORT)
+
+# Each prints its figures beside their targets; docs/performance.md holds the current tables.
+.PHONY: bench
+bench: data ## Benchmark the pipeline: training loop, repro, ONNX vs PyTorch
+	python benchmarks/pipeline.py
+
+.PHONY: bench-report
+bench-report: data ## Benchmark the PR report and the PR workflow's steps
+	python benchmarks/report.py
+
+.PHONY: bench-serve
+bench-serve: install ## Benchmark serving (wrk): /infer vs a hand-written Starlette server, ratio at c=1, 8, 32
+	python benchmarks/serve.py $(ARGS)
+
+.PHONY: bench-monitor
+bench-monitor: data ## Benchmark the drift check over 10,000 records (target <= 5 s)
+	dvc repro --quiet profile  # the model, the reference profile and the prepared images it reads
+	python benchmarks/monitor.py
+
+.PHONY: bench-remote
+bench-remote: install ## Benchmark an S3 round trip on loopback: push, pull, repro
+	python benchmarks/remote.py $(ARGS)
+
+##@ CI: the lint and test jobs (ci.yml); make lint runs the lint-* checks
+
+.PHONY: ci-system-packages
+ci-system-packages: ## System packages lint and tests need (promtool), as .ci/run
+	bash .ci/run --setup-only
+
+.PHONY: lint-workflows
+lint-workflows: install ## Validate .github/: workflow schema, zizmor, actionlint
+	check-jsonschema --builtin-schema vendor.github-workflows $(WORKFLOWS)
+	check-jsonschema --builtin-schema vendor.github-actions .github/actions/*/action.yml
+	check-jsonschema --builtin-schema vendor.dependabot .github/dependabot.yml
+	zizmor --offline --config .github/zizmor.yml --min-severity medium .github/workflows .github/actions
+	actionlint -no-color $(WORKFLOWS)
+
+.PHONY: lint-k8s
+lint-k8s: install ## Validate deploy/k8s (base, overlays) and deploy/kserve
+	python -m mlproject.ops.deploy validate
+
+.PHONY: lint-alerts
+lint-alerts: install ## Check the alert rules (promtool) and the reference shares
+	python -m mlproject.ops.deploy reference-rules --check
+	promtool check rules deploy/prometheus/rules.yml deploy/prometheus/reference.rules.yml
+	promtool test rules deploy/prometheus/rules.test.yml
+
+.PHONY: lint-docker
+lint-docker: install ## Lint the Dockerfile (hadolint)
+	hadolint Dockerfile
+
+##@ CI: the pull-request loop (pr.yml, pr-loop.yml)
+
+# Steps of .github/workflows/pr-loop.yml (the composite action has run `make install` already).
+.PHONY: ci-pr-repro ci-pr-report ci-pr-summary ci-pr-gate ci-pr-comment ci-install-cml ci-test-gpu ci-gpu-runner
+ci-pr-repro: ## Make data present, then dvc repro (--pull with a remote)
+	python -m mlproject.pipeline.data
+	python -m mlproject.report.ci repro
+
+ci-pr-report: ## Build the report (the gate step fails the job)
+	python -m mlproject.report build $(if $(BASE),--base $(BASE))
+
+ci-pr-summary: ## Append the report to the job summary
+	python -m mlproject.report.ci summary
+
+ci-pr-gate: ## Fail when the quality gate in reports/pr/report.json failed
+	python -m mlproject.report gate --from-report $(REPORT_DIR)/report.json
+
+# Standard library only: the comment job has python3 and the report artifact, no environment.
+ci-pr-comment: ## Post or update the PR's one report comment with CML
+	PYTHONPATH=src $(PYTHON) -m mlproject.report.ci comment
+
+ci-install-cml: ## Install the pinned CML CLI with npm (unless present)
+	command -v cml >/dev/null || npm install --global --no-fund --no-audit @dvcorg/cml@$(CML_VERSION)
+
+# pytest exits 5 when no test is marked gpu: nothing to run is not a failure.
+ci-test-gpu: ## Run the tests marked gpu (on a GPU runner)
+	python -m pytest -m gpu $(PYTEST_ARGS) || test $$? -eq 5
+
+ci-gpu-runner: ## Launch a cloud GPU runner with CML (--single, idle timeout)
+	PYTHONPATH=src $(PYTHON) -m mlproject.report.ci launch-runner
+
+##@ CI: retraining (retrain.yml)
 
 # Steps of .github/workflows/retrain.yml (the composite action has run `make install` already).
 .PHONY: retrain-data retrain-repro retrain-report retrain-pr
-retrain-data: ## CI: the newest data version (dvc update for an imported dataset, else data.dvc's)
+retrain-data: ## The newest data version (dvc update, else data.dvc's)
 	python -m mlproject.ops.retrain data
 
-retrain-repro: ## CI: retrain: the whole pipeline on that data (dvc repro)
+retrain-repro: ## The whole pipeline on that data (dvc repro)
 	dvc repro
 
-retrain-report: ## CI: the report against the production model (#prod tag's commit, else main)
+retrain-report: ## The report against the production model (#prod, else main)
 	python -m mlproject.ops.retrain report
 
-retrain-pr: ## CI: if the gate passed, dvc push and open or update the pull request (cml pr create)
+retrain-pr: ## If the gate passed: dvc push, open or update the PR
 	python -m mlproject.ops.retrain pr
+
+##@ CI: release (release.yml)
 
 # Steps of .github/workflows/release.yml; TAG is the registry tag (classifier@v1.2.0, classifier#prod#3).
 TAG ?=
@@ -303,54 +370,37 @@ TAG ?=
 RELEASE_IMAGE ?=
 export TAG RELEASE_IMAGE
 .PHONY: release-info release-assets release-publish release-image release-smoke release-push release-pull release-deploy ci-docker-engine
-release-info: ## CI: what TAG releases (version, commit, stage; deploy or not) -> $GITHUB_OUTPUT
+release-info: ## What TAG releases (version, stage, deploy?) -> $GITHUB_OUTPUT
 	python -m mlproject.ops.release info
 
-release-assets: ## CI: model, card, profile, notes, SHA256SUMS of TAG -> dist/release (fetch, else rebuild)
+release-assets: ## Model, card, profile, notes, SHA256SUMS -> dist/release
 	python -m mlproject.ops.release assets
 
-release-publish: ## CI: create or update the GitHub release of TAG's version with the assets (gh)
+release-publish: ## Create or update TAG's GitHub release with the assets
 	python -m mlproject.ops.release publish
 
-release-image: ## CI: docker build the serving image with the released model
+release-image: ## docker build the serving image with the released model
 	python -m mlproject.ops.release image
 
-release-smoke: ## CI: run the image; check health, one OIP inference and one /predict
+release-smoke: ## Run the image: health, one OIP inference, one /predict
 	python -m mlproject.ops.release smoke
 
-release-push: ## CI: push the image to the GitHub container registry
+release-push: ## Push the image to the GitHub container registry
 	python -m mlproject.ops.release push
 
-release-pull: ## CI: docker pull the image of TAG's version (the deploy job)
+release-pull: ## docker pull the image of TAG's version (the deploy job)
 	python -m mlproject.ops.release pull
 
-release-deploy: ## CI: on promotion to prod, move the image's :prod tag (and call DEPLOY_WEBHOOK_URL)
+release-deploy: ## On promotion to prod: move :prod (and DEPLOY_WEBHOOK_URL)
 	python -m mlproject.ops.release deploy
 
 # GITHUB_OUTPUT engine=true|false; the image steps run only with an engine.
-ci-docker-engine: ## CI: is a Docker engine reachable? (-> $GITHUB_OUTPUT engine=true|false; says so when not)
+ci-docker-engine: ## Is a Docker engine here? -> $GITHUB_OUTPUT engine=
 	@if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then \
 	  echo "Docker engine: present"; echo "engine=true" >> "$${GITHUB_OUTPUT:-/dev/null}"; \
 	else \
 	  echo "::notice::No Docker engine on this runner: the image build, smoke test, push and deploy are skipped."; \
 	  echo "engine=false" >> "$${GITHUB_OUTPUT:-/dev/null}"; \
 	fi
-
-##@ Housekeeping
-
-.PHONY: lock
-lock: install ## Re-resolve requirements/lock.txt from pyproject.toml (needs network)
-	uv pip compile pyproject.toml --universal --python-version 3.10 --quiet \
-	  --custom-compile-command "make lock" --annotation-style line \
-	  $(foreach e,$(subst $(comma), ,$(EXTRAS)),--extra $(e)) -o $(LOCK)
-
-.PHONY: clean
-clean: ## Remove pipeline outputs (not data/, not the DVC cache, not .venv)
-	rm -rf outputs models/model.onnx reports/train reports/eval
-
-.PHONY: help
-help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^##@/ {printf "\n%s\n", substr($$0, 5)} \
-	  /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 comma := ,

@@ -5,7 +5,7 @@ rotations) from the prepared validation and test images, then times `python -m
 mlproject.monitor.drift --logs` end to end (interpreter start, imports, parsing, statistics,
 markdown, JSON and both plots) and its parts in-process.
 
-    make bench-monitor      (after `make repro`: needs models/ and outputs/prepared/)
+    make bench-monitor      (brings models/ and outputs/prepared/ up to date first)
 """
 
 from __future__ import annotations

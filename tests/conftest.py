@@ -19,7 +19,9 @@ ENV = {
     **os.environ,
     "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     "DVC_NO_ANALYTICS": "1",
-    "PYTHONDONTWRITEBYTECODE": "1",
+    # Bytecode under the venv (as the Makefile does): each subprocess loads torch, DVC, ... compiled.
+    "PYTHONPYCACHEPREFIX": str(BIN.parent / "pycache"),
+    "PYTHONDONTWRITEBYTECODE": "",
     "GIT_AUTHOR_NAME": "test",
     "GIT_AUTHOR_EMAIL": "test@example.com",
     "GIT_COMMITTER_NAME": "test",

@@ -1,6 +1,6 @@
 """Kubernetes and KServe manifests: offline schema checks (kubernetes-validate, the rendered
-Kustomize overlays, a derived schema for the InferenceService), the promises the README makes
-about the Deployment, and the release's `kubectl apply -k` with a recording kubectl on PATH."""
+Kustomize overlays, a derived schema for the InferenceService), the promises docs/deployment.md
+makes about the Deployment, and the release's `kubectl apply -k` with a recording kubectl on PATH."""
 
 from __future__ import annotations
 

@@ -177,6 +177,8 @@ PINS = {  # ../shared/actions-pins.md: the newest release of each action's newes
     "docker/login-action": "4907a6ddec9925e35a0a9e82d7399ccc52663121",  # v4.1.0
     "hashicorp/setup-terraform": "dfe3c3f87815947d99a8997f908cb6525fc44e9e",  # v4.0.1
     "Azure/setup-kubectl": "829323503d1be3d00ca8346e5391ca0b07a9ab0d",  # v5.1.0
+    "actions/upload-pages-artifact": "fc324d3547104276b827a68afc52ff2a11cc49c9",  # v5.0.0
+    "actions/deploy-pages": "cd2ce8fcbc39b97be8ca5fce6e763baed58fa128",  # v5.0.0
 }
 
 

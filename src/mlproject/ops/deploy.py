@@ -116,7 +116,7 @@ def _check_kserve(document: dict, where: str, root: Path) -> list[str]:
 
 
 def _check_rendered(documents: list[dict], where: str) -> list[str]:
-    """What a schema cannot say: the things the README promises about the Deployment."""
+    """What a schema cannot say: the things docs/deployment.md promises about the Deployment."""
     problems = []
     kinds = {d.get("kind") for d in documents}
     for kind in ("Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"):

@@ -72,7 +72,7 @@ def reason(stderr: str) -> str:
 def check(timeout: float = 120) -> int:
     remote = default_remote()
     if remote is None:
-        print("DVC remote: none configured; the pipeline runs locally (see the README: remotes).")
+        print("DVC remote: none configured; the pipeline runs locally (see docs/data.md).")
         return 0
     where = f"{remote.url}" + (f" at {remote.endpoint}" if remote.endpoint else "")
     print(f"DVC remote: '{remote.name}' -> {where}")

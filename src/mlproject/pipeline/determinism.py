@@ -15,12 +15,13 @@ environment variables, which the libraries read once, when they load; so it must
 - torch: `use_deterministic_algorithms(True)`.
 
 `train.fast: true` opts out (the libraries then pick the fastest path of the machine). On CUDA the
-same bits come back on the same GPU model and software stack only (see README).
+same bits come back on the same GPU model and software stack only (see docs/pipeline.md).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,7 +105,14 @@ def pin_torch(pinning: Pinning) -> None:
         return
     torch.set_num_threads(pinning.threads)
     torch.backends.mkldnn.enabled = False
-    torch.use_deterministic_algorithms(True)
+    if "torch._inductor.config" in sys.modules or not hasattr(
+        torch._C, "_set_deterministic_algorithms"
+    ):
+        torch.use_deterministic_algorithms(True)
+    else:
+        # What torch.use_deterministic_algorithms(True) does, less importing the inductor config
+        # (TorchDynamo with it: ~1-2 s per stage) to set a flag that only torch.compile reads.
+        torch._C._set_deterministic_algorithms(True, warn_only=False)
 
 
 def torch_was_pinned(pinning: Pinning) -> bool:

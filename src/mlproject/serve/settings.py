@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-# name -> (environment variable, help); the README's settings table mirrors this.
+# name -> (environment variable, help); the settings table in docs/serving.md mirrors this.
 ENV = {
     "model": ("MODEL_PATH", "ONNX model file"),
     "card": ("MODEL_CARD", "model card JSON written by the export stage"),
