@@ -244,7 +244,7 @@ test: install ## Run the whole test suite (unit, integration, end-to-end)
 	python -m pytest $(PYTEST_ARGS)
 
 .PHONY: test-fast
-test-fast: install ## Run the tests that take seconds (no pipeline runs)
+test-fast: install ## Run the tests that take seconds (the server in-process)
 	python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 .PHONY: lint
@@ -275,7 +275,7 @@ bench-report: data ## Benchmark the PR report and the PR workflow's steps
 	python benchmarks/report.py
 
 .PHONY: bench-serve
-bench-serve: install ## Benchmark serving (wrk): req/s, p50/p99 vs reference servers
+bench-serve: install ## Benchmark serving (wrk): /infer vs a hand-written server
 	python benchmarks/serve.py $(ARGS)
 
 .PHONY: bench-monitor

@@ -139,7 +139,7 @@ def test_deployment_matches_the_server(kubectl):
     # The grace period covers preStop + uvicorn's graceful shutdown + the log writer's drain.
     main = (ROOT / "src/mlproject/serve/__main__.py").read_text()
     uvicorn_grace = int(re.search(r"timeout_graceful_shutdown=(\d+)", main).group(1))
-    predlog = (ROOT / "src/mlproject/serve/predlog.py").read_text()
+    predlog = (ROOT / "src/mlproject/serve/predlog/queue.py").read_text()
     drain = float(re.search(r"def close\(self, timeout: float = ([\d.]+)\)", predlog).group(1))
     pre_stop = 5  # the preStop sleep
     assert "time.sleep(5)" in " ".join(container["lifecycle"]["preStop"]["exec"]["command"])

@@ -22,6 +22,7 @@ import pytest
 
 from mlproject.core.preprocess import InputSpec, normalize, open_image, to_pixels
 from mlproject.monitor.features import FEATURES, image_features
+from mlproject.serve.client import count_5xx, infer_body, request
 from mlproject.serve.process import ServerProcess
 
 from conftest import require_tool
@@ -50,30 +51,9 @@ def model_files(repo: Path) -> tuple[Path, Path]:
 
 def post(url: str, body: bytes, headers: dict | None = None) -> tuple[int, bytes]:
     parts = urllib.parse.urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
-    try:
-        conn.request(
-            "POST", parts.path + (f"?{parts.query}" if parts.query else ""), body, headers or {}
-        )
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
-
-
-def infer_body(x: np.ndarray) -> bytes:
-    return json.dumps(
-        {
-            "inputs": [
-                {
-                    "name": "input",
-                    "shape": list(x.shape),
-                    "datatype": "FP32",
-                    "data": x.ravel().tolist(),
-                }
-            ]
-        }
-    ).encode()
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    status, _, raw = request(parts.hostname, parts.port, "POST", path, body, headers)
+    return status, raw
 
 
 # --- no PyTorch, settings ----------------------------------------------------------------------
@@ -222,6 +202,24 @@ def test_loop_histogram_exposes_what_prometheus_histogram_does():
     assert generate_latest(ours).decode() == generate_latest(theirs).decode()
 
 
+def test_loop_counter_and_gauge_expose_what_prometheus_counter_and_gauge_do():
+    from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+
+    from mlproject.serve.metrics import LoopCounter, LoopGauge
+
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    counter = LoopCounter("m_requests", "requests", ["route", "status"], registry=ours)
+    gauge = LoopGauge("m_in_progress", "in progress", registry=ours)
+    ref_counter = Counter("m_requests", "requests", ["route", "status"], registry=theirs)
+    ref_gauge = Gauge("m_in_progress", "in progress", registry=theirs)
+    for route, status, n in [("/a", "200", 1), ("/b", "404", 2), ("/a", "200", 3)]:
+        counter.inc(counter.labels(route, status), n)
+        ref_counter.labels(route, status).inc(n)
+    gauge.value += 2
+    ref_gauge.inc(2)
+    assert generate_latest(ours).decode() == generate_latest(theirs).decode()
+
+
 # --- prediction log ----------------------------------------------------------------------------
 
 
@@ -282,15 +280,10 @@ def test_prediction_log_rotates_within_bounds(pipeline_repo, tmp_path):
 
     model = load_model(*model_files(pipeline_repo))
     log = PredictionLog(
-        tmp_path,
-        model.name,
-        model.card["sha256"],
-        model.spec.mean,
-        model.spec.std,
-        model.output_index["probabilities"],
-        model.classes,
-        max_bytes=4000,
-        keep=2,
+        log_config(tmp_path, model.classes, max_bytes=4000, keep=2),
+        mean=model.spec.mean,
+        std=model.spec.std,
+        scores_index=model.output_index["probabilities"],
     )
     log.start()
     pixels = np.random.default_rng(0).integers(0, 256, (5, 1, 8, 8), dtype=np.uint8)
@@ -374,7 +367,7 @@ def test_prediction_log_pixels_keep_request_order_across_routes_and_sizes(tmp_pa
     from mlproject.serve.predlog import PredictionLog
 
     mean, std = (0.5,), (0.25,)
-    log = PredictionLog(tmp_path, "m", "0" * 64, mean, std, 0, ["a", "b"], 1 << 20, 1)
+    log = PredictionLog(log_config(tmp_path, ["a", "b"]), mean=mean, std=std, scores_index=0)
     rng = np.random.default_rng(1)
     sent = []
     for i, (n, size, route) in enumerate(
@@ -412,15 +405,10 @@ def run_log(tmp_path: Path, n: int, **kwargs):
 
     counts = {"written": 0, "dropped": 0}
     log = PredictionLog(
-        tmp_path,
-        "m",
-        "0" * 64,
-        (0.0,),
-        (1.0,),
-        0,
-        ["a", "b"],
-        1 << 20,
-        1,
+        log_config(tmp_path, ["a", "b"]),
+        mean=(0.0,),
+        std=(1.0,),
+        scores_index=0,
         on_written=lambda k: counts.__setitem__("written", counts["written"] + k),
         on_dropped=lambda k: counts.__setitem__("dropped", counts["dropped"] + k),
         **kwargs,
@@ -498,15 +486,6 @@ def test_bench_routes_answer_like_infer_and_exist_only_when_asked(pipeline_repo)
 def server(pipeline_repo):
     with ServerProcess(*model_files(pipeline_repo), cwd=pipeline_repo) as srv:
         yield srv
-
-
-def count_5xx(url: str) -> float:
-    text = urllib.request.urlopen(f"{url}/metrics", timeout=10).read().decode()
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("mlserve_requests_total") and 'status="5' in line
-    )
 
 
 @pytest.mark.slow

@@ -1,6 +1,8 @@
 """Helpers shared by the tests (one copy each): a free loopback port, recorders that stand in for
-`cml`/`gh` on PATH, and a real Prometheus for the operations tests (alert rules, dashboard
-queries). External tools are found with conftest.require_tool (skips here, fails when CI=true)."""
+`cml`/`gh` on PATH, a real Prometheus for the operations tests (alert rules, dashboard queries),
+and for the inference server's tests a tiny ONNX model with its card, PNGs and multipart forms.
+External tools are found with conftest.require_tool (skips here, fails when CI=true). Request
+bodies and raw HTTP calls are in mlproject.serve.client (the benchmark uses them too)."""
 
 from __future__ import annotations
 
@@ -153,3 +155,78 @@ class PrometheusProcess:
                 break
             time.sleep(0.5)
         return groups
+
+
+# --- the inference server ----------------------------------------------------------------------
+
+
+def tiny_model(directory: Path, name: str = "tiny") -> tuple[Path, Path]:
+    """A served model in milliseconds, no pipeline run: a linear classifier over 1x8x8 images
+    (outputs `logits` and `probabilities`, as the export stage writes them) and its card.
+    Returns (model.onnx, model_card.json)."""
+    import hashlib
+
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = np.random.default_rng(0).standard_normal((64, 10)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Flatten", ["input"], ["flat"], axis=1),
+            helper.make_node("MatMul", ["flat", "weights"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+        ],
+        name,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 8, 8])],
+        [
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10]),
+            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 10]),
+        ],
+        [numpy_helper.from_array(weights, "weights")],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(proto)
+    blob = proto.SerializeToString()
+    directory.mkdir(parents=True, exist_ok=True)
+    model, card = directory / "model.onnx", directory / "model_card.json"
+    model.write_bytes(blob)
+    spec = {"height": 8, "width": 8, "channels": 1, "resize": "stretch"}
+    card.write_text(
+        json.dumps(
+            {
+                "name": name,
+                "sha256": hashlib.sha256(blob).hexdigest(),
+                "classes": [str(i) for i in range(10)],
+                "input": {"name": "input", **spec, "mean": [0.3], "std": [0.4]},
+                "output": {"name": "logits", "datatype": "FP32", "shape": [-1, 10]},
+            }
+        )
+    )
+    return model, card
+
+
+def png(pixels) -> bytes:
+    """PNG bytes of a uint8 array (H x W grayscale or H x W x C)."""
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="PNG")
+    return out.getvalue()
+
+
+def multipart(files: list[tuple[str, bytes]], field: str = "files") -> tuple[bytes, dict]:
+    """A multipart/form-data body carrying `files` as (file name, bytes); and its headers."""
+    boundary = "testboundary7d1f"
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename='
+        f'"{name}"\r\nContent-Type: application/octet-stream\r\n\r\n'.encode()
+        + data
+        + b"\r\n"
+        for name, data in files
+    ]
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), {
+        "Content-Type": f"multipart/form-data; boundary={boundary}"
+    }

@@ -27,3 +27,17 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
         media_type="application/json",
         headers=headers,
     )
+
+
+class RequestErrorMiddleware:
+    """Answers a RequestError raised by the app it wraps, as the FastAPI app's exception
+    handler does (for the plain ASGI routes' shorter way in: see app.ServingApp)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except RequestError as exc:
+            await error_response(exc.status, exc.message)(scope, receive, send)

@@ -19,86 +19,15 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from ..core.preprocess import ImageError, normalize, open_image, to_pixels
+from .encoding import JSON_TYPE
 from .errors import RequestError
 from .model import Model
-from .protocol import ERRORS, JSON_TYPE
+from .openapi import PREDICT_DOC, PREDICT_RESPONSE
 
 # Decoding is bounded before it starts: a small PNG can declare a huge canvas.
 MAX_IMAGE_PIXELS = 4096 * 4096
 # Requests with fewer pixels than this in all are decoded on the event loop (see predict).
 INLINE_DECODE_PIXELS = 256 * 256
-
-PREDICT_DOC = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["files"],
-                    "properties": {
-                        "files": {"type": "array", "items": {"type": "string", "format": "binary"}}
-                    },
-                }
-            },
-            JSON_TYPE: {
-                "schema": {
-                    "type": "object",
-                    "required": ["instances"],
-                    "properties": {
-                        "instances": {
-                            "type": "array",
-                            "description": "images as pixel arrays, values 0..255: [height][width] "
-                            "(grayscale) or [height][width][channels] (channels 1, 3 or 4)",
-                            "items": {"type": "array"},
-                        }
-                    },
-                },
-                "example": {"instances": [[[0, 255], [255, 0]]]},
-            },
-        },
-    }
-}
-PREDICT_RESPONSE = {
-    200: {
-        "description": "One prediction per input, in order",
-        "content": {
-            JSON_TYPE: {
-                "schema": {
-                    "type": "object",
-                    "required": ["model", "predictions"],
-                    "properties": {
-                        "model": {"type": "string"},
-                        "model_sha256": {"type": "string"},
-                        "predictions": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "properties": {
-                                    "input": {"type": "string"},
-                                    "class": {"type": "string"},
-                                    "confidence": {"type": "number"},
-                                    "top_k": {
-                                        "type": "array",
-                                        "items": {
-                                            "type": "object",
-                                            "properties": {
-                                                "class": {"type": "string"},
-                                                "probability": {"type": "number"},
-                                            },
-                                        },
-                                    },
-                                },
-                            },
-                        },
-                    },
-                }
-            }
-        },
-    },
-    **{k: v for k, v in ERRORS.items() if k != 404},
-    422: ERRORS[400] | {"description": "A query parameter is out of range"},
-}
 
 
 def _image_pixels(data: bytes, name: str) -> int:

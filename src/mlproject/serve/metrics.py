@@ -16,13 +16,12 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
     PlatformCollector,
     ProcessCollector,
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
@@ -73,25 +72,68 @@ class LoopHistogram(Collector):
         yield family
 
 
+class LoopCounter(Collector):
+    """A counter for increments made on the event loop's thread only, exposed exactly as a
+    prometheus_client Counter is (without `_created`), lock-free as LoopHistogram is."""
+
+    def __init__(self, name: str, documentation: str, labelnames=(), registry=None):
+        self.name, self.documentation = name, documentation
+        self.labelnames = list(labelnames)
+        self.series: dict[tuple[str, ...], list[float]] = {}  # labels -> [value]
+        if registry is not None:
+            registry.register(self)
+
+    def labels(self, *values: str) -> list[float]:
+        """The child for these label values: pass it to inc()."""
+        child = self.series.get(values)
+        if child is None:
+            child = self.series[values] = [0.0]
+        return child
+
+    @staticmethod
+    def inc(child: list[float], amount: float = 1) -> None:
+        child[0] += amount
+
+    def collect(self):
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for values, (total,) in self.series.items():
+            family.add_metric(list(values), total)
+        yield family
+
+
+class LoopGauge(Collector):
+    """An unlabelled gauge set on the event loop's thread only: `gauge.value += 1`."""
+
+    def __init__(self, name: str, documentation: str, registry=None):
+        self.name, self.documentation = name, documentation
+        self.value = 0.0
+        if registry is not None:
+            registry.register(self)
+
+    def collect(self):
+        yield GaugeMetricFamily(self.name, self.documentation, value=self.value)
+
+
 class Metrics:
     def __init__(self, model_name: str, version: str, sha256: str, runtime: str, threads: int):
         self.registry = registry = CollectorRegistry()
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
-        self.requests = Counter(
+        # Everything a request observes is observed on the event loop's thread: lock-free
+        # collectors (LoopCounter, LoopGauge, LoopHistogram), exposed as prometheus_client's own.
+        self.requests = LoopCounter(
             f"{PREFIX}_requests",
             "HTTP requests by route template, method and status code",
             ["route", "method", "status"],
             registry=registry,
         )
-        self.latency = Histogram(
+        self.latency = LoopHistogram(
             f"{PREFIX}_request_duration_seconds",
             "Time from request to response, by route template",
-            ["route"],
             buckets=LATENCY_BUCKETS,
+            labelnames=["route"],
             registry=registry,
         )
-        # Observed on the model path, from the event loop only (see LoopHistogram).
         self.inference = LoopHistogram(
             f"{PREFIX}_inference_duration_seconds",
             "onnxruntime run time, per run (one run may serve several requests)",
@@ -113,13 +155,13 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=registry,
         )
-        self.predictions = Counter(
+        self.predictions = LoopCounter(
             f"{PREFIX}_predictions",
             "Predicted classes (argmax), by API",
             ["api", "class_name"],
             registry=registry,
         )
-        self.in_progress = Gauge(
+        self.in_progress = LoopGauge(
             f"{PREFIX}_requests_in_progress", "Requests being served", registry=registry
         )
         self.model_info = Gauge(
@@ -151,8 +193,8 @@ class Metrics:
                 self.latency.labels(route),
             )
             self._request_children[key] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        children[0][0] += 1
+        self.latency.observe(seconds, children[1])
 
     def observe_run(self, seconds: float, rows: int) -> None:
         """One onnxruntime run; call it on the event loop's thread."""
@@ -169,11 +211,11 @@ class Metrics:
             )
         self.batch.observe(len(predicted), children[0])
         if len(predicted) == 1:
-            children[1][int(predicted[0])].inc()
+            children[1][int(predicted[0])][0] += 1
         else:
             counts = np.bincount(predicted, minlength=len(classes))
             for c in np.flatnonzero(counts):
-                children[1][c].inc(int(counts[c]))
+                children[1][c][0] += int(counts[c])
 
     def exposition(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
@@ -199,11 +241,12 @@ class MetricsMiddleware:
                 status = message["status"]
             await send(message)
 
-        self.metrics.in_progress.inc()
+        in_progress = self.metrics.in_progress
+        in_progress.value += 1
         try:
             await self.app(scope, receive, send_status)
         finally:
-            self.metrics.in_progress.dec()
+            in_progress.value -= 1
             route = scope.get("route")
             method = scope["method"] if scope["method"] in METHODS else "OTHER"
             self.metrics.observe_request(

@@ -11,6 +11,7 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -74,25 +75,32 @@ class Model:
     # What run() hands onnxruntime, worked out once (its wrapper would rebuild the list per run).
     _input_name: str = field(init=False, repr=False)
     _output_names: list[str] = field(init=False, repr=False)
+    output_names: tuple[str, ...] = field(init=False, repr=False)
+    # [1, C, H, W]: the shape of a one-item request, the usual one (None: dynamic sizes).
+    one_item_shape: list[int] | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._input_name = self.inputs[0].name
         self._output_names = [t.name for t in self.outputs]
+        self.output_names = tuple(self._output_names)
+        rest = self.inputs[0].shape[1:]
+        self.one_item_shape = [1, *rest] if all(d >= 0 for d in rest) else None
 
-    @property
+    # Read on every request: worked out once.
+    @cached_property
     def name(self) -> str:
         return self.card["name"]
 
-    @property
+    @cached_property
     def version(self) -> str:
         # The card has no version counter; the content hash identifies the model exactly.
         return self.card["sha256"][:12]
 
-    @property
+    @cached_property
     def classes(self) -> list[str]:
         return self.card["classes"]
 
-    @property
+    @cached_property
     def input(self) -> TensorSpec:
         return self.inputs[0]
 

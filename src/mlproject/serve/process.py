@@ -7,7 +7,6 @@ shutdown: in-flight requests finish, the prediction log is drained).
 
 from __future__ import annotations
 
-import http.client
 import os
 import signal
 import socket
@@ -16,21 +15,13 @@ import sys
 import time
 from pathlib import Path
 
+from .client import request
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
-
-
-def get(host: str, port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
 
 
 class ServerProcess:
@@ -78,7 +69,7 @@ class ServerProcess:
                 self.output = self.proc.stdout.read()
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.output}")
             try:
-                status, _ = get(self.host, self.port, self.ready_path, timeout=0.5)
+                status, _, _ = request(self.host, self.port, "GET", self.ready_path, timeout=0.5)
                 if status == 200:
                     self.startup_seconds = time.perf_counter() - start
                     return self

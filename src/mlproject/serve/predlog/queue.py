@@ -1,0 +1,211 @@
+"""The prediction log's server side: the request path's queue, the hand-off thread that turns
+what is queued into chunks for the writer process's pipe, and that process's lifetime.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from .wire import ROUTE_CODES, encode_chunk, write_all
+from .writer import FILE_NAME, LogConfig
+
+FLUSH_INTERVAL = 0.1  # seconds between the hand-off thread's wake-ups
+HIGH_WATER = 8192  # pending requests that wake the hand-off thread before its timer
+CHUNK = 1024  # requests per chunk at most; the GIL is offered back between chunks
+
+
+class Pending(NamedTuple):
+    """One request's items, as queued by the request path."""
+
+    ts: float
+    route: int  # a code of wire.ROUTES
+    x: np.ndarray  # the model's input, [n, C, H, W]
+    normalized: bool  # float input to un-normalize (/infer), or uint8 pixels already (/predict)
+    scores: np.ndarray  # [n, K]
+
+
+class PredictionLog:
+    """The server's side: the request path's queue, the hand-off thread, the writer process."""
+
+    def __init__(
+        self,
+        config: LogConfig,
+        *,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        scores_index: int,
+        queue_size: int = 100_000,
+        on_written: Callable[[int], None] | None = None,
+        on_dropped: Callable[[int], None] | None = None,
+    ):
+        """`config`: what the writer process needs; mean and std un-normalize /infer's tensors;
+        scores_index: which of the model's outputs is logged as class scores; on_written and
+        on_dropped count records (called from the hand-off thread and the request path)."""
+        self.config = replace(
+            config, directory=str(Path(config.directory).resolve()), classes=list(config.classes)
+        )
+        self.mean = np.asarray(mean, dtype=np.float32).reshape(-1, 1, 1)
+        self.std = np.asarray(std, dtype=np.float32).reshape(-1, 1, 1)
+        self.scores_index = scores_index
+        self.queue_size = queue_size
+        # deque.append is atomic under the GIL and wakes nobody; the thread polls on a timer.
+        self.pending: deque = deque()
+        self.wake = threading.Event()  # set only at HIGH_WATER and by close()
+        self.closing = False
+        self.on_written = on_written or (lambda n: None)
+        self.on_dropped = on_dropped or (lambda n: None)
+        self.thread: threading.Thread | None = None
+        self.process: subprocess.Popen | None = None
+        self.written = 0  # records the writer process reported written, once it has stopped
+        self.broken = False
+
+    def check(self) -> None:
+        """OSError naming the directory unless the log can be written there."""
+        directory = Path(self.config.directory)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            with open(directory / FILE_NAME, "ab"):
+                pass
+        except OSError as exc:
+            raise OSError(
+                f"PREDICTION_LOG: cannot write to {directory} ({exc.strerror or exc})"
+            ) from None
+
+    def start(self) -> None:
+        """Start the writer process and the hand-off thread (create_app has run check())."""
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mlproject.serve.predlog", json.dumps(asdict(self.config))],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            bufsize=0,
+            # Its own session: a Ctrl-C or a signal to the server's process group does not
+            # reach it; it stops when the server closes the pipe, after the last record.
+            start_new_session=True,
+        )
+        self.thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        self.thread.start()
+
+    def submit(
+        self, route: str, x: np.ndarray, normalized: bool, results: list[np.ndarray]
+    ) -> None:
+        """Called on the request path: O(1), never blocks, wakes no thread; drops (and counts)
+        beyond queue_size pending requests."""
+        pending = self.pending
+        n = len(pending)
+        if n >= self.queue_size or self.broken:
+            self.on_dropped(len(x))
+            return
+        pending.append(
+            Pending(time.time(), ROUTE_CODES[route], x, normalized, results[self.scores_index])
+        )
+        if n == HIGH_WATER:  # once per crossing, not per record
+            self.wake.set()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Write everything submitted so far, then stop the thread and the writer process."""
+        if self.thread is None:
+            return
+        self.closing = True
+        self.wake.set()
+        self.thread.join(timeout)
+        self.thread = None
+        process, self.process = self.process, None
+        try:
+            out, _ = process.communicate(timeout=timeout)  # closes the pipe: the writer drains
+            self.written = int(out or 0)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            print("prediction log: the writer did not finish in time", file=sys.stderr)
+
+    # --- hand-off thread -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            self.wake.wait(FLUSH_INTERVAL)
+            self.wake.clear()
+            closing = self.closing  # read before draining: whatever came before close() is in
+            self._drain()
+            if closing:
+                return
+
+    def _drain(self) -> None:
+        pending = self.pending
+        while pending:
+            n = min(len(pending), CHUNK)
+            self._send([pending.popleft() for _ in range(n)])
+
+    def _send(self, entries: list[Pending]) -> None:
+        items = sum(len(e.x) for e in entries)
+        if self.broken:
+            self.on_dropped(items)
+            return
+        try:
+            buffers = [b for group in self.groups(entries) for b in encode_chunk(*group)]
+        except Exception as exc:  # a bug here must not take the server down: count, go on
+            print(f"prediction log: {items} records not logged ({exc!r})", file=sys.stderr)
+            self.on_dropped(items)
+            return
+        try:
+            write_all(self.process.stdin.fileno(), buffers)
+        except OSError as exc:  # the writer died (a full disk, a kill): keep serving, count
+            self.broken = True
+            print(f"prediction log: writer process gone ({exc}); logging stops", file=sys.stderr)
+            self.on_dropped(items)
+            return
+        self.on_written(items)
+
+    def pixels(self, x: np.ndarray, normalized: bool) -> np.ndarray:
+        if not normalized:
+            return x
+        y = x * self.std  # in place from here: one temporary for the whole batch
+        y += self.mean
+        y *= 255.0
+        np.rint(y, out=y)
+        np.clip(y, 0, 255, out=y)
+        return y.astype(np.uint8)
+
+    def groups(self, entries: list[Pending]):
+        """(ts, routes, pixels, scores) per image size (one, unless the model takes several),
+        each item with its request's time and route."""
+        try:  # the usual case: one image size, so one chunk
+            x = np.concatenate([e.x for e in entries])
+        except ValueError:  # several sizes: a chunk per size, below
+            x = None
+        if x is not None:
+            yield self.group(entries, x)
+            return
+        by_shape: dict[tuple, list[Pending]] = {}
+        for e in entries:
+            by_shape.setdefault(e.x.shape[1:], []).append(e)
+        for group in by_shape.values():
+            yield self.group(group, np.concatenate([e.x for e in group]))
+
+    def group(self, entries: list[Pending], x: np.ndarray) -> tuple:
+        """One chunk's arrays; x: the entries' inputs, concatenated."""
+        ts, routes = [e.ts for e in entries], [e.route for e in entries]
+        counts = None
+        if len(x) != len(entries):  # some requests had several items
+            counts = [len(e.x) for e in entries]
+            ts, routes = np.repeat(ts, counts), np.repeat(routes, counts)
+        flags = [e.normalized for e in entries]
+        if flags.count(flags[0]) == len(flags):  # the usual case: one route
+            pixels = self.pixels(x, flags[0])
+        else:  # un-normalize the /infer rows only, in one batch
+            rows = np.repeat(flags, counts) if counts else np.array(flags)
+            pixels = np.empty(x.shape, dtype=np.uint8)
+            pixels[rows] = self.pixels(x[rows], True)
+            pixels[~rows] = x[~rows]
+        scores = np.concatenate([e.scores for e in entries])
+        return np.asarray(ts, dtype=np.float64), np.asarray(routes, dtype=np.uint8), pixels, scores
