@@ -103,6 +103,9 @@ class Streamed:
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=device.type == "cuda",
+            # Its own generator: the workers' base seed must not draw from torch's global one
+            # (dropout draws from that), or streaming would change the model.
+            generator=torch.Generator().manual_seed(0),
         )
 
     def __len__(self) -> int:
