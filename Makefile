@@ -134,6 +134,11 @@ act: install ## Run a workflow here with act: make act WORKFLOW=pr.yml EVENT=pul
 pr-local: ## Run the PR workflow (pr.yml) here with act: this branch as a PR into main; cml recorded
 	$(MAKE) act WORKFLOW=pr.yml EVENT=pull_request
 
+.PHONY: bench-scale
+bench-scale: install ## Benchmark scaling: memory and throughput of streamed vs in-memory data (2,000 -> 8,000 images), then the sweep benchmark
+	python benchmarks/scale_data.py $(ARGS)
+	@if [ -f benchmarks/scale_sweep.py ]; then python benchmarks/scale_sweep.py; fi
+
 .PHONY: bench-report
 bench-report: data ## Benchmark: make report (outputs cached) and the PR workflow's steps from a clean clone
 	python benchmarks/report.py

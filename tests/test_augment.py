@@ -56,10 +56,9 @@ def test_bad_augment_settings_name_the_key():
 
 
 def test_training_augments_the_training_split_only(tmp_path):
-    from test_streaming import rgb_cfg, write_rgb_folder
-
     from mlproject.pipeline.prepare import prepare
     from mlproject.pipeline.train import train
+    from test_streaming import rgb_cfg, write_rgb_folder
 
     data = write_rgb_folder(tmp_path / "data")
     base = ["train.epochs=1", "train.batch_size=8", "model.channels=[4]", "model.hidden=8"]

@@ -66,9 +66,10 @@ def test_chunked_writer_gives_np_savez_bytes_and_reader_reads_rows(tmp_path):
 
 
 def test_writer_with_missing_rows_fails(tmp_path):
-    with pytest.raises(ValueError, match="wrote 2 of 3"), SplitWriter(
-        tmp_path / "s.npz", 3, (1, 2, 2)
-    ) as out:
+    with (
+        pytest.raises(ValueError, match="wrote 2 of 3"),
+        SplitWriter(tmp_path / "s.npz", 3, (1, 2, 2)) as out,
+    ):
         out.write(np.zeros((2, 1, 2, 2), np.uint8), [0, 1])
 
 

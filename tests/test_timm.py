@@ -21,10 +21,10 @@ from mlproject.pipeline.export import export
 from mlproject.pipeline.prepare import prepare
 from mlproject.pipeline.train import train
 from mlproject.serve.process import ServerProcess
-
-from conftest import ENV, ROOT
 from test_serve import multipart, png, request
 from test_streaming import write_rgb_folder
+
+from conftest import ENV, ROOT
 
 CONF = ROOT / "conf"
 

@@ -73,8 +73,10 @@ class _Rows(torch.utils.data.Dataset):
         return len(self.reader)
 
     def __getitem__(self, idx: torch.Tensor):
-        return idx, torch.from_numpy(self.reader.read(idx.numpy())), torch.from_numpy(
-            self.reader.labels[idx.numpy()]
+        return (
+            idx,
+            torch.from_numpy(self.reader.read(idx.numpy())),
+            torch.from_numpy(self.reader.labels[idx.numpy()]),
         )
 
 

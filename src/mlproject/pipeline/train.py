@@ -290,7 +290,9 @@ def train(
                 frozen=backbone if epoch <= frozen_epochs else (),
                 trace=epoch_trace,
             )
-            val_m = evaluate_split(model, normalize, val_data, None, int(tc.batch_size), device, amp)
+            val_m = evaluate_split(
+                model, normalize, val_data, None, int(tc.batch_size), device, amp
+            )
             lr = optimizer.param_groups[0]["lr"]
             if scheduler is not None:
                 scheduler.step()
@@ -352,7 +354,9 @@ def _dump_trace(folder: Path, trace: dict[str, Any], model: nn.Module) -> None:
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode() + tensor.detach().cpu().contiguous().numpy().tobytes())
     folder.mkdir(parents=True, exist_ok=True)
-    write_json(folder / f"rank{trace['rank']}.json", {**trace, "weights_sha256": digest.hexdigest()})
+    write_json(
+        folder / f"rank{trace['rank']}.json", {**trace, "weights_sha256": digest.hexdigest()}
+    )
 
 
 def _open_live(directory: Path | None):
