@@ -177,6 +177,10 @@ def train_one_epoch(
         trace["local"] = totals.tolist()
     if world > 1:  # every rank saw its own shard: sum them so each reports the global epoch
         torch.distributed.all_reduce(totals)
+        # Batch-norm statistics last moved on each rank's own batch: take rank 0's (what the
+        # checkpoint holds), so every rank validates, and decides early stopping, alike.
+        for buffer in model.buffers():
+            torch.distributed.broadcast(buffer, 0)
     return {"loss": (totals[0] / totals[2]).item(), "accuracy": (totals[1] / totals[2]).item()}
 
 
