@@ -14,7 +14,6 @@ names and the input spec, and loads with `torch.load(..., weights_only=True)`.
 from __future__ import annotations
 
 import copy
-import hashlib
 import io
 import math
 import os
@@ -32,16 +31,15 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from ..core.io import atomic_dir, atomic_write_bytes, read_json, write_json
+from ..core.io import atomic_dir, atomic_write_bytes, read_json
 from .augment import build_augment
 from .backbones import backbone_parameters, without_downloads
 from .config import ConfigError, instantiate_model, load_params
 from .determinism import pin_torch, read_pinning, torch_was_pinned
+from .distributed import dump_trace, open_trace, sync_buffers
 from .loader import InMemory, Streamed, index_batches, open_split
 
 PREPARED = Path("outputs/prepared")
-# Set to a folder: every rank writes what it trained on there (rank<N>.json; tests/test_pipeline).
-DEBUG_DUMP_ENV = "MLPROJECT_DEBUG_DUMP"
 CHECKPOINT = Path("outputs/model.pt")
 LIVE_DIR = Path("reports/train")
 
@@ -177,10 +175,7 @@ def train_one_epoch(
         trace["local"] = totals.tolist()
     if world > 1:  # every rank saw its own shard: sum them so each reports the global epoch
         torch.distributed.all_reduce(totals)
-        # Batch-norm statistics last moved on each rank's own batch: take rank 0's (what the
-        # checkpoint holds), so every rank validates, and decides early stopping, alike.
-        for buffer in model.buffers():
-            torch.distributed.broadcast(buffer, 0)
+        sync_buffers(model)
     return {"loss": (totals[0] / totals[2]).item(), "accuracy": (totals[1] / totals[2]).item()}
 
 
@@ -259,8 +254,7 @@ def train(
     scaler = torch.amp.GradScaler("cuda", enabled=amp and not torch.cuda.is_bf16_supported())
     stopper = EarlyStopping(**OmegaConf.to_container(tc.early_stopping))
     generator = torch.Generator().manual_seed(int(tc.seed))
-    dump = os.environ.get(DEBUG_DUMP_ENV)
-    trace: dict[str, Any] | None = {"rank": rank, "world": world, "epochs": []} if dump else None
+    trace = open_trace(rank, world)  # MLPROJECT_DEBUG_DUMP: what this rank did (distributed.py)
 
     live_ctx = atomic_dir(live_dir) if (is_main and live_dir is not None) else nullcontext(None)
     best: dict[str, Any] = {}
@@ -344,23 +338,10 @@ def train(
                 f"best epoch {best['epoch']}: val_acc {best['metrics']['val/accuracy']:.4f}  "
                 f"-> {checkpoint}"
             )
-    if trace is not None:
-        _dump_trace(Path(dump), trace, model)
+    dump_trace(trace, model)
     if world > 1:
         torch.distributed.destroy_process_group()
     return {"epoch": best["epoch"], **best["metrics"]}
-
-
-def _dump_trace(folder: Path, trace: dict[str, Any], model: nn.Module) -> None:
-    """What this rank did (its sample indices, local and logged metrics, a digest of its final
-    weights) as <folder>/rank<N>.json: how the DDP test proves every rank's share."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode() + tensor.detach().cpu().contiguous().numpy().tobytes())
-    folder.mkdir(parents=True, exist_ok=True)
-    write_json(
-        folder / f"rank{trace['rank']}.json", {**trace, "weights_sha256": digest.hexdigest()}
-    )
 
 
 def _open_live(directory: Path | None):
