@@ -31,11 +31,12 @@ from conftest import ENV  # noqa: E402
 
 CHILD = """
 import json, resource, sys, time
+from pathlib import Path
 from mlproject.pipeline.config import compose
 from mlproject.pipeline.train import train
 cfg = compose(json.loads(sys.argv[1]), conf_dir=sys.argv[2])
 start = time.perf_counter()
-train(cfg, prepared=sys.argv[3], checkpoint=sys.argv[4], live_dir=None, log=lambda _: None)
+train(cfg, prepared=Path(sys.argv[3]), checkpoint=Path(sys.argv[4]), live_dir=None, log=lambda _: None)
 print(json.dumps({"seconds": time.perf_counter() - start,
                   "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
@@ -92,7 +93,7 @@ def train_once(overrides: list[str], prepared: Path, work: Path) -> dict[str, fl
     def sample() -> None:
         while proc.poll() is None:
             peak[0] = max(peak[0], tree_pss_kb(proc.pid))
-            time.sleep(0.05)
+            time.sleep(0.2)  # reading smaps costs CPU: sample sparingly
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()

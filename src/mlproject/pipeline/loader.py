@@ -32,6 +32,21 @@ def index_batches(
         yield order[start : start + batch_size]
 
 
+def steady_heap(threshold: int = 2**20) -> None:
+    """Keep glibc from growing the heap with the step count: its mmap threshold adapts upward
+    as large tensors are freed, after which they come from a heap that fragments, so resident
+    memory grew with the number of batches (+5% from 2,000 to 8,000 images). A fixed threshold
+    returns every tensor over 1 MiB to the system when freed (benchmarks/scale_data.py)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-3, threshold)  # M_MMAP_THRESHOLD; also switches the adaptation off
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
+        pass
+
+
 def streams(data_cfg: DictConfig, split_bytes: int) -> bool:
     """Whether a split of split_bytes pixels is streamed from disk (data.in_memory)."""
     mode = data_cfg.get("in_memory", "auto")
@@ -126,5 +141,6 @@ def open_split(
     path = Path(prepared) / f"{split}.npz"
     reader = SplitReader(path)
     if streams(data_cfg, reader.nbytes):
+        steady_heap()
         return Streamed(reader, device, int(data_cfg.get("workers", 2)))
     return InMemory.load(path, device)
