@@ -283,6 +283,11 @@ bench-monitor: data ## Benchmark the drift check over 10,000 records (target <= 
 	dvc repro --quiet profile  # the model, the reference profile and the prepared images it reads
 	python benchmarks/monitor.py
 
+.PHONY: bench-scale
+bench-scale: data ## Benchmark scale-out: streamed vs in-memory data, sweep and HPO
+	python benchmarks/scale_data.py $(ARGS)
+	python benchmarks/scale_sweep.py
+
 .PHONY: bench-remote
 bench-remote: install ## Benchmark an S3 round trip on loopback: push, pull, repro
 	python benchmarks/remote.py $(ARGS)

@@ -58,8 +58,8 @@ def uv_args(config: dict[str, list[str]], torch: str) -> list[str]:
     for url in extra:
         args += ["--extra-index-url", url]
     if extra or config["find-links"]:
-        # pip's rule: the best version from any source (a local build like 2.13.0+cpu sorts above
-        # 2.13.0). uv's default takes the first index that has the package at all.
+        # pip's rule: the best version from any source (a local build like 2.14.1+cpu sorts above
+        # 2.14.1). uv's default takes the first index that has the package at all.
         args += ["--index-strategy", "unsafe-best-match"]
     return args
 

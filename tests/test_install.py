@@ -35,7 +35,7 @@ def test_pip_configuration_becomes_uv_options(tmp_path):
     args = sources(tmp_path, config=PIP_CONF)
     assert args[:2] == ["--find-links", "/opt/wheels"]
     assert args[4:6] == ["--extra-index-url", "https://mirror.example/simple"]
-    # pip takes the best version from any source (2.13.0+cpu from find-links); so must uv.
+    # pip takes the best version from any source (2.14.1+cpu from find-links); so must uv.
     assert args[-2:] == ["--index-strategy", "unsafe-best-match"]
     assert sources(tmp_path, "--cert", config=PIP_CONF) == ["/etc/ssl/certs/ca.pem"]
 

@@ -146,16 +146,45 @@ def test_experiment_swaps_the_model_group(pipeline_repo, tmp_path):
 
 
 def test_torchrun_trains_with_ddp_on_cpu(pipeline_repo, tmp_path):
+    """What DDP must do, proved from each rank's debug dump (MLPROJECT_DEBUG_DUMP): every rank
+    trained on its own shard, all ranks end with the same weights (the DDP wrapper's gradient
+    all-reduce), and the metrics logged are the global ones (the metric all-reduce). Without
+    either all-reduce this test fails (checked by removing each)."""
     repo = _copy(pipeline_repo, tmp_path / "ddp")
     params = repo / "params.yaml"
     params.write_text(params.read_text().replace("epochs: 40", "epochs: 2"))
     (repo / "outputs/model.pt").unlink()
+    dump = tmp_path / "dump"
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    out = run([*torchrun, "-m", "mlproject.pipeline.train"], repo).stdout
+    env = {**ENV, "MLPROJECT_DEBUG_DUMP": str(dump)}
+    out = run([*torchrun, "-m", "mlproject.pipeline.train"], repo, env=env).stdout
     assert "(2 processes)" in out
     assert out.count("epoch   1/2") == 1  # only rank 0 reports
     payload = torch.load(repo / "outputs/model.pt", weights_only=True)
     assert payload["config"]["train"]["epochs"] == 2
+
+    ranks = [_json(dump / f"rank{r}.json") for r in (0, 1)]
+    assert [r["world"] for r in ranks] == [2, 2]
+    assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]  # identical weights
+    n_train = sum(_json(repo / "outputs/prepared/meta.json")["counts"]["train"])
+    for epoch in range(2):
+        shards = [r["epochs"][epoch]["indices"] for r in ranks]
+        assert all(len(s) == len(set(s)) for s in shards)  # no sample twice on a rank
+        assert set(shards[0]).isdisjoint(shards[1])  # each rank its own shard...
+        assert set(shards[0]) | set(shards[1]) == set(range(n_train))  # ...together all of it
+        assert abs(len(shards[0]) - len(shards[1])) <= 1
+        # Logged = sums over both ranks' local (loss sum, correct, count); not a rank's own.
+        local = [r["epochs"][epoch]["local"] for r in ranks]
+        loss_sum, correct, count = (a + b for a, b in zip(*local, strict=True))
+        assert count == n_train
+        for r in ranks:
+            logged = r["epochs"][epoch]["logged"]
+            assert logged["train/loss"] == pytest.approx(loss_sum / count, rel=1e-5)
+            assert logged["train/accuracy"] == pytest.approx(correct / count, rel=1e-5)
+        own = [loss / n for loss, _, n in local]
+        assert own[0] != pytest.approx(own[1], rel=1e-6)  # the shards differ: the check bites
+    written = _json(repo / "reports/train/metrics.json")  # what DVCLive wrote on rank 0
+    assert written["train"]["loss"] == ranks[0]["epochs"][-1]["logged"]["train/loss"]
 
 
 def test_unknown_group_option_fails_the_experiment_naming_it(pipeline_repo, tmp_path):

@@ -42,6 +42,10 @@ class DataSchema:
     resize: str = "stretch"
     split: SplitSchema = field(default_factory=SplitSchema)
     min_images_per_class: int = 5
+    # auto: stream a split from disk when its pixels exceed memory_budget_mb (loader.py).
+    in_memory: Any = "auto"
+    memory_budget_mb: int = 1024
+    workers: int = 2
 
 
 @dataclass
@@ -62,6 +66,7 @@ class TrainSchema:
     amp: bool = True
     threads: int = 1
     fast: bool = False
+    freeze_backbone_epochs: int = 0
     optimizer: Any = None
     scheduler: Any = None
     early_stopping: EarlyStoppingSchema = field(default_factory=EarlyStoppingSchema)
@@ -84,6 +89,7 @@ SCHEMAS: dict[str, type] = {
 CHOICES = {
     "data.resize": ("stretch", "pad"),
     "data.channels": (1, 3),
+    "data.in_memory": ("auto", True, False),
     "train.early_stopping.mode": ("min", "max"),
 }
 
@@ -153,6 +159,8 @@ def instantiate_model(model_cfg: DictConfig, **shape: Any):
     try:
         return instantiate(model_cfg, **shape)
     except InstantiationException as exc:
+        if isinstance(exc.__cause__, ConfigError):  # the model's own message names the key
+            raise exc.__cause__ from None
         raise ConfigError(
             f"model: cannot build '{model_cfg.get('_target_')}': {exc}. "
             "Check the keys in conf/model/ against the class's arguments."

@@ -1,7 +1,8 @@
 """Stage `prepare`: validate the raw image folder and make a stratified train/val/test split.
 
 Outputs (all written atomically): outputs/prepared/{train,val,test}.npz with uint8 pixels
-[N, C, H, W] and int64 labels, and meta.json with the class list, the per-channel normalization
+[N, C, H, W] and int64 labels, written in chunks of images so that a dataset larger than memory
+prepares (and trains, see loader.py) without loading whole, and meta.json with the class list, the per-channel normalization
 statistics of the training split, the counts and the file list of every split.
 """
 
@@ -19,57 +20,81 @@ from ..core.io import atomic_dir, write_json
 from ..core.paths import PREPARED
 from .config import load_params
 from .data import discover, load_pixels, stratified_split
+from .splits import SplitWriter
 
 OUT_DIR = PREPARED
+CHUNK = 512  # images loaded at a time
 
 
-def prepare(cfg: DictConfig, out_dir: Path = OUT_DIR) -> dict[str, Any]:
+def prepare(cfg: DictConfig, out_dir: Path = OUT_DIR, chunk: int = CHUNK) -> dict[str, Any]:
     data = cfg.data
     height, width = (int(v) for v in data.image_size)
+    channels = int(data.channels)
     dataset = discover(data.root, list(data.extensions), int(data.min_images_per_class))
-    pixels = load_pixels(dataset.files, height, width, int(data.channels), data.resize)
     splits = stratified_split(dataset.labels, data.split.val, data.split.test, data.split.seed)
 
-    train_x = pixels[splits["train"]].astype(np.float64) / 255.0
-    mean = train_x.mean(axis=(0, 2, 3))
-    std = np.maximum(train_x.std(axis=(0, 2, 3)), 1e-6)
-    root = Path(data.root)
-    meta = {
-        "classes": dataset.classes,
-        "input": {
-            "height": height,
-            "width": width,
-            "channels": int(data.channels),
-            "resize": data.resize,
-            "mean": [round(float(v), 6) for v in mean],
-            "std": [round(float(v), 6) for v in std],
-        },
-        "counts": {
-            name: np.bincount(dataset.labels[idx], minlength=len(dataset.classes)).tolist()
-            for name, idx in splits.items()
-        },
-        "leakage": {"duplicate_images_across_splits": _cross_split_duplicates(pixels, splits)},
-        "files": {
-            name: [dataset.files[i].relative_to(root).as_posix() for i in idx]
-            for name, idx in splits.items()
-        },
-    }
+    stats = PixelStats(channels)
+    train_digests: set[bytes] = set()
+    duplicates = 0
     with atomic_dir(out_dir) as tmp:
-        for name, idx in splits.items():
-            # np.savez (not _compressed) stores fixed zip timestamps: identical bytes every run.
-            np.savez(tmp / f"{name}.npz", x=pixels[idx], y=dataset.labels[idx])
+        # Image by image, chunk by chunk: a split never sits in memory whole (splits.py).
+        for name, idx in splits.items():  # train first: the leakage check needs its digests
+            with SplitWriter(tmp / f"{name}.npz", len(idx), (channels, height, width)) as out:
+                for start in range(0, len(idx), chunk):
+                    part = idx[start : start + chunk]
+                    files = [dataset.files[i] for i in part]
+                    pixels = load_pixels(files, height, width, channels, data.resize)
+                    out.write(pixels, dataset.labels[part])
+                    digests = [hashlib.sha1(image.tobytes()).digest() for image in pixels]
+                    if name == "train":
+                        stats.add(pixels)
+                        train_digests.update(digests)
+                    else:  # val/test images pixel-identical to a training image: leakage
+                        duplicates += sum(d in train_digests for d in digests)
+        root = Path(data.root)
+        mean, std = stats.mean_std()
+        meta = {
+            "classes": dataset.classes,
+            "input": {
+                "height": height,
+                "width": width,
+                "channels": channels,
+                "resize": data.resize,
+                "mean": [round(float(v), 6) for v in mean],
+                "std": [round(float(v), 6) for v in std],
+            },
+            "counts": {
+                name: np.bincount(dataset.labels[idx], minlength=len(dataset.classes)).tolist()
+                for name, idx in splits.items()
+            },
+            "leakage": {"duplicate_images_across_splits": duplicates},
+            "files": {
+                name: [dataset.files[i].relative_to(root).as_posix() for i in idx]
+                for name, idx in splits.items()
+            },
+        }
         write_json(tmp / "meta.json", meta)
     return meta
 
 
-def _cross_split_duplicates(pixels: np.ndarray, splits: dict[str, np.ndarray]) -> int:
-    """How many val/test images are pixel-identical to a training image (data leakage check)."""
-    train = {hashlib.sha1(pixels[i].tobytes()).digest() for i in splits["train"]}
-    return sum(
-        hashlib.sha1(pixels[i].tobytes()).digest() in train
-        for name in ("val", "test")
-        for i in splits[name]
-    )
+class PixelStats:
+    """Per-channel mean and std of uint8 images in [0, 1], summed exactly in integers."""
+
+    def __init__(self, channels: int):
+        self.total = np.zeros(channels, dtype=np.uint64)
+        self.squares = np.zeros(channels, dtype=np.uint64)
+        self.count = 0
+
+    def add(self, pixels: np.ndarray) -> None:
+        wide = pixels.astype(np.uint64)
+        self.total += wide.sum(axis=(0, 2, 3))
+        self.squares += (wide * wide).sum(axis=(0, 2, 3))
+        self.count += pixels.shape[0] * pixels.shape[2] * pixels.shape[3]
+
+    def mean_std(self) -> tuple[np.ndarray, np.ndarray]:
+        mean = self.total.astype(np.float64) / self.count
+        var = self.squares.astype(np.float64) / self.count - mean * mean
+        return mean / 255.0, np.maximum(np.sqrt(np.maximum(var, 0.0)) / 255.0, 1e-6)
 
 
 @entry_point(stage="prepare")

@@ -19,7 +19,6 @@ import math
 import os
 import random
 import time
-from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -34,9 +33,12 @@ from torch import nn
 from ..core.cli import entry_point
 from ..core.io import atomic_dir, atomic_write_bytes, read_json
 from ..core.paths import CHECKPOINT, PREPARED
+from .augment import build_augment
+from .backbones import backbone_parameters, without_downloads
 from .config import ConfigError, instantiate_model, load_params
-from .data import load_split
 from .determinism import pin_torch, read_pinning, torch_was_pinned
+from .distributed import dump_trace, open_trace, sync_buffers
+from .loader import InMemory, Streamed, index_batches, open_split
 
 LIVE_DIR = Path("reports/train")
 
@@ -83,14 +85,12 @@ class Normalizer(nn.Module):
         return (x.float() - self.mean) * self.inv_std
 
 
-def batches(
-    n: int, batch_size: int, generator: torch.Generator | None = None, rank: int = 0, world: int = 1
-) -> Iterator[torch.Tensor]:
-    """Index batches over n samples: shuffled when a generator is given; sharded across ranks."""
-    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-    order = order[rank::world]
-    for start in range(0, len(order), batch_size):
-        yield order[start : start + batch_size]
+batches = index_batches  # the index batches every data source draws (loader.py)
+
+
+def _source(x, y) -> InMemory | Streamed:
+    """Tensors (x, y) or a loader source (x, with y None): what the loops iterate."""
+    return x if y is None else InMemory(x, y)
 
 
 class EarlyStopping:
@@ -125,44 +125,77 @@ class EarlyStopping:
 
 
 def train_one_epoch(
-    model, normalize, optimizer, scaler, x, y, batch_size, generator, device, amp, rank=0, world=1
+    model,
+    normalize,
+    optimizer,
+    scaler,
+    x,
+    y,
+    batch_size,
+    generator,
+    device,
+    amp,
+    rank=0,
+    world=1,
+    *,
+    augment=None,
+    frozen=(),
+    trace=None,
 ) -> dict[str, float]:
+    """One epoch over this rank's shard; x, y tensors, or x a loader source and y None.
+    augment: uint8 batch -> uint8 batch; frozen: parameters kept still; trace: gets (indices,
+    local loss sum, local correct, local count) of the epoch (the DDP test's debug dump)."""
     model.train()
     total_loss = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
-    for idx in batches(len(y), batch_size, generator, rank, world):
-        inputs, targets = normalize(x[idx]), y[idx]
+    for idx, pixels, targets in _source(x, y).batches(batch_size, generator, rank, world):
+        if augment is not None:
+            pixels = augment(pixels)
+        inputs = normalize(pixels)
         with autocast(device, amp):
             logits = model(inputs)
             loss = F.cross_entropy(logits, targets)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
+        for param in frozen:  # no gradient: the optimizer leaves it (and its decay) alone
+            param.grad = None
         scaler.step(optimizer)
         scaler.update()
         total_loss += loss.detach() * len(idx)
         correct += (logits.argmax(1) == targets).sum()
         seen += len(idx)
+        if trace is not None:
+            trace.setdefault("indices", []).extend(idx.tolist())
     totals = torch.stack(
         [total_loss, correct.to(total_loss.dtype), torch.tensor(float(seen), device=device)]
     )
+    if trace is not None:
+        trace["local"] = totals.tolist()
     if world > 1:  # every rank saw its own shard: sum them so each reports the global epoch
         torch.distributed.all_reduce(totals)
+        sync_buffers(model)
     return {"loss": (totals[0] / totals[2]).item(), "accuracy": (totals[1] / totals[2]).item()}
 
 
 @torch.no_grad()
 def predict_logits(model, normalize, x, batch_size, device, amp=False) -> torch.Tensor:
+    """Logits of every image of x (a tensor, or a loader source), in order."""
     model.eval()
     outs = []
-    for idx in batches(len(x), batch_size):
+    source = x if isinstance(x, (InMemory, Streamed)) else InMemory(x, x.new_empty(len(x)))
+    for _, pixels, _ in source.batches(batch_size):
         with autocast(device, amp):
-            outs.append(model(normalize(x[idx])).float())
+            outs.append(model(normalize(pixels)).float())
     return torch.cat(outs)
 
 
 def evaluate_split(model, normalize, x, y, batch_size, device, amp) -> dict[str, float]:
-    logits = predict_logits(model, normalize, x, batch_size, device, amp)
+    """Loss and accuracy on a split: x, y tensors, or x a loader source and y None."""
+    source = _source(x, y)
+    logits = predict_logits(model, normalize, source, batch_size, device, amp)
+    y = source.y if isinstance(source, InMemory) else torch.from_numpy(source.reader.labels)
+    y = y.to(logits.device)
     return {
         "loss": F.cross_entropy(logits, y).item(),
         "accuracy": (logits.argmax(1) == y).float().mean().item(),
@@ -198,16 +231,20 @@ def train(
 
     meta = read_json(prepared / "meta.json")
     spec, classes = meta["input"], meta["classes"]
-    x_train, y_train = (torch.from_numpy(a).to(device) for a in load_split(prepared, "train"))
-    x_val, y_val = (torch.from_numpy(a).to(device) for a in load_split(prepared, "val"))
+    train_data = open_split(prepared, "train", cfg.data, device)
+    val_data = open_split(prepared, "val", cfg.data, device)
     normalize = Normalizer(spec["mean"], spec["std"]).to(device)
+    size = [spec["height"], spec["width"]]
+    augment = build_augment(cfg.get("augment"), size, spec["channels"], int(tc.seed) + rank)
 
     model = instantiate_model(
         cfg.model,
         in_channels=spec["channels"],
         num_classes=len(classes),
-        image_size=[spec["height"], spec["width"]],
+        image_size=size,
     ).to(device)
+    frozen_epochs = int(tc.get("freeze_backbone_epochs", 0))
+    backbone = backbone_parameters(model) if frozen_epochs > 0 else []
     net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     optimizer = instantiate(tc.optimizer)(model.parameters())
     scheduler = instantiate(tc.scheduler)(optimizer) if tc.get("scheduler") else None
@@ -216,6 +253,7 @@ def train(
     scaler = torch.amp.GradScaler("cuda", enabled=amp and not torch.cuda.is_bf16_supported())
     stopper = EarlyStopping(**OmegaConf.to_container(tc.early_stopping))
     generator = torch.Generator().manual_seed(int(tc.seed))
+    trace = open_trace(rank, world)  # MLPROJECT_DEBUG_DUMP: what this rank did (distributed.py)
 
     live_ctx = atomic_dir(live_dir) if (is_main and live_dir is not None) else nullcontext(None)
     best: dict[str, Any] = {}
@@ -224,26 +262,34 @@ def train(
         if is_main:
             log(
                 f"train: {type(model).__name__} on {device} ({world} process{'es' * (world > 1)}), "
-                f"{len(y_train)} train / {len(y_val)} val samples, amp={'on' if amp else 'off'}"
+                f"{len(train_data)} train / {len(val_data)} val samples"
+                f"{' (streamed from disk)' if train_data.streamed else ''}, "
+                f"amp={'on' if amp else 'off'}"
                 + (f", {pinning.describe()}" if device.type == "cpu" else "")
             )
         for epoch in range(1, int(tc.epochs) + 1):
             start = time.perf_counter()
+            epoch_trace = {} if trace is not None else None
             train_m = train_one_epoch(
                 net,
                 normalize,
                 optimizer,
                 scaler,
-                x_train,
-                y_train,
+                train_data,
+                None,
                 int(tc.batch_size) // world,
                 generator,
                 device,
                 amp,
                 rank,
                 world,
+                augment=augment,
+                frozen=backbone if epoch <= frozen_epochs else (),
+                trace=epoch_trace,
             )
-            val_m = evaluate_split(model, normalize, x_val, y_val, int(tc.batch_size), device, amp)
+            val_m = evaluate_split(
+                model, normalize, val_data, None, int(tc.batch_size), device, amp
+            )
             lr = optimizer.param_groups[0]["lr"]
             if scheduler is not None:
                 scheduler.step()
@@ -254,6 +300,8 @@ def train(
                 "val/accuracy": val_m["accuracy"],
                 "lr": lr,
             }
+            if trace is not None:
+                trace["epochs"].append({**epoch_trace, "logged": metrics})
             improved = stopper.improved(metrics)
             if improved:
                 best = {
@@ -289,6 +337,7 @@ def train(
                 f"best epoch {best['epoch']}: val_acc {best['metrics']['val/accuracy']:.4f}  "
                 f"-> {checkpoint}"
             )
+    dump_trace(trace, model)
     if world > 1:
         torch.distributed.destroy_process_group()
     return {"epoch": best["epoch"], **best["metrics"]}
@@ -326,7 +375,7 @@ def load_checkpoint(path: Path = CHECKPOINT, device: str | torch.device = "cpu")
     payload = torch.load(path, map_location=device, weights_only=True)
     spec = payload["input"]
     model = instantiate_model(
-        OmegaConf.create(payload["config"]["model"]),
+        OmegaConf.create(without_downloads(payload["config"]["model"])),
         in_channels=spec["channels"],
         num_classes=len(payload["classes"]),
         image_size=[spec["height"], spec["width"]],
