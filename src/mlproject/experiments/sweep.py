@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from .dvcexp import (
-    ExperimentError,
     Experiment,
+    ExperimentError,
     Objective,
     dvc,
     dvc_env,
