@@ -75,6 +75,44 @@ exp: data ## Run a DVC experiment with Hydra overrides: make exp ARGS="-S model=
 	dvc exp run $(ARGS)
 	dvc exp show --only-changed --md
 
+##@ Experiments: sweeps and hyperparameter search (docs/experiments.md)
+
+# sweep: ARGS=Hydra sweep overrides (-S 'key=v1,v2' ...), JOBS=queue workers, SWEEP_TIMEOUT=seconds (0: none)
+JOBS ?= 1
+SWEEP_TIMEOUT ?= 0
+# hpo: TRIALS=finished trials wanted in all (a rerun continues the study), SPACE=search space file
+TRIALS ?= 20
+SPACE ?= conf/hpo/default.yaml
+
+.PHONY: sweep
+sweep: data ## Grid sweep as DVC experiments: make sweep ARGS="-S 'train.lr=0.001,0.01' -S 'model=cnn,mlp'" JOBS=2
+	python -m mlproject.experiments.sweep run $(ARGS) --jobs $(JOBS) --timeout $(SWEEP_TIMEOUT)
+
+.PHONY: hpo
+hpo: data ## Optuna search, each trial a DVC experiment: make hpo TRIALS=20 JOBS=1 SPACE=conf/hpo/default.yaml
+	python -m mlproject.experiments.hpo --trials $(TRIALS) --jobs $(JOBS) --space $(SPACE)
+
+.PHONY: bench-sweep
+bench-sweep: data ## Benchmark: 4-experiment sweep with JOBS=2 vs one by one; HPO trial vs plain dvc exp run
+	python benchmarks/scale_sweep.py $(ARGS)
+
+# Steps of .github/workflows/sweep.yml. SHARD=i of SHARDS (matrix jobs); ARGS as for sweep.
+SHARD ?= 0
+SHARDS ?= 1
+.PHONY: ci-sweep-plan ci-sweep-shard ci-sweep-collect ci-sweep-pr
+# Standard library only: the plan job has python3 and the checkout, no environment.
+ci-sweep-plan: ## CI: the matrix's shards, [0, ..., SHARDS-1] -> $GITHUB_OUTPUT shards=
+	PYTHONPATH=src $(PYTHON) -m mlproject.experiments.ci plan --total $(SHARDS)
+
+ci-sweep-shard: data ## CI: run share SHARD of SHARDS of the grid (ARGS) or TRIALS/SHARDS trials, push them (dvc exp push origin)
+	python -m mlproject.experiments.ci shard --index $(SHARD) --total $(SHARDS) --trials $(TRIALS) $(ARGS)
+
+ci-sweep-collect: ## CI: pull every shard's experiments, rank them, write the job summary
+	python -m mlproject.experiments.ci collect $(ARGS)
+
+ci-sweep-pr: ## CI: branch the best experiment (dvc exp branch) and open a pull request (cml pr create)
+	python -m mlproject.experiments.ci pr $(ARGS)
+
 ##@ Quality
 
 .PHONY: test

@@ -32,7 +32,9 @@ def dvc_env() -> dict[str, str]:
     return {**os.environ, "PATH": path, "DVC_NO_ANALYTICS": "1", "PYTHONUNBUFFERED": "1"}
 
 
-def dvc(*args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
+def dvc(
+    *args: str, timeout: float = 300, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """Run `dvc args...`, output captured, within `timeout` seconds (DVC can wait on a lock
     forever). Output goes through files, not pipes: `dvc queue start` leaves workers running that
     inherit them, and a pipe would stay open until they exit."""
@@ -40,7 +42,12 @@ def dvc(*args: str, timeout: float = 300, check: bool = True) -> subprocess.Comp
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         try:
             code = subprocess.run(
-                command, stdout=out, stderr=err, text=True, env=dvc_env(), timeout=timeout
+                command,
+                stdout=out,
+                stderr=err,
+                text=True,
+                env={**dvc_env(), **(env or {})},
+                timeout=timeout,
             ).returncode
         except subprocess.TimeoutExpired:
             raise ExperimentError(

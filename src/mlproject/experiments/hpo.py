@@ -148,11 +148,25 @@ def study_for(space: Space, target: Objective):
     return study
 
 
-def search(space_file: Path, trials: int, jobs: int = 1, metric: str | None = None) -> int:
+def search(
+    space_file: Path,
+    trials: int,
+    jobs: int = 1,
+    metric: str | None = None,
+    shard: int | None = None,
+) -> int:
+    """Run the study up to `trials` finished trials. `shard` (CI's matrix): a study of its own,
+    `<study>-<shard>`, seeded apart, so runners that share nothing search side by side."""
+    import warnings
+
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     space = load_space(space_file)
+    if shard is not None:
+        space.study = f"{space.study}-{shard}"
+        space.sampler = {**space.sampler, "seed": (space.sampler.get("seed") or 0) + shard}
     target = objective(metric=metric or space.metric)
     study = study_for(space, target)
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -239,17 +253,21 @@ def write_reports(study, space: Space, target: Objective, out: Path = OUT) -> in
 
 def _plots(study, out: Path) -> None:
     """Optuna's optimization history and parameter importances (matplotlib), as PNG."""
+    import warnings
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as ovm
 
-    plots = {"history.png": ovm.plot_optimization_history, "importance.png": None}
+    plots = {"history.png": ovm.plot_optimization_history}
     plots["importance.png"] = ovm.plot_param_importances
     for name, draw in plots.items():
         try:
-            axes = draw(study)
+            with warnings.catch_warnings():  # "too few trials": the plot says so itself
+                warnings.simplefilter("ignore")
+                axes = draw(study)
         except (ValueError, RuntimeError) as exc:  # importances need 2+ trials that differ
             print(f"hpo: no {name}: {exc}", file=sys.stderr)
             (out / name).unlink(missing_ok=True)
