@@ -68,7 +68,7 @@ def test_the_gate_s_first_metric_ranks_and_the_best_is_marked():
 
 def test_a_queue_that_stalls_is_restarted_once_then_stopped_with_what_to_do(monkeypatch):
     """DVC's known stalls (treeverse/dvc#8165, #10398, #10562): tasks stay queued, none runs."""
-    statuses = iter([({"t1": "Success", "t2": "Queued"}, 1)] * 100)
+    statuses = iter([{"t1": "Success", "t2": "Queued"}] * 100)
     monkeypatch.setattr(sweep, "queue_status", lambda: next(statuses))
     calls = []
     monkeypatch.setattr(sweep, "dvc", lambda *a, **k: calls.append(a))
@@ -81,7 +81,7 @@ def test_a_queue_that_stalls_is_restarted_once_then_stopped_with_what_to_do(monk
 
 
 def test_the_whole_sweep_has_a_time_limit(monkeypatch):
-    monkeypatch.setattr(sweep, "queue_status", lambda: ({"t1": "Running"}, 1))
+    monkeypatch.setattr(sweep, "queue_status", lambda: {"t1": "Running"})
     out = io.StringIO()
     with pytest.raises(ExperimentError, match="past --timeout"):
         sweep.wait({"t1"}, jobs=1, timeout=0.05, poll=0.01, out=out)
@@ -92,6 +92,23 @@ def make(target: str, cwd: Path, *assignments: str, timeout: float = 600):
     """`make <target>` with this environment's venv, never reinstalling it."""
     command = ["make", "-o", f"{VENV}/bin/.installed", f"VENV={VENV}", target, *assignments]
     return run(command, cwd, timeout=timeout)
+
+
+def test_a_queue_read_that_races_a_worker_is_retried(monkeypatch):
+    """A half-written broker message (treeverse/dvc#10428) fails one read, not the sweep."""
+    answers = [ValueError("Expecting value"), {"t1": "Running"}, {"t1": "Success"}]
+
+    def status():
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(sweep, "queue_status", status)
+    assert sweep.wait({"t1"}, jobs=1, timeout=0, poll=0.01, out=io.StringIO()) == {"t1": "Success"}
+    monkeypatch.setattr(sweep, "queue_status", lambda: (_ for _ in ()).throw(ValueError("bad")))
+    with pytest.raises(ExperimentError, match="cannot read the DVC task queue"):
+        sweep.wait({"t1"}, jobs=1, timeout=0, poll=0.001, out=io.StringIO())
 
 
 @pytest.mark.slow  # two short experiments through DVC's task queue (minutes on a loaded machine)

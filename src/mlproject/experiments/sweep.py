@@ -94,15 +94,36 @@ def match(
 # ------------------------------------------------------------------------- the task queue
 
 
-def queue_status() -> tuple[dict[str, str], int]:
-    """{task rev: Queued|Running|Success|Failed} and the number of live workers."""
+def queue_status() -> dict[str, str]:
+    """{task rev: Queued|Running|Success|Failed}, as `dvc queue status` lists them. Workers are
+    not asked (that is a broadcast through the queue's broker, which the poll must not load)."""
     from dvc.repo import Repo
 
     with Repo(".") as repo:
-        q = repo.experiments.celery_queue
-        tasks = {t["rev"]: t["status"] for t in q.status()}
-        workers = len(q.worker_status())
-    return tasks, workers
+        return {t["rev"]: t["status"] for t in repo.experiments.celery_queue.status()}
+
+
+def _poll(misses: list[Exception], limit: int = 10) -> dict[str, str] | None:
+    """One look at the queue; a read that races a worker's write (a half-written message file:
+    treeverse/dvc#10428) is retried at the next poll, and only `limit` in a row fail."""
+    try:
+        status = queue_status()
+    except Exception as exc:  # any error of DVC's reader: counted, raised after `limit`
+        misses.append(exc)
+        if len(misses) >= limit:
+            raise ExperimentError(
+                f"cannot read the DVC task queue ({limit} tries): {exc!r}\n{QUEUE_HELP}"
+            ) from exc
+        return None
+    misses.clear()
+    return status
+
+
+def _read_queue(poll: float = 1) -> dict[str, str]:
+    misses: list[Exception] = []
+    while (status := _poll(misses)) is None:
+        time.sleep(poll)
+    return status
 
 
 def wait(
@@ -118,8 +139,12 @@ def wait(
     restarted = False
     tty = out.isatty()
     shown = ""
+    misses: list[Exception] = []
     while True:
-        status, workers = queue_status()
+        status = _poll(misses)
+        if status is None:
+            time.sleep(poll)
+            continue
         mine = {t: status.get(t, "Unknown") for t in tasks}
         counts = {s: sum(v == s for v in mine.values()) for s in ("Success", "Failed", "Running")}
         waiting = sum(v == "Queued" for v in mine.values())
@@ -143,7 +168,7 @@ def wait(
             if restarted:
                 raise ExperimentError(
                     f"\nthe DVC task queue stalled: {waiting} task(s) queued, none running for "
-                    f"{stall_after:.0f} s, {workers} worker(s) alive (known DVC issues "
+                    f"{stall_after:.0f} s, after one restart of the workers (known DVC issues "
                     f"treeverse/dvc#8165, #10398, #10562).\n{QUEUE_HELP}"
                 )
             print(f"\nsweep: {waiting} task(s) wait with none running: restarting the workers")
@@ -179,13 +204,13 @@ def sweep(
     )
     failed: dict[str, str] = {}
     if todo:
-        before, _ = queue_status()
+        before = _read_queue()
         if len(todo) == len(grid):  # the grid as given: DVC expands the sweep itself
             dvc("exp", "run", "--queue", *_flags(overrides), timeout=600)
         else:
             for combo in todo:
                 dvc("exp", "run", "--queue", *_flags(combo), timeout=300)
-        after, _ = queue_status()
+        after = _read_queue()
         mine = {t for t, s in after.items() if t not in before and s == "Queued"}
         dvc("queue", "start", "-j", str(jobs), timeout=120)
         try:
