@@ -16,7 +16,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 OUT = Path("reports/sweep")
 PARAMS = "params.yaml"
@@ -69,28 +68,20 @@ def shard(overrides: list[str], index: int, total: int, trials: int, space: Path
     return 0
 
 
-def _leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(tree, dict):
-        return {prefix: tree}
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        out.update(_leaves(value, f"{prefix}.{key}" if prefix else str(key)))
-    return out
-
-
 def ranked_rows():
     """Every finished experiment on this commit, with the params it changed, best first."""
     import yaml
 
+    from ..report.diff import flatten
     from .dvcexp import experiments, objective, ranked
 
     target = objective()
-    base = _leaves(yaml.safe_load(Path(PARAMS).read_text()) or {})
+    base = flatten(yaml.safe_load(Path(PARAMS).read_text()) or {})
     rows = []
     for exp in experiments():
         if exp.state != "success":
             continue
-        mine = _leaves(exp.params)
+        mine = flatten(exp.params)
         changed = {k: str(v) for k, v in mine.items() if base.get(k) != v and k in base}
         rows.append((exp, changed))
     return ranked(rows, target), target
