@@ -26,7 +26,7 @@ def repo(tmp_path):
 
 def test_shards_push_experiments_and_the_best_gets_a_pull_request(repo: Path):
     inputs = {
-        "grid": "-S train.epochs=1 -S 'train.lr=0.02,0.0001'",
+        "grid": "-S train.epochs=1 -S 'train.lr=0.01,0.0001'",
         "trials": "2",
         "jobs": "2",
         "open-pr": "true",
@@ -43,9 +43,9 @@ def test_shards_push_experiments_and_the_best_gets_a_pull_request(repo: Path):
     summary = (result.workspace / "reports/sweep/summary.md").read_text()
     assert "ranked by accuracy" in summary
     rows = [line for line in summary.splitlines() if line.startswith("|")][2:]
-    assert len(rows) == 2 and rows[0].startswith("| *") and "0.02" in rows[0]
+    assert len(rows) == 2 and rows[0].startswith("| *") and "| 0.01 " in rows[0]
     (pr,) = [r for r in result.recorded("cml") if r["argv"][:2] == ["pr", "create"]]
     argv = pr["argv"]
     best = summary.split("Best: `")[1].split("`")[0]
     assert argv[argv.index("--branch") + 1] == f"sweep/{best}"
-    assert "params.yaml" in argv and "train.lr=0.02" in argv[argv.index("--title") + 1]
+    assert "params.yaml" in argv and "train.lr=0.01" in argv[argv.index("--title") + 1]
