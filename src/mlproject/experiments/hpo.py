@@ -60,17 +60,21 @@ def run_trial(trial, space: Space, target: Objective, tag: str, echo=print) -> f
     column = 3 if target.higher_is_better else 2  # val_acc when maximizing, val_loss otherwise
     pruned = False
     assert proc.stdout is not None
-    for line in proc.stdout:
-        tail = (tail + [line])[-40:]
-        found = EPOCH.match(line.strip())
-        if not found or pruned:
-            continue
-        epoch = int(found.group(1))
-        trial.report(float(found.group(column)), epoch)
-        if trial.should_prune():
-            echo(f"trial {trial.number}: pruned at epoch {epoch}")
-            pruned = True
-            _stop(proc)
+    try:
+        for line in proc.stdout:
+            tail = (tail + [line])[-40:]
+            found = EPOCH.match(line.strip())
+            if not found or pruned:
+                continue
+            epoch = int(found.group(1))
+            trial.report(float(found.group(column)), epoch)
+            if trial.should_prune():
+                echo(f"trial {trial.number}: pruned at epoch {epoch}")
+                pruned = True
+                _stop(proc)
+    except BaseException:  # Ctrl-C or an error here: the trial's own session must stop too
+        _stop(proc)
+        raise
     code = proc.wait()
     if pruned:
         raise optuna.TrialPruned()
