@@ -107,7 +107,7 @@ ci-sweep-plan: ## CI: the matrix's shards, [0, ..., SHARDS-1] -> $GITHUB_OUTPUT 
 ci-sweep-shard: data ## CI: run share SHARD of SHARDS of the grid (ARGS) or TRIALS/SHARDS trials, push them (dvc exp push origin)
 	python -m mlproject.experiments.ci shard --index $(SHARD) --total $(SHARDS) --trials $(TRIALS) $(ARGS)
 
-ci-sweep-collect: ## CI: pull every shard's experiments, rank them, write the job summary
+ci-sweep-collect: ## CI: fetch every shard's experiments, rank them, write the job summary
 	python -m mlproject.experiments.ci collect $(ARGS)
 
 ci-sweep-pr: ## CI: branch the best experiment (dvc exp branch) and open a pull request (cml pr create)
