@@ -139,7 +139,7 @@ def test_reports_best_overrides_table_and_plots(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow  # two short trials through `dvc exp run --temp` (minutes on a loaded machine)
-def test_make_hpo_runs_trials_as_experiments_prunes_and_resumes(project: Path):
+def test_make_hpo_runs_trials_as_experiments_prunes_and_resumes(project: Path, tmp_path: Path):
     space = {
         "study": "tiny",
         "fixed": ["train.epochs=3"],
@@ -148,8 +148,9 @@ def test_make_hpo_runs_trials_as_experiments_prunes_and_resumes(project: Path):
         "enqueue": [{"train.lr": 0.01}, {"train.lr": 1e-6}],
         "params": {"train.lr": {"type": "float", "low": 1e-6, "high": 0.03, "log": True}},
     }
-    (project / "conf/hpo/tiny.yaml").write_text(yaml.safe_dump(space))
-    out = make("hpo", project, "TRIALS=2", "SPACE=conf/hpo/tiny.yaml", timeout=1500).stdout
+    path = tmp_path / "tiny.yaml"  # outside the repository: the workspace must stay clean
+    path.write_text(yaml.safe_dump(space))
+    out = make("hpo", project, "TRIALS=2", f"SPACE={path}", timeout=1500).stdout
     assert "0 trial(s) finished before, 2 to run" in out
     assert "trial 1: pruned at epoch 1" in out
     best = yaml.safe_load((project / "reports/hpo/best.yaml").read_text())
@@ -165,5 +166,5 @@ def test_make_hpo_runs_trials_as_experiments_prunes_and_resumes(project: Path):
         run(["git", "status", "--porcelain"], project).stdout.strip() == ""
     )  # workspace as it was
 
-    again = make("hpo", project, "TRIALS=2", "SPACE=conf/hpo/tiny.yaml").stdout
+    again = make("hpo", project, "TRIALS=2", f"SPACE={path}").stdout
     assert "2 trial(s) finished before, 0 to run" in again  # resumed from .hpo/tiny.db

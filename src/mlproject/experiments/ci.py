@@ -2,7 +2,7 @@
 
 shard    run share --index of --total: grid combinations (-S overrides given) or, without a
          grid, --trials/--total Optuna trials in a study of its own; then `dvc exp push origin`
-collect  `dvc exp pull origin`, rank every experiment on this commit, write the job summary
+collect  fetch the experiments' refs from origin, rank every experiment on this commit, write the job summary
          (and reports/sweep/summary.md); the best one's name goes to $GITHUB_OUTPUT
 pr       `dvc exp branch` the best experiment, then `cml pr create` with its files
 """
@@ -89,13 +89,22 @@ def ranked_rows():
 
 def collect(remote: str = "origin") -> int:
     from ..core.io import atomic_write_text
-    from .dvcexp import ExperimentError, dvc, metric_value
+    from ..ops.retrain import git_auth_env
+    from .dvcexp import ExperimentError, metric_value
     from .dvcexp import table as render_table
 
-    pulled = dvc(
-        "exp", "pull", *([] if _has_dvc_remote() else ["--no-cache"]), remote, timeout=1800
+    # The experiments' refs, fetched by git itself: `dvc exp pull` fetches through libgit2, which
+    # failed to write its pack from a local bare remote under act; the ranking needs only the
+    # refs (metrics and params are in git), and a PR's outputs are in the DVC remote they pushed.
+    fetched = subprocess.run(
+        ["git", "fetch", remote, "+refs/exps/*:refs/exps/*"],
+        capture_output=True,
+        text=True,
+        env=git_auth_env(),
     )
-    print(pulled.stdout.strip())
+    if fetched.returncode != 0:
+        raise ExperimentError(f"git fetch {remote} refs/exps/*: {fetched.stderr.strip()}")
+    print(f"fetched the experiments' refs from {remote}")
     rows, target = ranked_rows()
     if not rows:
         raise ExperimentError("no finished experiment on this commit was pushed by the shards")
