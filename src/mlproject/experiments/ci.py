@@ -135,7 +135,7 @@ def _git(*args: str) -> str:
 
 
 def open_pr() -> int:
-    from ..ops.retrain import create_pr
+    from ..ops.retrain import RetrainError, create_pr
     from .dvcexp import ExperimentError, dvc, metric_value
 
     rows, target = ranked_rows()
@@ -153,25 +153,28 @@ def open_pr() -> int:
     body = summary.read_text() if summary.is_file() else ""
     value = metric_value(best, target)
     settings = ", ".join(f"{k}={v}" for k, v in changed.items()) or "the baseline's params"
-    url = create_pr(
-        [
-            "pr",
-            "create",
-            "--branch",
-            branch,
-            "--title",
-            f"Sweep: best {target.metric} {value:.4f} with {settings}",
-            "--body",
-            f"The best experiment of the sweep, `{best.name}` ({best.rev[:7]}).\n\n{body}",
-            "--message",
-            f"Sweep: apply {best.name} ({settings})",
-            "--user-name",
-            "mlproject-sweep[bot]",
-            "--user-email",
-            "mlproject-sweep@users.noreply.github.com",
-            *paths,
-        ]
-    )
+    try:
+        url = create_pr(
+            [
+                "pr",
+                "create",
+                "--branch",
+                branch,
+                "--title",
+                f"Sweep: best {target.metric} {value:.4f} with {settings}",
+                "--body",
+                f"The best experiment of the sweep, `{best.name}` ({best.rev[:7]}).\n\n{body}",
+                "--message",
+                f"Sweep: apply {best.name} ({settings})",
+                "--user-name",
+                "mlproject-sweep[bot]",
+                "--user-email",
+                "mlproject-sweep@users.noreply.github.com",
+                *paths,
+            ]
+        )
+    except RetrainError as exc:  # a 403 says which setting to change
+        raise ExperimentError(str(exc)) from exc
     print(f"sweep: pull request {url}")
     return 0
 
