@@ -123,7 +123,7 @@ def test_make_sweep_queues_runs_ranks_and_skips_finished_combinations(project: P
     assert len(rows) == 2
     # lr 0.0001 learns little in one epoch; the columns: mark, name, rev, epochs, lr, accuracy
     assert rows[0].startswith("*") and rows[0].split()[4] == "0.01"
-    names = [line.split()[1] for line in rows]
+    names = [line.lstrip("* ").split()[0] for line in rows]
     listed = run(["dvc", "exp", "show", "--json"], project).stdout
     assert all(f'"{name}"' in listed for name in names)  # DVC experiments, as dvc exp show lists
 
