@@ -114,6 +114,21 @@ exp: data ## A DVC experiment: ARGS="-S model=mlp -S train.lr=0.01"
 	dvc exp run $(ARGS)
 	dvc exp show --only-changed --md
 
+# sweep: ARGS=Hydra sweep overrides (-S 'key=v1,v2' ...), JOBS=queue workers, SWEEP_TIMEOUT=seconds (0: none)
+JOBS ?= 1
+SWEEP_TIMEOUT ?= 0
+# hpo: TRIALS=finished trials wanted in all (a rerun continues the study), SPACE=search space file
+TRIALS ?= 20
+SPACE ?= conf/hpo/default.yaml
+
+.PHONY: sweep
+sweep: data ## Grid sweep as DVC experiments: ARGS="-S 'train.lr=0.001,0.01'" JOBS=2
+	python -m mlproject.experiments.sweep run $(ARGS) --jobs $(JOBS) --timeout $(SWEEP_TIMEOUT)
+
+.PHONY: hpo
+hpo: data ## Optuna search, a DVC experiment per trial: TRIALS=20 JOBS=1 SPACE=conf/hpo/...
+	python -m mlproject.experiments.hpo --trials $(TRIALS) --jobs $(JOBS) --space $(SPACE)
+
 ##@ Pull-request report and quality gate
 
 # The report's base revision: default the merge-base with the PR's base branch (CI) or main.
@@ -283,6 +298,10 @@ bench-monitor: data ## Benchmark the drift check over 10,000 records (target <= 
 	dvc repro --quiet profile  # the model, the reference profile and the prepared images it reads
 	python benchmarks/monitor.py
 
+.PHONY: bench-sweep
+bench-sweep: data ## Benchmark a 4-run sweep (JOBS=2 vs serial) and an HPO trial's overhead
+	python benchmarks/scale_sweep.py $(ARGS)
+
 .PHONY: bench-scale
 bench-scale: data ## Benchmark scale-out: streamed vs in-memory data, sweep and HPO
 	python benchmarks/scale_data.py $(ARGS)
@@ -409,3 +428,22 @@ ci-docker-engine: ## Is a Docker engine here? -> $GITHUB_OUTPUT engine=
 	fi
 
 comma := ,
+
+##@ CI: sweeps (sweep.yml)
+
+# Steps of .github/workflows/sweep.yml. SHARD=i of SHARDS (matrix jobs); ARGS as for sweep.
+SHARD ?= 0
+SHARDS ?= 1
+.PHONY: ci-sweep-plan ci-sweep-shard ci-sweep-collect ci-sweep-pr
+# Standard library only: the plan job has python3 and the checkout, no environment.
+ci-sweep-plan: ## The matrix's shards, [0, ..., SHARDS-1] -> $GITHUB_OUTPUT shards=
+	PYTHONPATH=src $(PYTHON) -m mlproject.experiments.ci plan --total $(SHARDS)
+
+ci-sweep-shard: data ## Run share SHARD of SHARDS (grid ARGS or trials), dvc exp push origin
+	python -m mlproject.experiments.ci shard --index $(SHARD) --total $(SHARDS) --trials $(TRIALS) $(ARGS)
+
+ci-sweep-collect: ## Fetch every shard's experiments, rank them, write the job summary
+	python -m mlproject.experiments.ci collect $(ARGS)
+
+ci-sweep-pr: ## Branch the best experiment (dvc exp branch), open a PR (cml pr create)
+	python -m mlproject.experiments.ci pr $(ARGS)

@@ -9,7 +9,10 @@ from pathlib import Path
 
 def describe(arg: str) -> dict | None:
     path = Path(arg)
-    if not arg or len(arg) > 4096 or not path.is_file():
+    try:  # text such as a PR body is no file; a long line of it is no valid name either
+        if not arg or len(arg) > 4096 or not path.is_file():
+            return None
+    except OSError:
         return None
     data = path.read_bytes()
     entry = {"path": arg, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}

@@ -32,7 +32,7 @@ from torch import nn
 
 from ..core.cli import entry_point
 from ..core.io import atomic_dir, atomic_write_bytes, read_json
-from ..core.paths import CHECKPOINT, PREPARED
+from ..core.paths import CHECKPOINT, PREPARED, TRAIN_REPORTS
 from .augment import build_augment
 from .backbones import backbone_parameters, without_downloads
 from .config import ConfigError, instantiate_model, load_params
@@ -40,7 +40,7 @@ from .determinism import pin_torch, read_pinning, torch_was_pinned
 from .distributed import dump_trace, open_trace, sync_buffers
 from .loader import InMemory, Streamed, index_batches, open_split
 
-LIVE_DIR = Path("reports/train")
+LIVE_DIR = TRAIN_REPORTS
 
 
 # ------------------------------------------------------------------------------ helpers

@@ -1,0 +1,90 @@
+"""Sweeps and HPO against plain DVC experiments, side by side in one run.
+
+    make bench-sweep                      # or: python benchmarks/scale_sweep.py [--epochs 2]
+
+Two temporary projects made from this checkout (separate caches, so nothing is shared):
+  A: 4 experiments one after another (`dvc exp run -S train.lr=...`), then one plain
+     `dvc exp run` of the overrides the HPO trial below uses;
+  B: the same 4 as a sweep, `python -m mlproject.experiments.sweep run --jobs 2` (DVC's task
+     queue), then `python -m mlproject.experiments.hpo --trials 1` with those overrides.
+Targets (issue 11): sweep <= 0.75x the sequential time; an HPO trial <= 1.10x a plain run.
+On a shared or loaded machine the figures move; the ratios, measured in one run, move less.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from conftest import make_project, run  # noqa: E402
+
+LRS = ["0.001", "0.003", "0.01", "0.03"]
+HPO_LR = "0.005"
+
+
+def timed(args, cwd) -> float:
+    start = time.perf_counter()
+    run(args, cwd, timeout=3600)
+    return time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=2, help="train.epochs of every experiment")
+    parser.add_argument("--jobs", type=int, default=2, help="queue workers of the sweep")
+    args = parser.parse_args()
+    epochs = f"train.epochs={args.epochs}"
+    py = sys.executable
+    with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
+        a = make_project(Path(tmp) / "a")
+        b = make_project(Path(tmp) / "b")
+        # prepare is shared by every experiment: run it once in each project, outside the timing.
+        for repo in (a, b):
+            run(["dvc", "repro", "prepare"], repo)
+            run(["git", "commit", "-qam", "prepared"], repo, check=False)
+
+        print(f"4 experiments ({epochs}, train.lr={','.join(LRS)}), each the whole pipeline")
+        sequential = sum(
+            timed(["dvc", "exp", "run", "-S", epochs, "-S", f"train.lr={lr}"], a) for lr in LRS
+        )
+        swept = timed(
+            [py, "-m", "mlproject.experiments.sweep", "run", "-S", epochs, "-S",
+             f"train.lr={','.join(LRS)}", "--jobs", str(args.jobs)],
+            b,
+        )  # fmt: skip
+        plain = timed(["dvc", "exp", "run", "-S", epochs, "-S", f"train.lr={HPO_LR}"], a)
+        space = {
+            "study": "bench",
+            "fixed": [epochs],
+            "pruner": {"type": "none"},
+            "enqueue": [{"train.lr": float(HPO_LR)}],
+            "params": {"train.lr": {"type": "float", "low": 1e-4, "high": 0.1, "log": True}},
+        }
+        (b / "bench-space.yaml").write_text(yaml.safe_dump(space))
+        trial = timed(
+            [py, "-m", "mlproject.experiments.hpo", "--trials", "1", "--space", "bench-space.yaml"],
+            b,
+        )
+    rows = [
+        ("4 experiments one after another", sequential, None),
+        (f"the same 4 as a sweep, JOBS={args.jobs}", swept, swept / sequential),
+        ("plain dvc exp run (1 experiment)", plain, None),
+        ("HPO, 1 trial, same overrides", trial, trial / plain),
+    ]
+    print(f"\n{'':42} {'seconds':>8}  {'ratio':>6}  target")
+    targets = {1: "<= 0.75", 3: "<= 1.10"}
+    for i, (name, seconds, ratio) in enumerate(rows):
+        shown = f"{ratio:6.2f}" if ratio is not None else ""
+        print(f"{name:42} {seconds:8.1f}  {shown:>6}  {targets.get(i, '')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

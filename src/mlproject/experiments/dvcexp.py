@@ -1,0 +1,199 @@
+"""What sweeps and HPO share: running DVC with a time limit, reading `dvc exp show --json`, the
+metric that ranks experiments (the quality gate's first one), and the ranked table."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..report.gate import GateConfig
+
+PARAMS = "params.yaml"
+
+
+class ExperimentError(RuntimeError):
+    """A sweep or search cannot go on; the message says why and what to do."""
+
+
+def dvc_env() -> dict[str, str]:
+    """DVC sends no analytics; stage output is unbuffered so progress lines arrive as printed."""
+    bindir = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "")
+    if bindir not in path.split(os.pathsep):  # stages run `python -m ...`: the venv's python
+        path = f"{bindir}{os.pathsep}{path}"
+    return {**os.environ, "PATH": path, "DVC_NO_ANALYTICS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def dvc(
+    *args: str, timeout: float = 300, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run `dvc args...`, output captured, within `timeout` seconds (DVC can wait on a lock
+    forever). Output goes through files, not pipes: `dvc queue start` leaves workers running that
+    inherit them, and a pipe would stay open until they exit."""
+    command = ["dvc", *args]
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        try:
+            code = subprocess.run(
+                command,
+                stdout=out,
+                stderr=err,
+                text=True,
+                env={**dvc_env(), **(env or {})},
+                timeout=timeout,
+            ).returncode
+        except subprocess.TimeoutExpired:
+            raise ExperimentError(
+                f"`{' '.join(command)}` did not finish within {timeout:.0f} s. Another DVC command "
+                "may hold the repository's lock: check `dvc queue status` and running `dvc` "
+                "processes."
+            ) from None
+        out.seek(0)
+        err.seek(0)
+        result = subprocess.CompletedProcess(command, code, out.read(), err.read())
+    if check and result.returncode != 0:
+        detail = (result.stderr or result.stdout).strip()[-2000:]
+        raise ExperimentError(f"`{' '.join(command)}` failed (exit {result.returncode}):\n{detail}")
+    return result
+
+
+# ------------------------------------------------------------------------- the ranking metric
+
+
+@dataclass(frozen=True)
+class Objective:
+    """The metric that ranks experiments: the gate's first metric, in its metrics file."""
+
+    metric: str
+    metrics_file: str
+    higher_is_better: bool
+
+    @property
+    def direction(self) -> str:
+        return "maximize" if self.higher_is_better else "minimize"
+
+    def better(self, a: float, b: float) -> bool:
+        return a > b if self.higher_is_better else a < b
+
+
+def objective(params: dict[str, Any] | None = None, metric: str | None = None) -> Objective:
+    """The gate's first metric (gate.min, then gate.max, then gate.max_regression), or `metric`."""
+    if params is None:
+        params = yaml.safe_load(Path(PARAMS).read_text()) or {}
+    gate = GateConfig.from_params(params)
+    if metric is None:
+        names = [*gate.min, *gate.max, *gate.max_regression]
+        if not names:
+            raise ExperimentError(
+                f"{PARAMS}: the gate names no metric (gate.min, gate.max, gate.max_regression); "
+                "add one, or pass --metric."
+            )
+        metric = names[0]
+    return Objective(metric, gate.metrics_file, gate.direction(metric) != "lower")
+
+
+# ----------------------------------------------------------------------- dvc exp show --json
+
+
+@dataclass
+class Experiment:
+    name: str
+    rev: str
+    state: str  # success, queued, running, failed (DVC's executor states)
+    params: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def _files_data(section: dict | None) -> dict[str, dict]:
+    return {path: (entry or {}).get("data") or {} for path, entry in (section or {}).items()}
+
+
+def experiments(baseline: str = "HEAD", timeout: float = 300) -> list[Experiment]:
+    """The experiments on `baseline` (a commit), as `dvc exp show --json` lists them."""
+    sha = subprocess.run(
+        ["git", "rev-parse", baseline], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    raw = json.loads(dvc("exp", "show", "--json", "--rev", sha, timeout=timeout).stdout or "[]")
+    found = []
+    for entry in raw:
+        if entry.get("rev") != sha:
+            continue
+        for exp in entry.get("experiments") or []:
+            revs = exp.get("revs") or []
+            if not revs:
+                continue
+            head = revs[0]
+            data = head.get("data") or {}
+            state = ((exp.get("executor") or {}).get("state")) or "success"
+            found.append(
+                Experiment(
+                    name=exp.get("name") or head.get("name") or head.get("rev", "")[:7],
+                    rev=head.get("rev", ""),
+                    state=state,
+                    params=_files_data(data.get("params")).get(PARAMS, {}),
+                    metrics=_files_data(data.get("metrics")),
+                )
+            )
+    return found
+
+
+def metric_value(exp: Experiment, target: Objective) -> float | None:
+    value = exp.metrics.get(target.metrics_file, {}).get(target.metric)
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+# ------------------------------------------------------------------------------ the table
+
+
+def ranked(rows: list[tuple[Experiment, dict[str, str]]], target: Objective):
+    """Rows sorted best first by the objective; rows without the metric last."""
+
+    def key(row):
+        value = metric_value(row[0], target)
+        if value is None:
+            return (1, 0.0)
+        return (0, -value if target.higher_is_better else value)
+
+    return sorted(rows, key=key)
+
+
+def table(rows: list[tuple[Experiment, dict[str, str]]], target: Objective, md: bool = False):
+    """The experiments, best first, the best marked `*`; `rows` pairs each with its overrides."""
+    from tabulate import tabulate
+
+    rows = ranked(rows, target)
+    keys = sorted({k for _, overrides in rows for k in overrides})
+    metrics = sorted(
+        {m for exp, _ in rows for m in exp.metrics.get(target.metrics_file, {})} - {target.metric}
+    )
+    arrow = "max" if target.higher_is_better else "min"
+    headers = ["", "experiment", "rev", *keys, f"{target.metric} ({arrow})", *metrics]
+    body = []
+    for i, (exp, overrides) in enumerate(rows):
+        value = metric_value(exp, target)
+        best = i == 0 and value is not None
+        values = exp.metrics.get(target.metrics_file, {})
+        body.append(
+            [
+                "*" if best else "",
+                exp.name,
+                exp.rev[:7],
+                *(overrides.get(k, "") for k in keys),
+                "" if value is None else f"{value:.4f}",
+                *(_fmt(values.get(m)) for m in metrics),
+            ]
+        )
+    return tabulate(body, headers=headers, tablefmt="github" if md else "simple")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return "" if value is None else str(value)
