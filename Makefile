@@ -122,11 +122,11 @@ TRIALS ?= 20
 SPACE ?= conf/hpo/default.yaml
 
 .PHONY: sweep
-sweep: data ## Grid sweep as DVC experiments: ARGS="-S 'train.lr=0.001,0.01'" JOBS=2
+sweep: data ## Grid sweep as DVC experiments: ARGS="-S 'train.lr=0.001,0.01'"
 	python -m mlproject.experiments.sweep run $(ARGS) --jobs $(JOBS) --timeout $(SWEEP_TIMEOUT)
 
 .PHONY: hpo
-hpo: data ## Optuna search, a DVC experiment per trial: TRIALS=20 JOBS=1 SPACE=conf/hpo/...
+hpo: data ## Optuna search, a DVC experiment per trial: TRIALS=20 SPACE=...
 	python -m mlproject.experiments.hpo --trials $(TRIALS) --jobs $(JOBS) --space $(SPACE)
 
 ##@ Pull-request report and quality gate
@@ -299,7 +299,7 @@ bench-monitor: data ## Benchmark the drift check over 10,000 records (target <= 
 	python benchmarks/monitor.py
 
 .PHONY: bench-sweep
-bench-sweep: data ## Benchmark a 4-run sweep (JOBS=2 vs serial) and an HPO trial's overhead
+bench-sweep: data ## Benchmark a sweep (JOBS=2 vs serial) and HPO's cost per trial
 	python benchmarks/scale_sweep.py $(ARGS)
 
 .PHONY: bench-scale
@@ -436,14 +436,14 @@ SHARD ?= 0
 SHARDS ?= 1
 .PHONY: ci-sweep-plan ci-sweep-shard ci-sweep-collect ci-sweep-pr
 # Standard library only: the plan job has python3 and the checkout, no environment.
-ci-sweep-plan: ## The matrix's shards, [0, ..., SHARDS-1] -> $GITHUB_OUTPUT shards=
+ci-sweep-plan: ## The matrix: shards 0..SHARDS-1 -> $GITHUB_OUTPUT
 	PYTHONPATH=src $(PYTHON) -m mlproject.experiments.ci plan --total $(SHARDS)
 
-ci-sweep-shard: data ## Run share SHARD of SHARDS (grid ARGS or trials), dvc exp push origin
+ci-sweep-shard: data ## Run shard SHARD of SHARDS; dvc exp push origin
 	python -m mlproject.experiments.ci shard --index $(SHARD) --total $(SHARDS) --trials $(TRIALS) $(ARGS)
 
-ci-sweep-collect: ## Fetch every shard's experiments, rank them, write the job summary
+ci-sweep-collect: ## Fetch the shards' experiments, rank them, job summary
 	python -m mlproject.experiments.ci collect $(ARGS)
 
-ci-sweep-pr: ## Branch the best experiment (dvc exp branch), open a PR (cml pr create)
+ci-sweep-pr: ## dvc exp branch the best, open a PR (cml pr create)
 	python -m mlproject.experiments.ci pr $(ARGS)
