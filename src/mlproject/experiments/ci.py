@@ -135,7 +135,7 @@ def _git(*args: str) -> str:
 
 
 def open_pr() -> int:
-    from ..ops.retrain import RetrainError, create_pr
+    from ..ops.retrain import RetrainError, create_pr, pr_create_args
     from .dvcexp import ExperimentError, dvc, metric_value
 
     rows, target = ranked_rows()
@@ -155,23 +155,14 @@ def open_pr() -> int:
     settings = ", ".join(f"{k}={v}" for k, v in changed.items()) or "the baseline's params"
     try:
         url = create_pr(
-            [
-                "pr",
-                "create",
-                "--branch",
+            pr_create_args(
                 branch,
-                "--title",
                 f"Sweep: best {target.metric} {value:.4f} with {settings}",
-                "--body",
                 f"The best experiment of the sweep, `{best.name}` ({best.rev[:7]}).\n\n{body}",
-                "--message",
                 f"Sweep: apply {best.name} ({settings})",
-                "--user-name",
-                "mlproject-sweep[bot]",
-                "--user-email",
-                "mlproject-sweep@users.noreply.github.com",
-                *paths,
-            ]
+                "mlproject-sweep",
+                paths,
+            )
         )
     except RetrainError as exc:  # a 403 says which setting to change
         raise ExperimentError(str(exc)) from exc

@@ -182,6 +182,29 @@ not create pull requests. Either:
 If RETRAIN_TOKEN is set already, it lacks `pull-requests: write` on this repository."""
 
 
+def pr_create_args(
+    branch: str, title: str, body: str, message: str, bot: str, paths: list[str]
+) -> list[str]:
+    """`cml pr create` arguments: commit `paths` to `branch` as `<bot>[bot]`, open a PR."""
+    return [
+        "pr",
+        "create",
+        "--branch",
+        branch,
+        "--title",
+        title,
+        "--body",
+        body,
+        "--message",
+        message,
+        "--user-name",
+        f"{bot}[bot]",
+        "--user-email",
+        f"{bot}@users.noreply.github.com",
+        *paths,
+    ]
+
+
 def create_pr(args: list[str]) -> str:
     """`cml pr create ...`; returns the PR's URL. A 403 becomes the fix to apply."""
     print("+ cml " + " ".join(a if len(a) < 200 else a[:40] + "..." for a in args), flush=True)
@@ -218,23 +241,14 @@ def open_pr(reason: str) -> str | None:
     atomic_write_text(OUT_DIR / "pr-body.md", body)
     version = (base.get("prod") or {}).get("version") or "main"
     url = create_pr(
-        [
-            "pr",
-            "create",
-            "--branch",
+        pr_create_args(
             branch,
-            "--title",
             f"Retrained model (vs {version}): {reason}",
-            "--body",
             body,
-            "--message",
             f"Retrain: {reason}",
-            "--user-name",
-            "mlproject-retrain[bot]",
-            "--user-email",
-            "mlproject-retrain@users.noreply.github.com",
-            *paths,
-        ]
+            "mlproject-retrain",
+            paths,
+        )
     )
     if existed and "/pull/" in url:
         # CML leaves an existing branch alone; refresh the report on its PR instead.
