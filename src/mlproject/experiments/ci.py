@@ -17,6 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ..core.cli import entry_point
+
 OUT = Path("reports/sweep")
 PARAMS = "params.yaml"
 
@@ -170,6 +172,7 @@ def open_pr() -> int:
     return 0
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mlproject.experiments.ci")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -185,15 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "plan":
         return plan(args.total)
-    from .dvcexp import ExperimentError
-
-    try:
-        if args.command == "shard":
-            return shard(args.overrides, args.index, args.total, args.trials, args.space)
-        return collect() if args.command == "collect" else open_pr()
-    except ExperimentError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    if args.command == "shard":
+        return shard(args.overrides, args.index, args.total, args.trials, args.space)
+    return collect() if args.command == "collect" else open_pr()
 
 
 if __name__ == "__main__":

@@ -14,13 +14,20 @@ from typing import Any
 
 import yaml
 
+from ..core.errors import ProjectError
 from ..report.gate import GateConfig
 
 PARAMS = "params.yaml"
 
 
-class ExperimentError(RuntimeError):
-    """A sweep or search cannot go on; the message says why and what to do."""
+class ExperimentError(ProjectError):
+    """A sweep or search cannot go on; the message says why and what to do (exit 1)."""
+
+
+class QueueStuck(ExperimentError):
+    """DVC's task queue stalled or the sweep ran past its timeout (exit 2: not a failed run)."""
+
+    exit_code = 2
 
 
 def dvc_env() -> dict[str, str]:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import yaml
 
+from ..core.cli import entry_point
 from ..core.io import atomic_write_text
 from .dvcexp import ExperimentError, Objective, dvc_env, objective
 from .space import Space, load_space
@@ -284,6 +285,7 @@ def _plots(study, out: Path) -> None:
         plt.close(figure)
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mlproject.experiments.hpo")
     parser.add_argument("--trials", type=int, default=20, help="finished trials wanted in all")
@@ -291,11 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--space", type=Path, default=Path("conf/hpo/default.yaml"))
     parser.add_argument("--metric", help="optimize this metric (default: the gate's first)")
     args = parser.parse_args(argv)
-    try:
-        return search(args.space, args.trials, args.jobs, args.metric)
-    except ExperimentError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    return search(args.space, args.trials, args.jobs, args.metric)
 
 
 if __name__ == "__main__":

@@ -26,10 +26,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ..core.cli import entry_point
 from .dvcexp import (
     Experiment,
     ExperimentError,
     Objective,
+    QueueStuck,
     dvc,
     dvc_env,
     experiments,
@@ -166,7 +168,7 @@ def wait(
             last_running = now
         elif now - last_running > stall_after:
             if restarted:
-                raise ExperimentError(
+                raise QueueStuck(
                     f"\nthe DVC task queue stalled: {waiting} task(s) queued, none running for "
                     f"{stall_after:.0f} s, after one restart of the workers (known DVC issues "
                     f"treeverse/dvc#8165, #10398, #10562).\n{QUEUE_HELP}"
@@ -175,7 +177,7 @@ def wait(
             dvc("queue", "start", "-j", str(jobs), timeout=120)
             restarted, last_running = True, now
         if timeout and elapsed > timeout:
-            raise ExperimentError(
+            raise QueueStuck(
                 f"\nthe sweep ran past --timeout {timeout:.0f} s with {waiting} task(s) queued and "
                 f"{counts['Running']} running.\n{QUEUE_HELP}"
             )
@@ -274,6 +276,7 @@ def _flags(overrides: list[str]) -> list[str]:
 # ------------------------------------------------------------------------------------ CLI
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mlproject.experiments.sweep")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -295,27 +298,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, help="append the table here too")
     sub.add_parser("best", parents=[grid_args], help="the best experiment's name")
     args = parser.parse_args(argv)
-    try:
-        if args.command == "run":
-            return sweep(
-                args.overrides, args.jobs, args.timeout, args.stall_after, args.rerun, args.metric
-            )
-        if args.command == "shard":
-            return shard(args.overrides, args.index, args.total)
-        target = objective(metric=args.metric)
-        grid = expand(args.overrides)
-        if args.command == "best":
-            print(best(grid, target).name)
-            return 0
-        text = show(grid, target, md=args.md)
-        print(text)
-        if args.out:
-            with args.out.open("a", encoding="utf-8") as out:
-                out.write(f"### Sweep, ranked by {target.metric}\n\n{text}\n")
+    if args.command == "run":
+        return sweep(
+            args.overrides, args.jobs, args.timeout, args.stall_after, args.rerun, args.metric
+        )
+    if args.command == "shard":
+        return shard(args.overrides, args.index, args.total)
+    target = objective(metric=args.metric)
+    grid = expand(args.overrides)
+    if args.command == "best":
+        print(best(grid, target).name)
         return 0
-    except ExperimentError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2 if "stalled" in str(exc) or "past --timeout" in str(exc) else 1
+    text = show(grid, target, md=args.md)
+    print(text)
+    if args.out:
+        with args.out.open("a", encoding="utf-8") as out:
+            out.write(f"### Sweep, ranked by {target.metric}\n\n{text}\n")
+    return 0
 
 
 if __name__ == "__main__":
