@@ -21,6 +21,9 @@ stops by itself (about 6 minutes with the defaults).
 
 Needs the pipeline's outputs (models/model.onnx, models/model_card.json, outputs/model.pt:
 `make repro`) and `wrk` (Debian/Ubuntu: apt-get install wrk).
+
+Over 400 lines on purpose: one script a reader follows top to bottom (servers, load, the logging
+A/A phase, startup and memory, the checks), whose phases share the running servers.
 """
 
 from __future__ import annotations
