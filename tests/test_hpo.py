@@ -168,3 +168,29 @@ def test_make_hpo_runs_trials_as_experiments_prunes_and_resumes(project: Path, t
 
     again = make("hpo", project, "TRIALS=2", f"SPACE={path}").stdout
     assert "2 trial(s) finished before, 0 to run" in again  # resumed from .hpo/tiny.db
+
+
+def test_optuna_plots_leave_the_callers_matplotlib_style_alone(tmp_path):
+    """Optuna's plots switch to the ggplot style globally; a PR report drawn later in the same
+    process must keep its own colours (tests/test_report_plots.py reads them)."""
+    import matplotlib
+    import optuna
+
+    from mlproject.experiments import hpo
+
+    def style() -> dict:  # the backend is chosen (Agg) on purpose; the rest must not move
+        return {k: v for k, v in matplotlib.rcParams.items() if not k.startswith("backend")}
+
+    before = style()
+    study = optuna.create_study(direction="maximize")
+    for x in (0.1, 0.5, 0.9):
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"x": x},
+                distributions={"x": optuna.distributions.FloatDistribution(0, 1)},
+                value=x,
+            )
+        )
+    hpo._plots(study, tmp_path)
+    assert (tmp_path / "history.png").stat().st_size > 0
+    assert style() == before

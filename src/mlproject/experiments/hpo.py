@@ -269,20 +269,23 @@ def _plots(study, out: Path) -> None:
     plots = {"history.png": ovm.plot_optimization_history}
     plots["importance.png"] = ovm.plot_param_importances
     for name, draw in plots.items():
-        try:
-            with warnings.catch_warnings():  # "too few trials": the plot says so itself
-                warnings.simplefilter("ignore")
-                axes = draw(study)
-        except (ValueError, RuntimeError) as exc:  # importances need 2+ trials that differ
-            print(f"hpo: no {name}: {exc}", file=sys.stderr)
-            (out / name).unlink(missing_ok=True)
-            continue
-        figure = axes.figure if hasattr(axes, "figure") else axes[0].figure
-        figure.tight_layout()
-        tmp = out / f".{name}"
-        figure.savefig(tmp, format="png", dpi=100)
-        tmp.replace(out / name)
-        plt.close(figure)
+        # Optuna's plots call plt.style.use("ggplot"), which is global: rc_context puts the
+        # caller's style back (a report drawn later in the same process keeps its colours).
+        with matplotlib.rc_context():
+            try:
+                with warnings.catch_warnings():  # "too few trials": the plot says so itself
+                    warnings.simplefilter("ignore")
+                    axes = draw(study)
+            except (ValueError, RuntimeError) as exc:  # importances need 2+ trials that differ
+                print(f"hpo: no {name}: {exc}", file=sys.stderr)
+                (out / name).unlink(missing_ok=True)
+                continue
+            figure = axes.figure if hasattr(axes, "figure") else axes[0].figure
+            figure.tight_layout()
+            tmp = out / f".{name}"
+            figure.savefig(tmp, format="png", dpi=100)
+            tmp.replace(out / name)
+            plt.close(figure)
 
 
 @entry_point
