@@ -46,6 +46,8 @@ def build_augment(
         raise ConfigError(
             f"augment: unknown key(s) {sorted(unknown)}; known: {sorted(KEYS)} (conf/augment/)."
         )
+    if not any(spec.get(key) for key in KEYS - {"name"}):
+        return None  # no step: torchvision (~1.4 s to import) is not loaded at all
     from torchvision.transforms import v2
 
     steps = []

@@ -105,14 +105,20 @@ def pin_torch(pinning: Pinning) -> None:
         return
     torch.set_num_threads(pinning.threads)
     torch.backends.mkldnn.enabled = False
+    deterministic_algorithms()
+
+
+def deterministic_algorithms(warn_only: bool = False) -> None:
+    """torch.use_deterministic_algorithms(True), less importing the inductor config (TorchDynamo
+    with it: ~1-2 s per stage start) to set a flag that only torch.compile reads."""
+    import torch
+
     if "torch._inductor.config" in sys.modules or not hasattr(
         torch._C, "_set_deterministic_algorithms"
     ):
-        torch.use_deterministic_algorithms(True)
+        torch.use_deterministic_algorithms(True, warn_only=warn_only)
     else:
-        # What torch.use_deterministic_algorithms(True) does, less importing the inductor config
-        # (TorchDynamo with it: ~1-2 s per stage) to set a flag that only torch.compile reads.
-        torch._C._set_deterministic_algorithms(True, warn_only=False)
+        torch._C._set_deterministic_algorithms(True, warn_only=warn_only)
 
 
 def torch_was_pinned(pinning: Pinning) -> bool:

@@ -36,7 +36,7 @@ from ..core.paths import CHECKPOINT, PREPARED, TRAIN_REPORTS
 from .augment import build_augment
 from .backbones import backbone_parameters, without_downloads
 from .config import ConfigError, instantiate_model, load_params
-from .determinism import pin_torch, read_pinning, torch_was_pinned
+from .determinism import deterministic_algorithms, pin_torch, read_pinning, torch_was_pinned
 from .distributed import dump_trace, open_trace, sync_buffers
 from .loader import InMemory, Streamed, index_batches, open_split
 
@@ -63,7 +63,7 @@ def seed_everything(seed: int, device: torch.device) -> None:
     if device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     # On CUDA some kernels have no deterministic version: warn there rather than fail.
-    torch.use_deterministic_algorithms(True, warn_only=device.type != "cpu")
+    deterministic_algorithms(warn_only=device.type != "cpu")
 
 
 def autocast(device: torch.device, enabled: bool):
