@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from ..core.errors import SettingsError  # the project's one settings error (a ValueError)
+
 # name -> (environment variable, help); the settings table in docs/serving.md mirrors this.
 ENV = {
     "model": ("MODEL_PATH", "ONNX model file"),
@@ -35,10 +37,6 @@ ENV = {
 
 
 INFERENCE_MODES = ("batch", "inline", "thread")
-
-
-class SettingsError(ValueError):
-    """A setting has a value that cannot be used; the message names the variable."""
 
 
 @dataclass(frozen=True)
