@@ -46,8 +46,7 @@ $(BIN)/.installed: pyproject.toml $(LOCK)
 	@echo "installing pinned dependencies ($(EXTRAS)) from $(LOCK)$(if $(TORCH), with torch for $(TORCH))"
 	@if [ "$(INSTALLER)" = uv ] && { test -x $(BIN)/uv || $(SYS_PYTHON) -m pip --python $(BIN)/python install \
 	      --quiet --disable-pip-version-check "uv==$(UV_VERSION)" >/dev/null 2>&1; }; then \
-	  sources=$$($(SYS_PYTHON) requirements/uv_sources.py --torch "$(TORCH)"); \
-	  cert=$$($(SYS_PYTHON) requirements/uv_sources.py --cert); \
+	  eval "$$($(SYS_PYTHON) requirements/uv_sources.py --torch "$(TORCH)" --shell)"; \
 	  if [ -n "$$cert" ] && [ -z "$${SSL_CERT_FILE:-}" ]; then export SSL_CERT_FILE="$$cert"; fi; \
 	  echo "+ uv pip install -c $(LOCK) $$sources -e .[$(EXTRAS)]"; \
 	  $(BIN)/uv pip install --quiet --python $(BIN)/python -c $(LOCK) $$sources -e ".[$(EXTRAS)]"; \

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from mlproject.core.lineage import dvc_tracked_hash, workspace_dir_hash
 from mlproject.core.preprocess import InputSpec, preprocess, to_pixels
 from mlproject.pipeline.data import (
     DataError,
+    digits,
     discover,
     load_pixels,
     png_bytes,
@@ -145,3 +148,52 @@ def test_split_is_stratified_disjoint_and_deterministic(demo):
         np.testing.assert_allclose(share, np.bincount(labels) / len(labels), atol=0.02)
     c = stratified_split(labels, 0.15, 0.15, seed=7)
     assert not np.array_equal(a["test"], c["test"])
+
+
+@pytest.mark.parametrize("seed", [0, 7, 42])
+def test_split_gives_scikit_learns_indices(seed):
+    """The split is scikit-learn's train_test_split(stratify=...) twice, index for index: the
+    committed metrics were made with it, and prepare must not import scikit-learn to get them."""
+    from sklearn.model_selection import train_test_split
+
+    rng = np.random.default_rng(seed)
+    cases = [np.repeat(np.arange(10), [178, 182, 177, 183, 181, 182, 181, 179, 174, 180])]
+    cases += [rng.integers(0, k, size=n) for k, n in [(2, 40), (3, 101), (7, 333), (10, 1000)]]
+    for labels in cases:
+        for val, test in [(0.15, 0.15), (0.1, 0.2), (0.25, 0.05)]:
+            index = np.arange(len(labels))
+            rest, want_test = train_test_split(
+                index, test_size=test, stratify=labels, random_state=seed
+            )
+            want_train, want_val = train_test_split(
+                rest, test_size=val / (1 - test), stratify=labels[rest], random_state=seed
+            )
+            got = stratified_split(labels, val, test, seed)
+            np.testing.assert_array_equal(got["train"], np.sort(want_train))
+            np.testing.assert_array_equal(got["val"], np.sort(want_val))
+            np.testing.assert_array_equal(got["test"], np.sort(want_test))
+
+
+def test_split_that_cannot_be_stratified_names_the_setting():
+    with pytest.raises(DataError, match=r"data\.split.*only 1 image"):
+        stratified_split(np.array([0, 0, 0, 1, 1, 1, 2]), 0.2, 0.2, seed=0)
+    with pytest.raises(DataError, match=r"data\.split.*cannot hold all 3 classes"):
+        stratified_split(np.repeat([0, 1, 2], 4), 0.1, 0.1, seed=0)
+
+
+def test_demo_digits_are_scikit_learns_and_load_without_importing_it():
+    from sklearn.datasets import load_digits
+
+    images, labels = digits()
+    bunch = load_digits()
+    np.testing.assert_array_equal(images, bunch.images)
+    np.testing.assert_array_equal(labels, bunch.target)
+    # the data and prepare steps stay clear of scikit-learn and SciPy (seconds of import)
+    code = (
+        "import sys; from mlproject.pipeline import prepare; "
+        "from mlproject.pipeline.data import digits, stratified_split; "
+        "stratified_split(digits()[1], 0.15, 0.15, 42); "
+        "print(sorted(m for m in ('sklearn', 'scipy') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

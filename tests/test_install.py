@@ -38,6 +38,14 @@ def test_pip_configuration_becomes_uv_options(tmp_path):
     # pip takes the best version from any source (2.14.1+cpu from find-links); so must uv.
     assert args[-2:] == ["--index-strategy", "unsafe-best-match"]
     assert sources(tmp_path, "--cert", config=PIP_CONF) == ["/etc/ssl/certs/ca.pem"]
+    # make install reads both from one run, through the shell's eval
+    conf = tmp_path / "pip.conf"
+    shell = f"eval \"$({shlex.quote(sys.executable)} {SCRIPT} --shell)\"; "
+    shell += 'printf "%s\\n" "$cert"; printf "%s\\n" $sources'
+    env = {k: v for k, v in ENV.items() if not k.startswith("PIP_")}
+    env.update(PIP_CONFIG_FILE=str(conf), HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path))
+    out = subprocess.run(["bash", "-c", shell], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == ["/etc/ssl/certs/ca.pem", *args]
 
 
 def test_torch_choice(tmp_path):

@@ -7,6 +7,7 @@ makes it present (DVC remote when reachable, else the embedded demo dataset, byt
 
 from __future__ import annotations
 
+import math
 import struct
 import sys
 import zlib
@@ -62,18 +63,39 @@ def png_bytes(pixels: np.ndarray) -> bytes:
     )
 
 
+def digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's handwritten digits (UCI): images [1797, 8, 8] valued 0..16, and labels.
+
+    Read from the CSV that ships inside scikit-learn, found without importing it: importing
+    scikit-learn (and SciPy under it) costs 2 s, and 6 s on a fresh environment's first run.
+    """
+    import gzip
+    from importlib.util import find_spec
+
+    spec = find_spec("sklearn")
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    found = [Path(f) / "datasets" / "data" / "digits.csv.gz" for f in folders]
+    found = [f for f in found if f.is_file()]
+    if not found:  # a scikit-learn that keeps its data elsewhere: ask it
+        from sklearn.datasets import load_digits
+
+        bunch = load_digits()
+        return bunch.images, bunch.target.astype(np.int64)
+    with gzip.open(found[0], "rt", encoding="utf-8") as f:
+        table = np.loadtxt(f, delimiter=",")
+    return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
+
+
 def write_demo_dataset(root: str | Path) -> int:
     """Write scikit-learn's handwritten digits as data/<digit>/<index>.png; returns the count."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
+    images, labels = digits()
     root = Path(root)
-    for index, (image, label) in enumerate(zip(digits.images, digits.target, strict=True)):
+    for index, (image, label) in enumerate(zip(images, labels, strict=True)):
         pixels = (image.astype(np.int64) * 255 // 16).astype(np.uint8)  # 0..16 -> 0..255
         folder = root / str(int(label))
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"{index:04d}.png").write_bytes(png_bytes(pixels))
-    return len(digits.target)
+    return len(labels)
 
 
 # ----------------------------------------------------------------- discovery and validation
@@ -148,21 +170,72 @@ def load_pixels(
 def stratified_split(
     labels: np.ndarray, val: float, test: float, seed: int
 ) -> dict[str, np.ndarray]:
-    """Indices of a deterministic stratified train/val/test split."""
-    from sklearn.model_selection import train_test_split
+    """Indices of a deterministic stratified train/val/test split.
 
+    The same indices as scikit-learn's `train_test_split(..., stratify=labels, random_state=seed)`
+    applied twice (test off first, then val off the rest): tests/test_data.py checks it against
+    scikit-learn. Written here so that `prepare` does not import scikit-learn and SciPy.
+    """
     index = np.arange(len(labels))
     try:
-        rest, test_idx = train_test_split(index, test_size=test, stratify=labels, random_state=seed)
-        train_idx, val_idx = train_test_split(
-            rest, test_size=val / (1 - test), stratify=labels[rest], random_state=seed
-        )
+        if not (0 < test < 1 and 0 < val < 1 and val + test < 1):
+            raise ValueError(f"val={val} and test={test} must be in (0, 1) and sum below 1")
+        rest, test_idx = _stratified_shuffle(index, labels, test, seed)
+        train_idx, val_idx = _stratified_shuffle(rest, labels[rest], val / (1 - test), seed)
     except ValueError as exc:
         raise DataError(
             f"data.split: cannot make a stratified split ({exc}). "
             "Add images to small classes or change data.split."
         ) from exc
     return {"train": np.sort(train_idx), "val": np.sort(val_idx), "test": np.sort(test_idx)}
+
+
+def _stratified_shuffle(
+    index: np.ndarray, labels: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's StratifiedShuffleSplit (one split), step for step: (kept, split off)."""
+    n = len(labels)
+    n_out = math.ceil(fraction * n)
+    n_keep = n - n_out
+    classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    if n_keep <= 0:
+        raise ValueError(f"{n} images leave none to train on")
+    if counts.min() < 2:
+        small = classes[counts < 2].tolist()
+        raise ValueError(f"classes {small} have only 1 image; at least 2 are needed")
+    if min(n_keep, n_out) < len(classes):
+        raise ValueError(
+            f"a part of {min(n_keep, n_out)} images cannot hold all {len(classes)} classes"
+        )
+    by_class = np.split(np.argsort(inverse, kind="stable"), np.cumsum(counts)[:-1])
+    rng = np.random.RandomState(seed)
+    keep_n = _approximate_mode(counts, n_keep, rng)
+    out_n = _approximate_mode(counts - keep_n, n_out, rng)
+    keep: list[int] = []
+    out: list[int] = []
+    for i, members in enumerate(by_class):
+        shuffled = members.take(rng.permutation(counts[i]), mode="clip")
+        keep.extend(shuffled[: keep_n[i]])
+        out.extend(shuffled[keep_n[i] : keep_n[i] + out_n[i]])
+    return index[rng.permutation(keep)], index[rng.permutation(out)]
+
+
+def _approximate_mode(counts: np.ndarray, draws: int, rng: np.random.RandomState) -> np.ndarray:
+    """How many of `draws` each class gets, in proportion; ties broken by `rng` (scikit-learn's
+    `_approximate_mode`)."""
+    continuous = counts / counts.sum() * draws
+    floored = np.floor(continuous)
+    need = int(draws - floored.sum())
+    if need > 0:
+        remainder = continuous - floored
+        for value in np.sort(np.unique(remainder))[::-1]:
+            (tied,) = np.where(remainder == value)
+            now = min(len(tied), need)
+            floored[rng.choice(tied, size=now, replace=False)] += 1
+            need -= now
+            if need == 0:
+                break
+    return floored.astype(int)
 
 
 def load_split(prepared: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
