@@ -38,18 +38,18 @@ export PYTHONDONTWRITEBYTECODE :=
 
 ##@ Set-up
 
-# The venv starts without pip (uv fills it; pip comes from the lock). uv does not read pip's
-# configuration, so requirements/uv_sources.py passes its find-links and indexes on.
+# The venv starts without pip (uv fills it; pip comes from the lock). requirements/uv.sh finds
+# the pinned uv (the venv's, PATH's, or one kept per machine in ~/.cache/mlproject). uv does not
+# read pip's configuration, so requirements/uv_sources.py passes its find-links and indexes on.
 $(BIN)/.installed: pyproject.toml $(LOCK)
 	@$(SYS_PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python 3.10+ is needed; set PYTHON=python3.x")'
 	@test -x $(BIN)/python || { echo "creating $(VENV) with $$($(SYS_PYTHON) --version)"; $(SYS_PYTHON) -m venv --without-pip $(VENV); }
 	@echo "installing pinned dependencies ($(EXTRAS)) from $(LOCK)$(if $(TORCH), with torch for $(TORCH))"
-	@if [ "$(INSTALLER)" = uv ] && { test -x $(BIN)/uv || $(SYS_PYTHON) -m pip --python $(BIN)/python install \
-	      --quiet --disable-pip-version-check "uv==$(UV_VERSION)" >/dev/null 2>&1; }; then \
+	@if [ "$(INSTALLER)" = uv ] && uv=$$(requirements/uv.sh "$(UV_VERSION)" $(BIN) $(SYS_PYTHON)); then \
 	  eval "$$($(SYS_PYTHON) requirements/uv_sources.py --torch "$(TORCH)" --shell)"; \
 	  if [ -n "$$cert" ] && [ -z "$${SSL_CERT_FILE:-}" ]; then export SSL_CERT_FILE="$$cert"; fi; \
 	  echo "+ uv pip install -c $(LOCK) $$sources -e .[$(EXTRAS)]"; \
-	  $(BIN)/uv pip install --quiet --python $(BIN)/python -c $(LOCK) $$sources -e ".[$(EXTRAS)]"; \
+	  "$$uv" pip install --quiet --python $(BIN)/python -c $(LOCK) $$sources -e ".[$(EXTRAS)]"; \
 	else \
 	  echo "uv is not available (INSTALLER=$(INSTALLER)): installing with pip, which is slower"; \
 	  $(BIN)/python -m pip --version >/dev/null 2>&1 || $(BIN)/python -m ensurepip --default-pip >/dev/null; \

@@ -3,6 +3,7 @@ and the torch build asked for; the fresh-clone test runs the install itself."""
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 import sys
@@ -66,3 +67,63 @@ def test_uv_is_pinned_in_the_lock():
     lock = (ROOT / "requirements" / "lock.txt").read_text().splitlines()
     assert [line for line in lock if line.startswith("uv==")]
     assert [line for line in lock if line.startswith("pip==")]  # the venv is made without pip
+
+
+UV_SH = ROOT / "requirements" / "uv.sh"
+
+
+def _fake_uv(path, version: str):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"#!/bin/sh\necho 'uv {version} (fake)'\n")
+    path.chmod(0o755)
+    return path
+
+
+def _find_uv(tmp_path, python: str, path_dirs=()):
+    env = {
+        "PATH": os.pathsep.join([*map(str, path_dirs), "/usr/bin", "/bin"]),
+        "HOME": str(tmp_path / "home"),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+    }
+    return subprocess.run(
+        ["bash", str(UV_SH), "1.2.3", str(tmp_path / "venv" / "bin"), python],
+        env=env, capture_output=True, text=True,
+    )  # fmt: skip
+
+
+def test_uv_is_found_in_the_venv_then_on_path_then_in_the_machines_cache(tmp_path):
+    never = "/bin/false"  # pip is not needed when a pinned uv is there
+    cached = _fake_uv(tmp_path / "cache" / "mlproject" / "uv-1.2.3" / "bin" / "uv", "1.2.3")
+    on_path = _fake_uv(tmp_path / "path" / "uv", "1.2.3")
+    assert _find_uv(tmp_path, never, [on_path.parent]).stdout.strip() == str(on_path)
+    venv = _fake_uv(tmp_path / "venv" / "bin" / "uv", "1.2.3")
+    assert _find_uv(tmp_path, never, [on_path.parent]).stdout.strip() == str(venv)
+    venv.unlink()
+    _fake_uv(on_path, "9.9.9")  # another version on PATH is passed over
+    assert _find_uv(tmp_path, never, [on_path.parent]).stdout.strip() == str(cached)
+    cached.unlink()
+    missing = _find_uv(tmp_path, never, [on_path.parent])
+    assert missing.returncode == 1 and missing.stdout == ""  # make install falls back to pip
+
+
+def test_uv_is_bootstrapped_once_into_the_machines_cache(tmp_path):
+    # A stand-in for `python -m pip install --target DIR uv==1.2.3`; it counts its calls.
+    calls = tmp_path / "calls"
+    python = tmp_path / "python"
+    python.write_text(
+        "#!/bin/bash\n"
+        f"echo \"$*\" >> {calls}\n"
+        'while [ "$1" != --target ]; do shift; done\n'
+        'mkdir -p "$2/bin" && printf "#!/bin/sh\\necho uv 1.2.3\\n" > "$2/bin/uv" && chmod +x "$2/bin/uv"\n'
+    )
+    python.chmod(0o755)
+    home = tmp_path / "cache" / "mlproject" / "uv-1.2.3"
+    (home / "bin").mkdir(parents=True)  # a broken copy from an interrupted run is replaced
+    first = _find_uv(tmp_path, str(python))
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() == str(home / "bin" / "uv")
+    assert "install" in calls.read_text() and "uv==1.2.3" in calls.read_text()
+    second = _find_uv(tmp_path, str(python))
+    assert second.stdout.strip() == str(home / "bin" / "uv")
+    assert len(calls.read_text().splitlines()) == 1  # pip ran once
+    assert [p.name for p in home.parent.iterdir()] == ["uv-1.2.3"]  # no temporary copies left
