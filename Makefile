@@ -57,6 +57,8 @@ $(BIN)/.installed: pyproject.toml $(LOCK)
 	    $$($(SYS_PYTHON) requirements/uv_sources.py --torch "$(TORCH)" --pip-args) $(PIP_ARGS) -e ".[$(EXTRAS)]"; \
 	fi
 	@touch $@
+	@# New bytecode is compiled in the background, on a core the first `make repro` leaves idle.
+	@( nice -n 10 $(BIN)/python -m mlproject.pipeline.warm >/dev/null 2>&1 & )
 
 # uv, pip as fallback (INSTALLER=pip); TORCH=cpu|cuda picks the torch build; EXTRAS the groups.
 .PHONY: install
