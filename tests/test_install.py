@@ -7,6 +7,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 
 from conftest import ENV, ROOT
 
@@ -41,7 +42,7 @@ def test_pip_configuration_becomes_uv_options(tmp_path):
     assert sources(tmp_path, "--cert", config=PIP_CONF) == ["/etc/ssl/certs/ca.pem"]
     # make install reads both from one run, through the shell's eval
     conf = tmp_path / "pip.conf"
-    shell = f"eval \"$({shlex.quote(sys.executable)} {SCRIPT} --shell)\"; "
+    shell = f'eval "$({shlex.quote(sys.executable)} {SCRIPT} --shell)"; '
     shell += 'printf "%s\\n" "$cert"; printf "%s\\n" $sources'
     env = {k: v for k, v in ENV.items() if not k.startswith("PIP_")}
     env.update(PIP_CONFIG_FILE=str(conf), HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path))
@@ -112,7 +113,7 @@ def test_uv_is_bootstrapped_once_into_the_machines_cache(tmp_path):
     python = tmp_path / "python"
     python.write_text(
         "#!/bin/bash\n"
-        f"echo \"$*\" >> {calls}\n"
+        f'echo "$*" >> {calls}\n'
         'while [ "$1" != --target ]; do shift; done\n'
         'mkdir -p "$2/bin" && printf "#!/bin/sh\\necho uv 1.2.3\\n" > "$2/bin/uv" && chmod +x "$2/bin/uv"\n'
     )
@@ -127,3 +128,53 @@ def test_uv_is_bootstrapped_once_into_the_machines_cache(tmp_path):
     assert second.stdout.strip() == str(home / "bin" / "uv")
     assert len(calls.read_text().splitlines()) == 1  # pip ran once
     assert [p.name for p in home.parent.iterdir()] == ["uv-1.2.3"]  # no temporary copies left
+
+
+def test_make_install_tries_the_uv_cache_first_then_the_indexes_then_warms_bytecode(tmp_path):
+    """The install recipe itself, with a stand-in uv that has nothing cached (its --offline run
+    fails) and a stand-in venv python: both log what they were asked to do."""
+    version = next(
+        line.split("==")[1].split()[0]
+        for line in (ROOT / "requirements" / "lock.txt").read_text().splitlines()
+        if line.startswith("uv==")
+    )
+    log = tmp_path / "log"
+    bin_dir = tmp_path / "venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "uv").write_text(
+        "#!/bin/bash\n"
+        f'[ "$1" = --version ] && {{ echo "uv {version}"; exit 0; }}\n'
+        f'echo "uv $*" >> {log}\n'
+        'for a in "$@"; do [ "$a" = --offline ] && exit 1; done; exit 0\n'
+    )
+    (bin_dir / "python").write_text(f'#!/bin/bash\necho "python $*" >> {log}\n')
+    for exe in bin_dir.iterdir():
+        exe.chmod(0o755)
+    env = {k: v for k, v in ENV.items() if k != "VIRTUAL_ENV"}
+    out = subprocess.run(
+        ["make", "install", f"VENV={tmp_path / 'venv'}", "EXTRAS=serve"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "+ uv pip install" in out.stdout
+    for _ in range(100):  # the warm-up runs in the background
+        lines = log.read_text().splitlines()
+        if any("mlproject.pipeline.warm" in line for line in lines):
+            break
+        time.sleep(0.05)
+    uv_calls = [line for line in lines if line.startswith("uv ")]
+    assert len(uv_calls) == 2
+    assert "--offline" in uv_calls[0].split() and "--offline" not in uv_calls[1].split()
+    assert uv_calls[0].replace(" --offline", "") == uv_calls[1]
+    assert "-c requirements/lock.txt" in uv_calls[1] and "-e .[serve]" in uv_calls[1]
+    assert "python -m mlproject.pipeline.warm" in lines
+    assert (bin_dir / ".installed").exists()
+
+
+def test_the_warm_up_names_modules_that_exist():
+    """A misspelt name would be skipped in silence (the warm-up ignores import errors)."""
+    import importlib.util
+
+    from mlproject.pipeline.warm import MODULES
+
+    assert [m for m in MODULES if importlib.util.find_spec(m) is None] == []
