@@ -245,7 +245,7 @@ def main() -> int:
     if not args.no_clone:
         clone = fresh_clone()
         rows.append(
-            ("fresh clone: make repro (with venv)", f"{clone:.0f} s", "<= 240 s", "", clone <= 240)
+            ("fresh clone: make repro (with venv)", f"{clone:.0f} s", "<= 45 s", "", clone <= 45)
         )
 
     width = max(len(r[0]) for r in rows)

@@ -188,12 +188,17 @@ def search(
             print(text, flush=True)
 
     if todo:
+        # The trials train on one core; the report's modules (matplotlib, Optuna's plots and its
+        # importance evaluator, which imports scikit-learn: 2-3 s in all) load meanwhile.
+        preload = threading.Thread(target=_preload_reports, daemon=True)
+        preload.start()
         study.optimize(
             lambda t: run_trial(t, space, target, study.user_attrs["tag"], echo),
             n_trials=todo,
             n_jobs=jobs,
             catch=(ExperimentError,),
         )
+        preload.join()
     return write_reports(study, space, target)
 
 
@@ -254,6 +259,21 @@ def write_reports(study, space: Space, target: Objective, out: Path = OUT) -> in
     print(tabulate(marked, headers="keys", tablefmt="simple"))
     print(f"\nhpo: best trial {best.number}: {target.metric} {best.value:.4f} -> {out}/best.yaml")
     return 0
+
+
+def _preload_reports() -> None:
+    """Import what write_reports and _plots use; an import that fails here fails there again,
+    where it is reported."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot
+        import optuna.importance  # noqa: F401
+        import tabulate  # noqa: F401
+        from optuna.visualization import matplotlib as _  # noqa: F401
+    except Exception:
+        pass
 
 
 def _plots(study, out: Path) -> None:
