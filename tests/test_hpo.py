@@ -15,7 +15,7 @@ from mlproject.experiments.dvcexp import ExperimentError, Objective
 from mlproject.experiments.space import load_space
 from test_sweep import make
 
-from conftest import ROOT, run
+from conftest import ENV, ROOT, run
 
 ACC = Objective("accuracy", "reports/eval/metrics.json", True)
 SPACE = {
@@ -165,6 +165,8 @@ def test_make_hpo_runs_trials_as_experiments_prunes_and_resumes(project: Path, t
     assert (
         run(["git", "status", "--porcelain"], project).stdout.strip() == ""
     )  # workspace as it was
+    image = next((project / "data").rglob("*.png"))  # trials linked their copies, not these
+    assert image.stat().st_nlink == 1 and image.stat().st_mode & 0o200
 
     again = make("hpo", project, "TRIALS=2", f"SPACE={path}").stdout
     assert "2 trial(s) finished before, 0 to run" in again  # resumed from .hpo/tiny.db
@@ -194,3 +196,36 @@ def test_optuna_plots_leave_the_callers_matplotlib_style_alone(tmp_path):
     hpo._plots(study, tmp_path)
     assert (tmp_path / "history.png").stat().st_size > 0
     assert style() == before
+
+
+def test_trials_link_from_the_cache_unless_a_cache_type_is_set(tmp_path, monkeypatch):
+    """linked_checkouts() adds cache.type at DVC's system level, kept beside the machine's own
+    system config; DVC reads it there, and a project's own cache.type still wins."""
+    from mlproject.experiments.dvcexp import LINKS, linked_checkouts
+
+    system = tmp_path / "system"
+    system.mkdir()
+    (system / "config").write_text("['remote \"shared\"']\n    url = /srv/dvc\n")
+    monkeypatch.setenv("DVC_SYSTEM_CONFIG_DIR", str(system))
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    run(["git", "init", "-q"], repo)
+    run(["dvc", "init", "-q"], repo)
+    monkeypatch.chdir(repo)
+    env = linked_checkouts()
+    made = Path(env["DVC_SYSTEM_CONFIG_DIR"])
+    assert made.is_relative_to(repo / ".dvc" / "tmp")  # DVC's scratch folder, git-ignored
+    assert "url = /srv/dvc" in (made / "config").read_text()  # the machine's settings kept
+
+    def cache_type() -> tuple[str, str]:
+        """(where DVC read cache.type, its value): levels are listed lowest first"""
+        shown = run(["dvc", "config", "--list", "--show-origin"], repo, env={**ENV, **env})
+        line = [line for line in shown.stdout.splitlines() if "cache.type=" in line][-1]
+        origin, setting = line.split("\t")
+        return origin, setting.removeprefix("cache.type=")
+
+    assert cache_type() == (str(made / "config"), str(LINKS.split(",")))
+    run(["dvc", "config", "cache.type", "copy"], repo)  # the project's choice wins
+    assert cache_type() == (".dvc/config", "copy")
+    (system / "config").write_text("[cache]\n    type = symlink\n")
+    assert linked_checkouts() == {}  # nor is the machine's own cache section overridden

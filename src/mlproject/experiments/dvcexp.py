@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -15,6 +16,7 @@ from typing import Any
 import yaml
 
 from ..core.errors import ProjectError
+from ..core.io import atomic_write_text
 from ..report.gate import GateConfig
 
 PARAMS = "params.yaml"
@@ -37,6 +39,32 @@ def dvc_env() -> dict[str, str]:
     if bindir not in path.split(os.pathsep):  # stages run `python -m ...`: the venv's python
         path = f"{bindir}{os.pathsep}{path}"
     return {**os.environ, "PATH": path, "DVC_NO_ANALYTICS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+# DVC runs a trial or a queued experiment in a temporary copy of the project and checks every
+# dependency and output out of the cache into it: by default as copies, file by file (2.7 s of a
+# 22 s demo trial for its 1,797 images; far more for a fork's photos). Linked, it takes 0.6 s.
+LINKS = "reflink,hardlink,copy"
+
+
+def linked_checkouts(scratch: Path = Path(".dvc/tmp")) -> dict[str, str]:
+    """Environment for `dvc exp run --temp` and `dvc queue start`: DVC links files from the cache
+    into the experiment's temporary copy instead of copying them.
+
+    Set at DVC's lowest config level (system, through DVC_SYSTEM_CONFIG_DIR, pointed at a copy of
+    this machine's system config with `cache.type` added), so a `cache.type` that the project, the
+    user or the machine sets still wins. The workspace is not touched: a temporary run checks out
+    only into its own copy, and stages replace their outputs rather than write into them."""
+    from dvc.dirs import system_config_dir
+
+    system = Path(system_config_dir()) / "config"
+    text = system.read_text() if system.is_file() else ""
+    if re.search(r"^\s*\[\s*cache\s*\]", text, re.MULTILINE):
+        return {}  # the machine's own cache settings stand
+    folder = (scratch / "experiments-config").resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / "config", f"{text.rstrip()}\n[cache]\n    type = {LINKS}\n".lstrip())
+    return {"DVC_SYSTEM_CONFIG_DIR": str(folder)}
 
 
 def dvc(

@@ -29,7 +29,7 @@ import yaml
 
 from ..core.cli import entry_point
 from ..core.io import atomic_write_text
-from .dvcexp import ExperimentError, Objective, dvc_env, objective
+from .dvcexp import ExperimentError, Objective, dvc_env, linked_checkouts, objective
 from .space import Space, load_space
 
 STORE = Path(".hpo")
@@ -54,7 +54,7 @@ def run_trial(trial, space: Space, target: Objective, tag: str, echo=print) -> f
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env=dvc_env(),
+        env={**dvc_env(), **linked_checkouts()},
         start_new_session=True,  # a pruned trial's whole process group is stopped
     )
     tail: list[str] = []

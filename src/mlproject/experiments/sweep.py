@@ -35,6 +35,7 @@ from .dvcexp import (
     dvc,
     dvc_env,
     experiments,
+    linked_checkouts,
     metric_value,
     objective,
     ranked,
@@ -174,7 +175,7 @@ def wait(
                     f"treeverse/dvc#8165, #10398, #10562).\n{QUEUE_HELP}"
                 )
             print(f"\nsweep: {waiting} task(s) wait with none running: restarting the workers")
-            dvc("queue", "start", "-j", str(jobs), timeout=120)
+            dvc("queue", "start", "-j", str(jobs), timeout=120, env=linked_checkouts())
             restarted, last_running = True, now
         if timeout and elapsed > timeout:
             raise QueueStuck(
@@ -214,7 +215,7 @@ def sweep(
                 dvc("exp", "run", "--queue", *_flags(combo), timeout=300)
         after = _read_queue()
         mine = {t for t, s in after.items() if t not in before and s == "Queued"}
-        dvc("queue", "start", "-j", str(jobs), timeout=120)
+        dvc("queue", "start", "-j", str(jobs), timeout=120, env=linked_checkouts())
         try:
             result = wait(mine, jobs, timeout, stall_after)
         finally:
