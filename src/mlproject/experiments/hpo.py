@@ -38,8 +38,11 @@ OUT = Path("reports/hpo")
 EPOCH = re.compile(r"^epoch\s+(\d+)/\d+\s.*?val_loss ([-\d.e+]+)\s+val_acc ([-\d.e+]+)")
 
 
-def run_trial(trial, space: Space, target: Objective, tag: str, echo=print) -> float:
-    """One trial: sample, `dvc exp run --temp`, report each epoch, return the final metric."""
+def run_trial(
+    trial, space: Space, target: Objective, tag: str, echo=print, env: dict | None = None
+) -> float:
+    """One trial: sample, `dvc exp run --temp` (in `env`, default `dvc_env()`), report each
+    epoch, return the final metric."""
     import optuna
 
     overrides = space.fixed + space.suggest(trial)
@@ -54,7 +57,7 @@ def run_trial(trial, space: Space, target: Objective, tag: str, echo=print) -> f
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**dvc_env(), **linked_checkouts()},
+        env=env or dvc_env(),
         start_new_session=True,  # a pruned trial's whole process group is stopped
     )
     tail: list[str] = []
@@ -192,8 +195,9 @@ def search(
         # importance evaluator, which imports scikit-learn: 2-3 s in all) load meanwhile.
         preload = threading.Thread(target=_preload_reports, daemon=True)
         preload.start()
+        env = {**dvc_env(), **linked_checkouts()}  # once: every trial runs in the same one
         study.optimize(
-            lambda t: run_trial(t, space, target, study.user_attrs["tag"], echo),
+            lambda t: run_trial(t, space, target, study.user_attrs["tag"], echo, env),
             n_trials=todo,
             n_jobs=jobs,
             catch=(ExperimentError,),
