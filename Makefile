@@ -214,7 +214,7 @@ monitor-retrain: install ## Like monitor; on drift also start the retraining wor
 	python -m mlproject.monitor.drift $(MONITOR_SOURCE) --out "$(MONITOR_OUT)" --trigger-retrain
 
 .PHONY: alerts-reference
-alerts-reference: install ## Regenerate the Prometheus reference shares from the profile
+alerts-reference: install ## Rewrite the alert rules' reference shares (make repro does it)
 	python -m mlproject.ops.deploy reference-rules
 
 # As scheduled; cml and gh are recorded, nothing is posted.
@@ -285,6 +285,14 @@ docs-serve: install ## Serve the docs with live reload (DOCS_PORT, default 8001)
 	mkdocs serve --strict --dev-addr 127.0.0.1:$(DOCS_PORT)
 
 # Each prints its figures beside their targets; docs/performance.md holds the current tables.
+# COMPARE=<another machine's JSON> lists the ops whose bits differ (exit 1 when any do);
+# OUT=<file> also keeps this machine's (benchmarks/numerics/ holds the machines compared so far).
+COMPARE ?=
+OUT ?=
+.PHONY: numerics-probe
+numerics-probe: install ## Hash each op the model uses: COMPARE=<other machine's JSON> OUT=<file>
+	python -m mlproject.ops.numerics $(if $(COMPARE),--compare "$(COMPARE)") $(if $(OUT),--out "$(OUT)")
+
 .PHONY: bench
 bench: data ## Benchmark the pipeline: training loop, repro, ONNX vs PyTorch
 	python benchmarks/pipeline.py

@@ -105,8 +105,9 @@ def test_register_promote_fetch_and_roll_back(registry_repo, tmp_path):
     assert registry["stage"] == "prod"
     assert registry["source"] == "remote"
     assert "from the DVC remote" in result.stdout
-    # The pipeline ran on the card's commit; the registered commit holds its outputs.
-    run(["git", "merge-base", "--is-ancestor", card["lineage"]["git"]["commit"], first], repo)
+    # The registered commit holds the outputs: its committed card is the one fetched.
+    committed = run(["git", "show", f"{first}:models/model_card.json"], repo).stdout
+    assert json.loads(committed)["sha256"] == card["sha256"]
 
     # REV fetches a version by name through make; a bad request names the problem.
     make("fetch-model", repo, "REV=v0.2.0", f"MODEL_OUT={tmp_path / 'v2'}")

@@ -16,6 +16,12 @@ environment variables, which the libraries read once, when they load; so it must
 
 `train.fast: true` opts out (the libraries then pick the fastest path of the machine). On CUDA the
 same bits come back on the same GPU model and software stack only (see docs/pipeline.md).
+
+What the pinning cannot settle is recorded instead: `fingerprint()` names the numerics an output
+was made with (torch build, device, CPU vendor, the ISA level the pinning allows, the pinning),
+train stores it in the checkpoint, export in the model card, and the PR report compares base and
+head outputs only when their fingerprints agree (core.numerics.comparable). `make numerics-probe` hashes each
+op the demo model uses, to find what differs between two machines (mlproject.ops.numerics).
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ..core.numerics import cpu
 
 PARAMS_FILE = "params.yaml"
 DEFAULT_THREADS = 1
@@ -119,6 +127,46 @@ def deterministic_algorithms(warn_only: bool = False) -> None:
         torch.use_deterministic_algorithms(True, warn_only=warn_only)
     else:
         torch._C._set_deterministic_algorithms(True, warn_only=warn_only)
+
+
+def installed_torch() -> str:
+    """torch's full version, local build suffix included ("2.14.1+cu130", "2.14.1+cpu"), read
+    from torch/version.py without importing torch (the package metadata drops the suffix)."""
+    import importlib.util
+    import re
+
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return "none"
+    try:
+        text = (Path(spec.submodule_search_locations[0]) / "version.py").read_text()
+    except OSError:
+        return "unknown"
+    match = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", text, re.M)
+    return match.group(1) if match else "unknown"
+
+
+def fingerprint(pinning: Pinning, device: str = "cpu") -> dict[str, str]:
+    """The numerics an output is made with, in words (no torch import: its version is read from
+    the installed package). `device` is "cpu" or the GPU's name ("cuda: NVIDIA H200")."""
+    torch_version = installed_torch()
+    vendor, model = cpu()
+    isa = (
+        "machine's best (unpinned)"
+        if pinning.fast
+        else pinning.env()["ATEN_CPU_CAPABILITY"].upper()
+    )
+    fp = {
+        "torch": torch_version,
+        "device": device,
+        "cpu_vendor": vendor,
+        "cpu_model": model,
+        "isa": isa,
+        "pinning": pinning.describe(),
+    }
+    if pinning.fast:  # the machine picks kernels and threads: nothing short of it reproduces
+        fp["cpu_vendor"] = f"{vendor} {model}"
+    return fp
 
 
 def torch_was_pinned(pinning: Pinning) -> bool:

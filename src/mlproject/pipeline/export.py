@@ -3,7 +3,7 @@
 The ONNX file has a dynamic batch dimension and its weights inside (one self-contained file).
 `onnx.checker` validates it; onnxruntime must match PyTorch on the real test images within
 `export.parity_atol`, or the stage fails and writes nothing. models/model_card.json records the
-lineage (git commit, data hash from data.dvc), params, metrics, input spec, classes and settings.
+lineage (data hash from data.dvc), the numerics fingerprint, params, metrics, input spec, classes and settings.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from ..core.cli import entry_point
 from ..core.errors import ProjectError
 from ..core.io import atomic_path, read_json, write_json
-from ..core.lineage import dvc_tracked_info, git_commit
+from ..core.lineage import dvc_tracked_info
 from ..core.paths import DATA_DVC, EVAL_METRICS, MODEL_CARD, ONNX_MODEL
 from ..core.preprocess import normalize
 from .config import load_params
@@ -152,11 +152,15 @@ def export(
         "file": onnx_path.name,
         "sha256": hashlib.sha256(blob).hexdigest(),
         "size_bytes": len(blob),
+        # No git commit: the card is committed with the commit that would have to name it, so a
+        # fresh clone's `make repro` would rewrite it. The registry's tag names the commit.
         "lineage": {
-            "git": git_commit(),
             "data": dvc_tracked_info(DATA_DVC),
             "checkpoint_epoch": payload["epoch"],
         },
+        # What the weights' bits depend on (determinism.fingerprint): `make report` compares
+        # base and head outputs only when these agree.
+        "numerics": payload.get("numerics") or {},
         "model": {
             "target": payload["config"]["model"]["_target_"],
             "parameters": sum(p.numel() for p in trained.parameters()),

@@ -26,6 +26,7 @@ import yaml
 
 from ..core.cli import entry_point, subcommands
 from ..core.errors import ProjectError
+from ..core.lineage import git_commit
 from ..core.paths import EVAL_METRICS, MODEL_CARD, ONNX_MODEL, PARAMS, TRAIN_REPORTS
 
 EPOCH_METRICS = TRAIN_REPORTS / "plots/metrics"
@@ -110,7 +111,7 @@ def log_run(root: str | Path = ".", params: dict | None = None) -> str | None:
     mlflow = _mlflow()
     card = json.loads((root / CARD).read_text())
     mlflow.set_experiment(conf["experiment"])
-    commit = (card.get("lineage", {}).get("git") or {}).get("commit", "")
+    commit = git_commit(root)["commit"] or ""  # the commit whose outputs are logged
     with mlflow.start_run(run_name=f"{card.get('name')}-{card['sha256'][:8]}") as run:
         flat = flatten(params)
         items = list(flat.items())

@@ -36,7 +36,13 @@ from ..core.paths import CHECKPOINT, PREPARED, TRAIN_REPORTS
 from .augment import build_augment
 from .backbones import backbone_parameters, without_downloads
 from .config import ConfigError, instantiate_model, load_params
-from .determinism import deterministic_algorithms, pin_torch, read_pinning, torch_was_pinned
+from .determinism import (
+    deterministic_algorithms,
+    fingerprint,
+    pin_torch,
+    read_pinning,
+    torch_was_pinned,
+)
 from .distributed import dump_trace, open_trace, sync_buffers
 from .loader import InMemory, Streamed, index_batches, open_split
 
@@ -332,7 +338,7 @@ def train(
             live.make_summary()
             live.end()
         if is_main:
-            _save_checkpoint(checkpoint, best, cfg, classes, spec)
+            _save_checkpoint(checkpoint, best, cfg, classes, spec, numerics(pinning, device))
             log(
                 f"best epoch {best['epoch']}: val_acc {best['metrics']['val/accuracy']:.4f}  "
                 f"-> {checkpoint}"
@@ -352,8 +358,22 @@ def _open_live(directory: Path | None):
     return Live(str(directory), dvcyaml=None, save_dvc_exp=False, report=None, monitor_system=False)
 
 
+def numerics(pinning, device: torch.device) -> dict[str, str]:
+    """The numerics fingerprint of a model trained on `device` (determinism.fingerprint)."""
+    if device.type == "cuda":
+        name = f"cuda: {torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
+    else:
+        name = device.type
+    return fingerprint(pinning, name)
+
+
 def _save_checkpoint(
-    path: Path, best: dict[str, Any], cfg: DictConfig, classes: list[str], spec: dict[str, Any]
+    path: Path,
+    best: dict[str, Any],
+    cfg: DictConfig,
+    classes: list[str],
+    spec: dict[str, Any],
+    numerics: dict[str, str] | None = None,
 ) -> None:
     payload = {
         "model_state": best["state"],
@@ -362,6 +382,7 @@ def _save_checkpoint(
         "input": spec,
         "epoch": best["epoch"],
         "metrics": best["metrics"],
+        "numerics": numerics or {},
     }
     # Saved through a buffer: torch.save names the archive after the file it writes, and the
     # atomic write's temporary name is random; in memory the name is fixed, so are the bytes.
