@@ -4,7 +4,8 @@
     gate    print the quality gate's checks; exit 1 when it fails                   (make gate)
 
 The base defaults to the merge-base of HEAD with the PR's base branch (GITHUB_BASE_REF in CI),
-else with main; BASE=<rev> (or --base) chooses another.
+else with main; BASE=<rev> (or --base) chooses another. Head's outputs are brought up to date
+first (the stale stages run, and say so); HEAD_OUTPUTS=refuse stops with a line naming them.
 """
 
 from __future__ import annotations
@@ -41,8 +42,16 @@ def _parser() -> argparse.ArgumentParser:
         "--base-outputs",
         choices=("auto", "committed", "rebuild"),
         default=os.environ.get("BASE_OUTPUTS") or "auto",
-        help="base metrics: committed (from git), rebuild (here), or auto: committed when the "
-        "base's model is in the DVC cache, else pulled or rebuilt in a worktree",
+        help="base outputs: committed (from git), rebuild (here), or auto: committed when they "
+        "were made with head's numerics and the base's model is in the DVC cache, else pulled "
+        "or rebuilt in a worktree",
+    )
+    parser.add_argument(
+        "--head-outputs",
+        choices=("refresh", "refuse", "as-is"),
+        default=os.environ.get("HEAD_OUTPUTS") or "refresh",
+        help="stale head outputs: refresh (run dvc repro first, the default), refuse (exit "
+        "naming the stale stages) or as-is",
     )
     parser.add_argument("--no-plots", action="store_true", help="build: skip the PNGs")
     parser.add_argument("--no-latency", action="store_true", help="build: skip onnxruntime timing")
@@ -53,6 +62,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     start = time.perf_counter()
+    if not args.from_report:  # never a report or a gate on outputs older than head's code
+        from .ci import refresh_head
+
+        refresh_head(args.head_outputs)
     if args.command == "build":
         from .build import build
 

@@ -1,9 +1,14 @@
 """Like with like: which outputs of the base the report compares head with.
 
-    committed   the base's model (its dvc.lock entry) is in the local DVC cache: the base's
-                committed metrics and predictions belong to outputs at hand
-    pulled      they were not, and `dvc repro --pull` at the base fetched them from the remote
-    rebuilt     neither: the base was reproduced here, on this runner, like head
+    committed   the base's committed outputs were made with the same numerics as head's (the
+                fingerprints in the two model cards agree: determinism.comparable) and its model
+                (its dvc.lock entry) is in the local DVC cache: they belong to outputs at hand
+    pulled      the numerics agree but the model was not at hand, and `dvc repro --pull` at the
+                base fetched the outputs from the remote
+    rebuilt     otherwise: the base was reproduced here, on this runner, like head. Outputs made
+                with other numerics (another CPU vendor, torch build or pinning) are never
+                compared with head's: everything the report shows of the base then comes from
+                the rebuild (metrics, per-class, curves, predictions, model hash, latency).
 
 Pulled and rebuilt bases live in a git worktree at the base commit,
 `.dvc/tmp/base/<hash of the base's dvc.lock>` (ignored by git and DVC), which shares the DVC
@@ -20,9 +25,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ..core.paths import CHECKPOINT
+from ..core.numerics import card_numerics, comparable
+from ..core.paths import CHECKPOINT, MODEL_CARD
 from ..core.proc import dvc_remote_configured, run, tool
-from .diff import cache_file, flatten, git, git_show, locked_md5
+from .diff import cache_file, flatten, git, git_show, git_show_bytes, locked_md5
 
 BASE_MODEL = CHECKPOINT.as_posix()
 WORKTREES = Path(".dvc/tmp/base")
@@ -75,27 +81,45 @@ def _reproduce(folder: Path, cache: Path, log) -> dict[str, str]:
 
 
 def base_outputs(base_sha: str, cwd: str | Path = ".", mode: str = "auto", log=print) -> dict:
-    """Where the base's outputs come from: {"source": committed|pulled|rebuilt, "dir", ...}."""
+    """Where the base's outputs come from: {"source": committed|pulled|rebuilt, "dir", "why",
+    "numerics": {"base", "head"}}."""
     if mode not in MODES:
         raise ValueError(f"base outputs mode {mode!r}: expected one of {', '.join(MODES)}")
     cwd = Path(cwd).resolve()
+    card = MODEL_CARD.as_posix()
+    head_card = cwd / card
+    fingerprints = {
+        "base": card_numerics(git_show(base_sha, card, cwd)),
+        "head": card_numerics(head_card.read_text() if head_card.is_file() else None),
+    }
     lock_text = git_show(base_sha, "dvc.lock", cwd)
     md5 = locked_md5(base_sha, BASE_MODEL, cwd)
     if mode == "committed" or lock_text is None or md5 is None:
         why = "as asked" if mode == "committed" else "the base has no pipeline outputs to rebuild"
-        return {"source": "committed", "dir": None, "why": why}
+        return {"source": "committed", "dir": None, "why": why, "numerics": fingerprints}
     done = _folder(lock_text, cwd) / DONE
     if done.is_file():  # built before, by an earlier report against this base
         return {**json.loads(done.read_text()), "dir": str(done.parent), "reused": True}
-    if mode == "auto" and cache_file(md5, cwd):
-        return {"source": "committed", "dir": None, "why": "the base's model is in the DVC cache"}
+    same, difference = comparable(fingerprints["base"], fingerprints["head"], ("base", "head"))
+    if mode == "auto" and same and cache_file(md5, cwd):
+        why = "same numerics as head, and the base's model is in the DVC cache"
+        return {"source": "committed", "dir": None, "why": why, "numerics": fingerprints}
+    if same or mode == "rebuild":
+        why = "as asked" if mode == "rebuild" else "the base's model was not in the DVC cache"
+    else:
+        why = f"its committed outputs were made with other numerics: {difference}"
     folder = _worktree(base_sha, lock_text, cwd, log)
     stages = _reproduce(folder, _dvc_cache_dir(cwd), log)
     ran = sorted(s for s, what in stages.items() if what == "ran")
+    rebuilt_card = folder / card
+    fingerprints["base"] = card_numerics(
+        rebuilt_card.read_text() if rebuilt_card.is_file() else None
+    )
     info = {
         "source": "rebuilt" if ran else "pulled",
-        "why": "the base's model was not in the DVC cache",
+        "why": why,
         "stages_run": ran,
+        "numerics": fingerprints,
     }
     (folder / DONE).write_text(json.dumps(info) + "\n")
     return {**info, "dir": str(folder), "reused": False}
@@ -103,10 +127,26 @@ def base_outputs(base_sha: str, cwd: str | Path = ".", mode: str = "auto", log=p
 
 def read_base_file(outputs: dict[str, Any], base_sha: str, path: str, cwd: Path) -> str | None:
     """A file of the base: from its worktree when rebuilt or pulled, else from git."""
+    data = read_base_bytes(outputs, base_sha, path, cwd)
+    return data.decode("utf-8") if data is not None else None
+
+
+def read_base_bytes(outputs: dict[str, Any], base_sha: str, path: str, cwd: Path) -> bytes | None:
+    """read_base_file, as bytes (images)."""
     if outputs.get("dir"):
         file = Path(outputs["dir"]) / path
-        return file.read_text() if file.is_file() else None
-    return git_show(base_sha, path, cwd)
+        return file.read_bytes() if file.is_file() else None
+    return git_show_bytes(base_sha, path, cwd)
+
+
+def base_model_file(outputs: dict[str, Any], base_sha: str, path: str, cwd: Path) -> Path | None:
+    """The base's ONNX model file: in its worktree when rebuilt or pulled, else in the DVC cache
+    (by the md5 its dvc.lock records)."""
+    if outputs.get("dir"):
+        file = Path(outputs["dir"]) / path
+        return file if file.is_file() else None
+    md5 = locked_md5(base_sha, path, cwd)
+    return cache_file(md5, cwd) if md5 else None
 
 
 def rebase_metrics(metrics_diff: dict[str, dict], outputs: dict[str, Any]) -> dict[str, dict]:

@@ -16,19 +16,19 @@ from typing import Any
 from ..core.io import atomic_dir
 from ..core.paths import EVAL_REPORTS
 from . import REPORT_DIR
-from .base import base_outputs, read_base_file, rebase_metrics
+from .base import base_model_file, base_outputs, read_base_bytes, read_base_file, rebase_metrics
 from .diff import (
     ci_context,
     data_version,
     finish_dvc_diffs,
     flatten,
     git,
-    git_show,
     load_params,
     metric_tables,
     model_info,
     params_changed,
     resolve_base,
+    settle_marks,
     start_dvc_diffs,
 )
 from .gate import GateConfig, evaluate
@@ -62,11 +62,12 @@ def gate_inputs(tables: list[dict[str, Any]], gate: GateConfig) -> tuple[dict, d
 DETAIL_FILES = ("reports/eval/classes.json",)
 
 
-def json_diff(base: str, files: tuple[str, ...], cwd: Path) -> dict[str, dict]:
-    """`dvc metrics diff`-shaped entries for JSON files read from git (base) and disk (head)."""
+def json_diff(read_base, files: tuple[str, ...], cwd: Path) -> dict[str, dict]:
+    """`dvc metrics diff`-shaped entries for JSON files of the base (`read_base(path)`: from git,
+    or the rebuilt base's worktree) and of head (disk)."""
     out = {}
     for file in files:
-        old_text, new_path = git_show(base, file, cwd), cwd / file
+        old_text, new_path = read_base(file), cwd / file
         try:
             old = flatten(json.loads(old_text)) if old_text else {}
             new = flatten(json.loads(new_path.read_text())) if new_path.is_file() else {}
@@ -101,17 +102,30 @@ def collect(
     procs = start_dvc_diffs(base_sha, cwd)
     head = head_info(cwd)
     images: list[dict[str, str]] = []
+
+    # Every file of the base comes from one place: git when its committed outputs are used,
+    # else the rebuilt (or pulled) worktree; never a mix of the two.
+    def read_base(path: str) -> str | None:
+        return read_base_file(outputs, base_sha, path, cwd)
+
     try:
         if plots and out_dir is not None:  # drawn while DVC computes the diffs
             from .plots import render_plots
 
             names = {"old": f"({base_sha[:7]})", "new": f"({head['short']})"}
-            images = render_plots(base_sha, out_dir, names, cwd)
+            images = render_plots(
+                base_sha,
+                out_dir,
+                names,
+                cwd,
+                read_base=read_base,
+                read_base_bytes=lambda path: read_base_bytes(outputs, base_sha, path, cwd),
+            )
     finally:
         metrics_diff, params_diff = finish_dvc_diffs(procs)
     metrics_diff = rebase_metrics(metrics_diff, outputs)
     extra = tuple(f for f in detail_files if f not in metrics_diff)
-    metrics_diff.update(json_diff(base_sha, extra, cwd))
+    metrics_diff.update(json_diff(read_base, extra, cwd))
     tables = metric_tables(metrics_diff, gate, cwd)
     params = params_changed(params_diff)
     head_metrics, base_metrics = gate_inputs(tables, gate)
@@ -119,9 +133,10 @@ def collect(
         head_metrics = flatten(json.loads((cwd / gate.metrics_file).read_text()))
     head_predictions = cwd / PREDICTIONS
     significance = from_texts(
-        read_base_file(outputs, base_sha, PREDICTIONS, cwd),
+        read_base(PREDICTIONS),
         head_predictions.read_text() if head_predictions.is_file() else None,
     )
+    settle_marks(tables, gate, significance)
     report: dict[str, Any] = {
         "base": {
             "rev": base_sha,
@@ -144,7 +159,9 @@ def collect(
         )
     old_data, new_data = data_version(base_sha, cwd), data_version(None, cwd)
     report["data"] = {"old": old_data, "new": new_data, "changed": old_data != new_data}
-    model = model_info(base_sha, cwd)
+    model = model_info(
+        read_base, cwd, base_model=lambda path: base_model_file(outputs, base_sha, path, cwd)
+    )
     if latency:
         from .model import latencies
 

@@ -26,11 +26,14 @@ from pathlib import Path
 
 from ..core.cli import entry_point, subcommands
 from ..core.errors import ProjectError, SettingsError
+from ..core.numerics import card_numerics, comparable, describe
+from ..core.paths import MODEL_CARD as _CARD
 from ..core.proc import dvc_remote_configured, run, tool
 from . import REPORT_DIR
 from .render import render
 
 WATERMARK = "mlproject-pr-report"
+MODEL_CARD = _CARD.as_posix()
 IMAGE_SETTINGS = ("artifact", "cml", "none")
 
 
@@ -70,12 +73,14 @@ def _run_dvc_repro(
     output: list[str] | None = None,
 ) -> int:
     """Run `dvc repro ...`, passing its output through and noting what each stage did (a stage
-    pulled from the remote stays `pulled`); its last lines go to `output` when given."""
+    pulled from the remote stays `pulled`; the stage running when DVC fails is `failed`); its
+    last lines go to `output` when given."""
     print("+ " + " ".join(args), flush=True)
     proc = subprocess.Popen(
         args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd, env=env
     )
     assert proc.stdout is not None
+    running = None
     for line in proc.stdout:
         print(line, end="", flush=True)
         if output is not None:
@@ -84,21 +89,73 @@ def _run_dvc_repro(
             match = pattern.match(line.strip())
             if match:
                 stage = match.group(1).split(":")[-1]
+                if what == "ran":
+                    running = stage
                 if stages.get(stage) != "pulled" or what == "ran":
                     stages[stage] = what
-    return proc.wait()
+    code = proc.wait()
+    if code != 0 and running is not None:  # DVC stops at the first stage that fails
+        stages[running] = "failed"
+    return code
+
+
+def _dvc_status(cwd: str | None = None) -> dict:
+    result = run([tool("dvc"), "status", "--json"], cwd=cwd, check=False)
+    try:
+        status = json.loads(result.stdout or "{}") if result.returncode == 0 else {}
+    except json.JSONDecodeError:
+        return {}
+    return status if isinstance(status, dict) else {}
+
+
+def stale_stages(cwd: str | None = None) -> dict[str, str]:
+    """{stage: why} for each stage whose outputs do not match its code, params and data
+    (`dvc status`): "changed deps: params.yaml (train.lr)", "deleted outs: models/model.onnx"."""
+    stale = {}
+    for stage, changes in _dvc_status(cwd).items():
+        if not isinstance(changes, list) or stage.endswith(".dvc"):
+            continue
+        reasons = []
+        for change in changes:
+            if not isinstance(change, dict):
+                reasons.append(str(change))
+                continue
+            for kind, entries in change.items():
+                entries = entries if isinstance(entries, dict) else {}
+                named = []
+                for path, state in entries.items():
+                    if isinstance(state, dict):  # params: {"params.yaml": {"train.lr": "modified"}}
+                        named.append(f"{path} ({', '.join(state)})")
+                    else:
+                        named.append(f"{path} {state}")
+                reasons.append(f"{kind}: {', '.join(named)}" if named else kind)
+        stale[stage.split(":")[-1]] = "; ".join(reasons) or "changed"
+    return stale
+
+
+def refresh_head(mode: str = "refresh", cwd: str | None = None) -> None:
+    """Before a report or gate: head's outputs must match head's code, params and data.
+    refresh: run the stale stages (saying so); refuse: one-line error naming them."""
+    if mode == "as-is":
+        return
+    stale = stale_stages(cwd)
+    if not stale:
+        return
+    named = ", ".join(f"{stage} ({why})" for stage, why in stale.items())
+    if mode == "refuse":
+        raise ProjectError(
+            f"head's outputs are stale: {named}. Run `make repro` first (or HEAD_OUTPUTS=refresh)."
+        )
+    print(f"report: head's outputs are stale: {named}; running dvc repro first", flush=True)
+    if repro() != 0:
+        raise ProjectError("dvc repro failed (above): no report on stale outputs.")
 
 
 def stages_missing_outputs(cwd: str | None = None) -> set[str]:
     """Stages whose outputs are not in the workspace (`dvc status`): if DVC then skips them, they
     came from the cache or the remote."""
-    result = run([tool("dvc"), "status", "--json"], cwd=cwd, check=False)
-    try:
-        status = json.loads(result.stdout or "{}") if result.returncode == 0 else {}
-    except json.JSONDecodeError:
-        return set()
     missing = set()
-    for stage, changes in status.items():
+    for stage, changes in _dvc_status(cwd).items():
         for change in changes if isinstance(changes, list) else []:
             outs = change.get("changed outs", {}) if isinstance(change, dict) else {}
             if any(state in ("deleted", "not in cache") for state in outs.values()):
@@ -107,17 +164,72 @@ def stages_missing_outputs(cwd: str | None = None) -> set[str]:
 
 
 def stage_summary(stages: dict[str, str]) -> str:
-    """One line: the stages that ran, those pulled from the DVC remote (named only when some
-    were), those restored from the DVC cache, those up to date."""
+    """One line: the stage that failed (first, when one did), the stages that ran, those pulled
+    from the DVC remote (named only when some were), those restored from the DVC cache, those up
+    to date."""
 
     def names(what: str) -> str:
         return ", ".join(s for s, w in stages.items() if w == what) or "none"
 
+    failed = (
+        f"FAILED at stage {names('failed')} (its error is above) · "
+        if "failed" in stages.values()
+        else ""
+    )
     pulled = f" · from the DVC remote: {names('pulled')}" if "pulled" in stages.values() else ""
     return (
-        f"repro: ran: {names('ran')}{pulled} · from the cache: {names('restored')} · "
+        f"repro: {failed}ran: {names('ran')}{pulled} · from the cache: {names('restored')} · "
         f"up to date: {names('up to date')}"
     )
+
+
+def tracked_changes(cwd: str | None = None) -> dict[str, str]:
+    """{path: git hash of its bytes in the workspace} for each tracked file that differs from
+    HEAD (deleted files: ""). Taken before and after a run, it shows what the run changed."""
+    listed = run(["git", "diff", "--name-only", "HEAD", "--"], cwd=cwd, check=False)
+    if listed.returncode != 0:
+        return {}
+    paths = [p for p in listed.stdout.splitlines() if p]
+    present = [p for p in paths if Path(cwd or ".", p).is_file()]
+    hashes = run(["git", "hash-object", "--", *present], cwd=cwd, check=False).stdout.split()
+    found = dict(zip(present, hashes, strict=False)) if present else {}
+    return {p: found.get(p, "") for p in paths}
+
+
+def changes_summary(
+    before: dict[str, str], after: dict[str, str], cwd: str | None = None
+) -> list[str]:
+    """The lines that end `make repro` when it changed tracked files: which, why the outputs'
+    bytes differ from the committed ones when the numerics do, and the command to commit them."""
+    changed = sorted(p for p in {*before, *after} if before.get(p) != after.get(p))
+    if not changed:
+        return []
+    lines = []
+    if MODEL_CARD in changed:
+        committed = card_numerics(_git_show("HEAD", MODEL_CARD, cwd))
+        card = Path(cwd or ".", MODEL_CARD)
+        here = card_numerics(card.read_text() if card.is_file() else None)
+        same, difference = comparable(committed, here, ("committed", "here"))
+        if committed is None:
+            lines.append(
+                "repro: the committed model card records no numerics fingerprint; these "
+                f"outputs were made with {describe(here)}"
+            )
+        elif not same:
+            lines.append(
+                "repro: other bytes than committed, made with other numerics: "
+                f"{difference} (make numerics-probe compares two machines; docs/pipeline.md)"
+            )
+    lines.append(
+        f"repro: changed {len(changed)} tracked file(s), nothing staged; to commit them: "
+        f"git add {' '.join(changed)} && git commit -m 'pipeline outputs refreshed'"
+    )
+    return lines
+
+
+def _git_show(rev: str, path: str, cwd: str | None) -> str | None:
+    result = run(["git", "show", f"{rev}:{path}"], cwd=cwd, check=False)
+    return result.stdout if result.returncode == 0 else None
 
 
 def repro() -> int:
@@ -127,6 +239,7 @@ def repro() -> int:
     Ends with one line naming the stages that ran and those that came from the cache."""
     # Outputs missing from the cache make checkout complain; repro rebuilds those anyway.
     missing = stages_missing_outputs()
+    before = tracked_changes()
     _call(["dvc", "checkout", "--quiet"])
     stages: dict[str, str] = {}
     tail: list[str] = []
@@ -143,6 +256,8 @@ def repro() -> int:
         if stages.get(stage) == "up to date":
             stages[stage] = "restored"
     print(stage_summary(stages), flush=True)
+    for line in changes_summary(before, tracked_changes()):
+        print(line, flush=True)
     return code
 
 

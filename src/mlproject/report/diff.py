@@ -11,6 +11,7 @@ import json
 import math
 import os
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +131,8 @@ def _is_num(value: Any) -> bool:
 
 
 def metric_row(name: str, old: Any, new: Any, direction: str) -> dict[str, Any]:
-    """One metric, old -> new, with its delta and a mark: better, worse, same, new, removed, n/a."""
+    """One metric, old -> new, with its delta and a mark: better, worse, same, new, removed, n/a
+    (settle_marks then turns better/worse within noise into unchanged)."""
     delta = None
     if _is_num(old) and _is_num(new) and not (math.isnan(old) or math.isnan(new)):
         delta = new - old
@@ -176,6 +178,22 @@ def metric_tables(
         ]
         tables.append({"file": file, "rows": rows})
     tables.sort(key=lambda t: (t["file"] != gate.metrics_file, t["file"]))
+    return tables
+
+
+def settle_marks(
+    tables: list[dict[str, Any]], gate: GateConfig, significance: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """A row is better or worse only when its change is significant (the significance section
+    tested that metric) or beyond its tolerance (`gate.tolerance`); below, it is `unchanged`."""
+    for table in tables:
+        for row in table["rows"]:
+            if row["mark"] not in ("better", "worse"):
+                continue
+            tested = significance.get(row["name"]) if table["file"] == gate.metrics_file else None
+            significant = isinstance(tested, dict) and tested.get("significant")
+            if not significant and abs(row["delta"]) <= gate.tolerance_for(row["name"]):
+                row["mark"] = "unchanged"
     return tables
 
 
@@ -234,16 +252,21 @@ def cache_file(md5: str, cwd: str | Path = ".") -> Path | None:
     return path if path.is_file() else None
 
 
-def model_info(base: str, cwd: str | Path = ".", card_path: str = MODEL_CARD.as_posix()):
-    """Size, sha256 and file of the ONNX model at base and head (from the model cards)."""
+def model_info(
+    read_base: Callable[[str], str | None],
+    cwd: str | Path = ".",
+    card_path: str = MODEL_CARD.as_posix(),
+    base_model: Callable[[str], Path | None] = lambda path: None,
+):
+    """Size, sha256 and file of the ONNX model at base and head (from the model cards). The
+    base's card comes from `read_base(path)`, its model file from `base_model(path)`."""
     cwd = Path(cwd)
     head_card = _json(_read(cwd / card_path))
-    base_card = _json(git_show(base, card_path, cwd))
+    base_card = _json(read_base(card_path))
     model_dir = str(Path(card_path).parent)
     head_file = cwd / model_dir / (head_card or {}).get("file", "model.onnx")
     model_rel = f"{model_dir}/{(base_card or head_card or {}).get('file', 'model.onnx')}"
-    base_md5 = locked_md5(base, model_rel, cwd)
-    base_file = cache_file(base_md5, cwd) if base_md5 else None
+    base_file = base_model(model_rel)
     return {
         "path": model_rel,
         "size": {

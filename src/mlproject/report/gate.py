@@ -29,6 +29,9 @@ class GateConfig:
     # When true, a regression beyond max_regression fails only if it is significant (report
     # section `significance`: McNemar for accuracy, bootstrap for f1_macro), not within noise.
     regression_needs_significance: bool = False
+    # A change smaller than this (absolute, by substring of the metric's name, the longest
+    # pattern wins) is marked unchanged in the report unless it is significant.
+    tolerance: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_params(cls, params: dict[str, Any] | None, source: str = "params.yaml") -> GateConfig:
@@ -47,11 +50,12 @@ class GateConfig:
             if not isinstance(section["metrics_file"], str):
                 raise GateConfigError(f"{source}: 'gate.metrics_file' must be a path string.")
             cfg.metrics_file = section["metrics_file"]
-        for key in ("min", "max", "max_regression"):
+        for key in ("min", "max", "max_regression", "tolerance"):
             setattr(cfg, key, _thresholds(section.get(key), f"gate.{key}", source))
-        for name, tol in cfg.max_regression.items():
-            if tol < 0:
-                raise GateConfigError(f"{source}: 'gate.max_regression.{name}' must be >= 0.")
+        for key in ("max_regression", "tolerance"):
+            for name, tol in getattr(cfg, key).items():
+                if tol < 0:
+                    raise GateConfigError(f"{source}: 'gate.{key}.{name}' must be >= 0.")
         flag = section.get("regression_needs_significance", False)
         if not isinstance(flag, bool):
             raise GateConfigError(
@@ -65,6 +69,11 @@ class GateConfig:
                 raise GateConfigError(f"{source}: 'gate.{key}' must be a list of name substrings.")
             setattr(cfg, key, list(value))
         return cfg
+
+    def tolerance_for(self, name: str) -> float:
+        """The tolerance of a metric: its longest matching pattern's, else 0."""
+        matches = [p for p in self.tolerance if p in name]
+        return self.tolerance[max(matches, key=len)] if matches else 0.0
 
     def direction(self, name: str) -> str:
         """'lower', 'higher' or 'neutral' (counts and settings): which way is better for a metric."""

@@ -3,8 +3,9 @@
 `linear`-style plots become line charts of each `y` file's field against `x`; `bar_horizontal*`
 bars of the `x` value per `y` category; the `confusion` template a confusion matrix counted from
 the `x` (actual) and `y` (predicted) columns; an image declared as a plot
-(`- reports/explain/attributions.png`) is shown as it is. Base data is read with `git show <base>:<file>` (plot data is git-tracked); a file missing at the
-base leaves that panel marked "not at base".
+(`- reports/explain/attributions.png`) is shown as it is. Base data is read with `git show <base>:<file>` (plot data is git-tracked), or from the rebuilt
+base's worktree when the report rebuilt it; a file missing at the base leaves that panel marked
+"not at base".
 """
 
 from __future__ import annotations
@@ -137,7 +138,11 @@ def _image_panel(ax, data: bytes | None, missing: str) -> None:
 
 
 def render_image_plot(
-    plot: dict[str, Any], base: str, cwd: Path, names: dict[str, str], out: Path
+    plot: dict[str, Any],
+    read_base: Callable[[str], bytes | None],
+    cwd: Path,
+    names: dict[str, str],
+    out: Path,
 ) -> bool:
     """An image a stage wrote, base | head, in one PNG."""
     import matplotlib
@@ -147,7 +152,7 @@ def render_image_plot(
 
     head_path = cwd / plot["file"]
     sides = {
-        "old": git_show_bytes(base, plot["file"], cwd),
+        "old": read_base(plot["file"]),
         "new": head_path.read_bytes() if head_path.is_file() else None,
     }
     if not any(sides.values()):
@@ -248,12 +253,19 @@ def render_plot(
 
 
 def render_plots(
-    base: str, out_dir: str | Path, names: dict[str, str], cwd: str | Path = "."
+    base: str,
+    out_dir: str | Path,
+    names: dict[str, str],
+    cwd: str | Path = ".",
+    read_base: Reader | None = None,
+    read_base_bytes: Callable[[str], bytes | None] | None = None,
 ) -> list[dict[str, str]]:
-    """Render every declared plot into out_dir/plots/; [{title, image (relative to out_dir)}]."""
+    """Render every declared plot into out_dir/plots/; [{title, image (relative to out_dir)}].
+    The base's files come from `read_base` / `read_base_bytes` (default: git at `base`)."""
     cwd, out_dir = Path(cwd), Path(out_dir)
+    base_bytes = read_base_bytes or (lambda f: git_show_bytes(base, f, cwd))
     readers: dict[str, Reader] = {
-        "old": lambda f: git_show(base, f, cwd),
+        "old": read_base or (lambda f: git_show(base, f, cwd)),
         "new": lambda f: (cwd / f).read_text() if (cwd / f).is_file() else None,
     }
     images = []
@@ -261,7 +273,7 @@ def render_plots(
         rel = f"plots/{slug(plot['title'])}.png"
         if plot["template"] == "image":
             drawn = plot["file"].lower().endswith(".png") and render_image_plot(
-                plot, base, cwd, names, out_dir / rel
+                plot, base_bytes, cwd, names, out_dir / rel
             )
         else:
             drawn = render_plot(plot, readers, names, out_dir / rel)

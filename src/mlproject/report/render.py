@@ -16,6 +16,7 @@ MARKS = {
     "better": "🟢 better",
     "worse": "🔴 worse",
     "same": "same",
+    "unchanged": "≈ unchanged",
     "new": "new",
     "removed": "removed",
     "changed": "changed",
@@ -121,7 +122,7 @@ def metrics_section(tables: list[dict[str, Any]]) -> str:
     for t in tables:
         if not t["rows"]:
             continue
-        changed = sum(r["mark"] not in ("same",) for r in t["rows"])
+        changed = sum(r["mark"] not in ("same", "unchanged") for r in t["rows"])
         if len(t["rows"]) > FOLD_ROWS:
             parts.append(
                 f"<details><summary><code>{t['file']}</code>: {len(t['rows'])} metrics, "
@@ -129,6 +130,11 @@ def metrics_section(tables: list[dict[str, Any]]) -> str:
             )
         else:
             parts.append(f"`{t['file']}`\n\n{metrics_table(t['rows'])}")
+    if any(r["mark"] == "unchanged" for t in tables for r in t["rows"]):
+        parts.append(
+            "_≈ unchanged: a change within `gate.tolerance` that the significance tests do not "
+            "call real._"
+        )
     return "\n\n".join(parts) if parts else "No metrics found at base or head."
 
 
@@ -229,16 +235,17 @@ def render(report: dict[str, Any], images: str = "inline") -> str:
 
     head_ref = commit(head) + (" + uncommitted changes" if head.get("dirty") else "")
     origin = f" · [CI run]({ci['run_url']})" if ci.get("run_url") else ""
-    source = (base.get("outputs") or {}).get("source")
+    outputs = base.get("outputs") or {}
     used = {
         "committed": "its committed outputs",
         "pulled": "its outputs pulled from the DVC remote",
         "rebuilt": "its outputs rebuilt here, on this runner",
-    }.get(source or "")
+    }.get(outputs.get("source") or "")
+    why = f" ({outputs['why']})" if used and outputs.get("why") else ""
     parts = [
         verdict_line(gate),
         f"**Head** {head_ref} vs **base** `{base.get('label', '')}` ({commit(base)}){origin}"
-        + (f" · base: {used}" if used else ""),
+        + (f" · base: {used}{why}" if used else ""),
     ]
     if report.get("gate_params_changed"):
         parts.append("⚠️ This change edits the gate's own thresholds (`gate.*` params below).")
