@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from mlproject.monitor.profile import ProfileError
 from mlproject.ops import deploy
 from mlproject.serve.process import ServerProcess
 
@@ -60,7 +61,7 @@ def test_reference_shares_are_generated_from_the_profile():
     profile = json.loads((ROOT / deploy.PROFILE).read_text())
     assert (ROOT / deploy.REFERENCE_RULES).read_text() == deploy.reference_rules(profile)
     profile["predicted"]["shares"] = profile["predicted"]["shares"][:-1]
-    with pytest.raises(deploy.DeployError, match="predicted.shares"):
+    with pytest.raises(ProfileError, match="predicted.shares"):
         deploy.reference_rules(profile)
 
 

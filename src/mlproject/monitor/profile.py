@@ -175,11 +175,16 @@ def load_profile(path: str | Path = PROFILE_PATH) -> dict[str, Any]:
 
 @entry_point(stage="profile")
 def main() -> int:
+    from ..core.io import atomic_write_text
+    from .alert_rules import REFERENCE_RULES, reference_rules
+
     result = profile(load_settings())
+    atomic_write_text(REFERENCE_RULES, reference_rules(result))
     n_train = result["features"][FEATURES[0]]["n"]
     print(
         f"profile: {PROFILE_PATH} ({len(FEATURES)} features from {n_train} training images, "
-        f"predicted classes of {result['predicted']['n']} test images)"
+        f"predicted classes of {result['predicted']['n']} test images); alert reference "
+        f"{REFERENCE_RULES}"
     )
     return 0
 
