@@ -88,7 +88,7 @@ def trained(pipeline_repo, tmp_path_factory):
         if (pipeline_repo / line[3:]).is_file():
             shutil.copy2(pipeline_repo / line[3:], repo / line[3:])
     run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-q", "-m", "results"], repo)
+    run(["git", "commit", "-q", "--allow-empty", "-m", "results"], repo)
     run(["dvc", "cache", "dir", "--local", str(pipeline_repo / ".dvc/cache")], repo)
     run(["dvc", "checkout", "--quiet"], repo)
     return repo

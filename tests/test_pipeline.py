@@ -136,7 +136,7 @@ def test_pinned_training_gives_the_same_bytes_whatever_the_machine_offers(pipeli
 
 def test_experiment_swaps_the_model_group(pipeline_repo, tmp_path):
     repo = _copy(pipeline_repo, tmp_path / "exp")
-    run("git add -A && git commit -qm baseline", repo)
+    run("git add -A && git commit -q --allow-empty -m baseline", repo)
     run(["dvc", "exp", "run", "-S", "model=mlp", "-S", "train.epochs=8"], repo)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     assert params["model"]["_target_"] == "mlproject.pipeline.models.MLP"
@@ -192,7 +192,7 @@ def test_torchrun_trains_with_ddp_on_cpu(pipeline_repo, tmp_path):
 
 def test_unknown_group_option_fails_the_experiment_naming_it(pipeline_repo, tmp_path):
     repo = _copy(pipeline_repo, tmp_path / "bad-exp")
-    run("git add -A && git commit -qm baseline", repo)
+    run("git add -A && git commit -q --allow-empty -m baseline", repo)
     result = run(["dvc", "exp", "run", "-S", "model=resnet"], repo, check=False)
     assert result.returncode != 0
     assert "model/resnet" in result.stdout + result.stderr

@@ -83,7 +83,7 @@ def pushed(pipeline_repo, s3, tmp_path_factory):
     run(["dvc", "remote", "add", "-d", "storage", f"s3://{BUCKET}/dvc"], repo)
     run(["dvc", "remote", "modify", "storage", "endpointurl", s3["endpoint"]], repo)
     run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-q", "-m", "results and the S3 remote"], repo)
+    run(["git", "commit", "-q", "--allow-empty", "-m", "results and the S3 remote"], repo)
     start = time.perf_counter()
     push = run(["dvc", "push"], repo, env=env)
     print(f"dvc push: {time.perf_counter() - start:.1f} s ({push.stdout.strip().splitlines()[-1]})")

@@ -46,11 +46,11 @@ def test_an_unknown_base_is_a_clear_error_and_writes_nothing(tmp_path):
 def test_a_base_without_metrics_gives_new_rows_and_the_floors_still_apply(pipeline_repo, tmp_path):
     repo = Path(shutil.copytree(pipeline_repo, tmp_path / "repo", symlinks=True))
     run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-q", "-m", "outputs"], repo)
+    run(["git", "commit", "-q", "--allow-empty", "-m", "outputs"], repo)
     # A base from before the pipeline existed: no reports, no model card.
     run(["git", "checkout", "-q", "-b", "empty-base"], repo)
     run(["git", "rm", "-r", "-q", "reports", "models/model_card.json"], repo)
-    run(["git", "commit", "-q", "-m", "no metrics yet"], repo)
+    run(["git", "commit", "-q", "--allow-empty", "-m", "no metrics yet"], repo)
     run(["git", "checkout", "-q", "main"], repo)
 
     result = report_cli("build", "--base", "empty-base", cwd=repo)
@@ -71,3 +71,28 @@ def test_a_base_without_metrics_gives_new_rows_and_the_floors_still_apply(pipeli
 
     gate = report_cli("gate", "--base", "empty-base", cwd=repo)
     assert gate.returncode == 0 and "passed" in gate.stdout
+
+
+def test_stale_head_outputs_are_refreshed_first_or_refused_never_reported(pipeline_repo, tmp_path):
+    """After a params change on a branch, `make report` and `make gate` do not report on the
+    old outputs: they run the stale stages first (and say so), or refuse naming them."""
+    repo = Path(shutil.copytree(pipeline_repo, tmp_path / "repo", symlinks=True))
+    run("git add -A && git commit -q --allow-empty -m outputs", repo)
+    params = repo / "params.yaml"
+    params.write_text(params.read_text().replace("epochs: 40", "epochs: 2", 1))
+
+    refused = report_cli("gate", "--base", "HEAD", "--head-outputs", "refuse", cwd=repo)
+    assert refused.returncode == 2
+    (line,) = refused.stderr.strip().splitlines()
+    assert line.startswith("error: head's outputs are stale: train (")
+    assert "changed deps: params.yaml (train)" in line and "make repro" in line
+    assert not (repo / "reports/pr").exists()
+
+    built = report_cli("build", "--base", "HEAD", "--no-plots", "--no-latency", cwd=repo)
+    assert built.returncode == 0, built.stderr
+    assert "head's outputs are stale: train (" in built.stdout
+    assert "Running stage 'train'" in built.stdout
+    report = json.loads((repo / "reports/pr/report.json").read_text())
+    assert {p["name"] for p in report["params"]} >= {"train.epochs"}
+    assert json.loads((repo / "reports/train/metrics.json").read_text())["step"] < 2
+    assert "up to date" in run(["dvc", "status"], repo).stdout

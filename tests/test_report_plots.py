@@ -78,7 +78,7 @@ def repo(tmp_path) -> Path:
         },
     )
     run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-q", "-m", "base"], repo)
+    run(["git", "commit", "-q", "--allow-empty", "-m", "base"], repo)
     # The head: longer curves, a per-class file the base did not have, a new image.
     write(
         repo,
@@ -120,7 +120,7 @@ def test_every_declared_plot_becomes_a_base_head_png(repo, tmp_path):
 def test_a_plot_with_no_data_on_either_side_is_left_out(repo, tmp_path):
     (repo / "predictions.csv").unlink()
     run(["git", "rm", "-q", "--cached", "predictions.csv"], repo)
-    run(["git", "commit", "-q", "-m", "no predictions"], repo)
+    run(["git", "commit", "-q", "--allow-empty", "-m", "no predictions"], repo)
     images = render_plots("HEAD", tmp_path / "out", {"old": "", "new": ""}, repo)
     assert "Confusion matrix" not in [i["title"] for i in images]
 

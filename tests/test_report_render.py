@@ -184,3 +184,33 @@ def test_float_noise_is_not_a_change():
         metric_row("train.loss", 0.0012515316715103915, 0.0012515316946, "lower")["mark"] == "same"
     )
     assert metric_row("loss", 0.0382, 0.0381, "lower")["mark"] == "better"
+
+
+def test_a_change_within_tolerance_and_not_significant_is_marked_unchanged():
+    """A delta far below noise (+4.5e-05 on the loss) gets no green or red mark; a significant
+    change, or one beyond the metric's tolerance, keeps its mark."""
+    from mlproject.report.diff import settle_marks
+
+    gate = GateConfig(
+        lower_is_better=["loss"], tolerance={"loss": 0.005, "accuracy": 0.005, "f1": 0.01}
+    )
+    old = {"accuracy": 0.9, "f1_macro": 0.8, "loss": 0.1, "recall_macro": 0.5}
+    new = {"accuracy": 0.904, "f1_macro": 0.805, "loss": 0.100045, "recall_macro": 0.6}
+    tables = metric_tables(diff_of(old, new), gate, cwd="/nonexistent")
+    significance = {"accuracy": {"significant": False}, "f1_macro": {"significant": True}}
+    rows = {r["name"]: r for r in settle_marks(tables, gate, significance)[0]["rows"]}
+    assert rows["loss"]["mark"] == "unchanged"  # within 0.005, no test: noise
+    assert rows["accuracy"]["mark"] == "unchanged"  # within 0.005 and not significant
+    assert rows["f1_macro"]["mark"] == "better"  # within tolerance but significant
+    assert rows["recall_macro"]["mark"] == "better"  # no tolerance set: any change counts
+    assert gate.tolerance_for("3.f1") == 0.01 and gate.tolerance_for("n_test") == 0.0
+    md = render({**report_of(old, new), "metrics": tables})
+    assert "≈ unchanged" in md and "gate.tolerance" in md
+    assert "🔴" not in md
+
+
+def test_a_negative_tolerance_is_refused_naming_the_key():
+    from mlproject.report.gate import GateConfigError
+
+    with pytest.raises(GateConfigError, match=r"gate\.tolerance\.loss' must be >= 0"):
+        GateConfig.from_params({"gate": {"tolerance": {"loss": -1}}})

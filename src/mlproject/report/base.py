@@ -59,8 +59,10 @@ def _worktree(base_sha: str, lock_text: str, cwd: Path, log) -> Path:
     return folder
 
 
-def _reproduce(folder: Path, cache: Path, log) -> dict[str, str]:
-    """Data, then `dvc repro` (with --pull when a remote is set) in the worktree; stage states."""
+def _reproduce(folder: Path, cache: Path, log, force: bool = False) -> dict[str, str]:
+    """Data, then `dvc repro` (with --pull when a remote is set) in the worktree; stage states.
+    force: every stage runs here, nothing is pulled or taken from the cache (the committed
+    outputs were made with other numerics, and the remote and the cache may hold them)."""
     from .ci import _run_dvc_repro
 
     env = {**os.environ, "PYTHONPATH": str(folder / "src"), "DVC_NO_ANALYTICS": "1"}
@@ -71,9 +73,11 @@ def _reproduce(folder: Path, cache: Path, log) -> dict[str, str]:
         run(step, cwd=folder, env=env, capture=False, check=False)
     stages: dict[str, str] = {}
     code = 1
-    if dvc_remote_configured(folder):
+    if force:
+        code = _run_dvc_repro(["dvc", "repro", "--force"], stages, str(folder), env)
+    elif dvc_remote_configured(folder):
         code = _run_dvc_repro(["dvc", "repro", "--pull"], stages, str(folder), env)
-    if code != 0:
+    if code != 0 and not force:
         code = _run_dvc_repro(["dvc", "repro"], stages, str(folder), env)
     if code != 0:
         raise RuntimeError(f"base: dvc repro failed in {folder} (exit {code})")
@@ -88,14 +92,15 @@ def base_outputs(base_sha: str, cwd: str | Path = ".", mode: str = "auto", log=p
     cwd = Path(cwd).resolve()
     card = MODEL_CARD.as_posix()
     head_card = cwd / card
+    base_card = git_show(base_sha, card, cwd)
     fingerprints = {
-        "base": card_numerics(git_show(base_sha, card, cwd)),
+        "base": card_numerics(base_card),
         "head": card_numerics(head_card.read_text() if head_card.is_file() else None),
     }
     lock_text = git_show(base_sha, "dvc.lock", cwd)
     md5 = locked_md5(base_sha, BASE_MODEL, cwd)
-    if mode == "committed" or lock_text is None or md5 is None:
-        why = "as asked" if mode == "committed" else "the base has no pipeline outputs to rebuild"
+    if mode == "committed" or lock_text is None or md5 is None or base_card is None:
+        why = "as asked" if mode == "committed" else "the base has no pipeline outputs to compare"
         return {"source": "committed", "dir": None, "why": why, "numerics": fingerprints}
     done = _folder(lock_text, cwd) / DONE
     if done.is_file():  # built before, by an earlier report against this base
@@ -109,7 +114,7 @@ def base_outputs(base_sha: str, cwd: str | Path = ".", mode: str = "auto", log=p
     else:
         why = f"its committed outputs were made with other numerics: {difference}"
     folder = _worktree(base_sha, lock_text, cwd, log)
-    stages = _reproduce(folder, _dvc_cache_dir(cwd), log)
+    stages = _reproduce(folder, _dvc_cache_dir(cwd), log, force=not same)
     ran = sorted(s for s, what in stages.items() if what == "ran")
     rebuilt_card = folder / card
     fingerprints["base"] = card_numerics(

@@ -122,6 +122,10 @@ def stale_stages(cwd: str | None = None) -> dict[str, str]:
                 continue
             for kind, entries in change.items():
                 entries = entries if isinstance(entries, dict) else {}
+                # An output only missing from the DVC cache is still the right output.
+                entries = {p: st for p, st in entries.items() if st != "not in cache"}
+                if kind == "changed outs" and not entries:
+                    continue
                 named = []
                 for path, state in entries.items():
                     if isinstance(state, dict):  # params: {"params.yaml": {"train.lr": "modified"}}
@@ -129,7 +133,8 @@ def stale_stages(cwd: str | None = None) -> dict[str, str]:
                     else:
                         named.append(f"{path} {state}")
                 reasons.append(f"{kind}: {', '.join(named)}" if named else kind)
-        stale[stage.split(":")[-1]] = "; ".join(reasons) or "changed"
+        if reasons:
+            stale[stage.split(":")[-1]] = "; ".join(reasons)
     return stale
 
 
