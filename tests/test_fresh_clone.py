@@ -106,7 +106,10 @@ def new_user_session(workdir: Path) -> dict:
 def new_user(tmp_path_factory) -> dict:
     """The session's record, made once per test run (shared by pytest-xdist's workers)."""
     if not os.environ.get("PYTEST_XDIST_WORKER"):
-        return new_user_session(tmp_path_factory.mktemp("new-user"))
+        workdir = tmp_path_factory.mktemp("new-user")
+        record = new_user_session(workdir)
+        (workdir / "new-user.json").write_text(json.dumps(record, indent=1))  # to read after
+        return record
     shared = tmp_path_factory.getbasetemp().parent  # the run's folder, common to the workers
     with FileLock(str(shared / "new-user.lock")):
         saved = shared / "new-user.json"
