@@ -217,3 +217,28 @@ def test_the_debug_variable_shows_the_traceback(conf_copy):
     assert "Traceback" in debug.stderr and "InterpolationKeyError" in debug.stderr
     assert debug.stderr.strip().splitlines()[-1] == plain.stderr.strip()
     assert (conf_copy / "params.yaml").read_text() == "# the params.yaml before make params\n"
+
+
+# ----------------------------------------------------------------- nothing is staged for the user
+
+
+def test_dvc_stages_nothing_the_user_did_not_ask_for(tmp_path):
+    """Issue 19: with `core.autostage` on, `dvc repro` put dvc.lock in the index, and it went
+    into an unrelated commit. With this project's .dvc/config, a real `dvc repro` leaves the
+    index alone (tests/test_fresh_clone.py checks `make repro` end to end)."""
+    import shutil
+
+    from conftest import run
+
+    (tmp_path / ".dvc").mkdir()
+    shutil.copy2(ROOT / ".dvc/config", tmp_path / ".dvc/config")
+    (tmp_path / ".dvc/.gitignore").write_text("/config.local\n/tmp\n/cache\n")
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n  hello:\n    cmd: echo hello > out.txt\n    outs: [out.txt]\n"
+    )
+    run(["git", "init", "-q"], tmp_path)
+    run("git add -A && git commit -qm project", tmp_path)
+    result = run(["dvc", "repro"], tmp_path)
+    assert (tmp_path / "dvc.lock").is_file(), result.stdout
+    assert run(["git", "diff", "--cached", "--name-only"], tmp_path).stdout == ""
+    assert "git add" in result.stdout  # DVC says what to commit; the user decides
