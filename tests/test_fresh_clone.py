@@ -31,8 +31,9 @@ PAGES = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
 BLOCKS = [
     (p.relative_to(ROOT).as_posix(), line, body) for p in PAGES for line, body in marked_blocks(p)
 ]
-# A change only the export stage reads: `make repro` reruns it and rewrites dvc.lock.
-CHANGE = ("conf/config.yaml", "  parity_atol: 1.0e-05\n", "  parity_atol: 2.0e-05\n")
+# A change only the profile stage reads (the cheapest stage): `make repro` reruns it and
+# rewrites dvc.lock.
+CHANGE = ("conf/config.yaml", "\n    bins: 10\n", "\n    bins: 12\n")
 
 
 def new_user_env() -> dict[str, str]:
@@ -161,7 +162,7 @@ def test_make_repro_stages_nothing(new_user):
     unrelated commit. After `make repro` (fresh, then on a change) the index is as it was."""
     assert passed(new_user["staged_after_repro"])["out"] == ""
     passed(new_user["params"])
-    assert "Running stage 'export'" in passed(new_user["changed"])["out"]
+    assert "Running stage 'profile'" in passed(new_user["changed"])["out"]
     assert passed(new_user["staged_after_change"])["out"] == ""
     changed = {line[3:] for line in passed(new_user["status_after_change"])["out"].splitlines()}
     assert {"conf/config.yaml", "params.yaml", "dvc.lock"} <= changed, changed
