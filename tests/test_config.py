@@ -14,7 +14,7 @@ from mlproject.pipeline.config import (
     validate,
 )
 
-from conftest import ROOT
+from conftest import ENV, ROOT
 
 CONF = ROOT / "conf"
 
@@ -103,3 +103,142 @@ def test_model_keys_that_do_not_fit_the_class_are_named():
     cfg = _cfg(**{"model.widht": 3})
     with pytest.raises(ConfigError, match="SmallCNN"):
         instantiate_model(cfg.model, in_channels=1, num_classes=10, image_size=[8, 8])
+
+
+# --------------------------------------------------------------- make params checks what it writes
+
+
+@pytest.fixture
+def conf_copy(tmp_path, monkeypatch):
+    """A project folder holding a copy of conf/ and a params.yaml, as the working directory."""
+    import shutil
+
+    shutil.copytree(CONF, tmp_path / "conf")
+    (tmp_path / "params.yaml").write_text("# the params.yaml before make params\n")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _edit(path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, old
+    path.write_text(text.replace(old, new, 1))
+
+
+# (file under conf/, text, replacement, words the one-line error must contain)
+BAD_CONF = {
+    "broken-interpolation": (
+        "config.yaml",
+        "\n  lr: 0.003\n",
+        "\n  learning_rate: 0.003\n",
+        ["conf/config.yaml", "train.optimizer.lr", "${train.lr}", "does not resolve"],
+    ),
+    "unknown-key": (
+        "config.yaml",
+        "\n  batch_size: 64\n",
+        "\n  batchsize: 64\n",
+        ["conf/config.yaml", "train.batchsize", "batch_size", "make params"],
+    ),
+    "wrong-type": (
+        "config.yaml",
+        "\n  epochs: 40\n",
+        "\n  epochs: many\n",
+        ["conf/config.yaml", "train.epochs", "'many'"],
+    ),
+    "bad-choice-in-a-group-file": (
+        "data/digits.yaml",
+        "\nresize: stretch",
+        "\nresize: crop",
+        ["conf/data/digits.yaml", "data.resize", "'crop'", "pad"],
+    ),
+    "broken-interpolation-in-a-group-file": (
+        "model/mlp.yaml",
+        "\n_target_:",
+        "\nwidth: ${model.nothing}\n_target_:",
+        ["conf/model/mlp.yaml", "model.width", "${model.nothing}"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_CONF)
+def test_make_params_refuses_a_bad_conf_in_one_line_and_writes_nothing(conf_copy, capsys, case):
+    from mlproject.pipeline.config import main
+
+    rel, old, new, words = BAD_CONF[case]
+    _edit(conf_copy / "conf" / rel, old, new)
+    overrides = ["model=mlp"] if rel.startswith("model/mlp") else []
+    assert main(overrides) == 1
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    assert "Traceback" not in err and not out
+    assert (conf_copy / "params.yaml").read_text() == "# the params.yaml before make params\n"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "words"),
+    [
+        (["model=resnet"], ["conf/", "model/resnet", "cnn", "mlp"]),
+        (["train.lrr=0.1"], ["train.lrr"]),
+    ],
+)
+def test_a_bad_override_is_one_line_too(conf_copy, capsys, overrides, words):
+    from mlproject.pipeline.config import main
+
+    assert main(overrides) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Search path" not in err and all(w in err for w in words), err
+
+
+def test_make_params_writes_the_composition_and_check_agrees(conf_copy, capsys):
+    from mlproject.pipeline.config import main
+
+    assert main([]) == 0
+    assert (conf_copy / "params.yaml").read_text() == (ROOT / "params.yaml").read_text()
+    assert main(["--check"]) == 0
+
+
+def test_the_debug_variable_shows_the_traceback(conf_copy):
+    """The command as `make params` runs it: one line; with MLPROJECT_DEBUG=1 the traceback too."""
+    import subprocess
+    import sys
+
+    _edit(conf_copy / "conf/config.yaml", "\n  lr: 0.003\n", "\n  learning_rate: 0.003\n")
+    cmd = [sys.executable, "-m", "mlproject.pipeline.config"]
+    plain = subprocess.run(cmd, capture_output=True, text=True, cwd=conf_copy)
+    assert plain.returncode == 1 and len(plain.stderr.strip().splitlines()) == 1, plain.stderr
+    debug = subprocess.run(
+        cmd, capture_output=True, text=True, cwd=conf_copy, env={**ENV, "MLPROJECT_DEBUG": "1"}
+    )
+    assert debug.returncode == 1
+    assert "Traceback" in debug.stderr and "InterpolationKeyError" in debug.stderr
+    assert debug.stderr.strip().splitlines()[-1] == plain.stderr.strip()
+    assert (conf_copy / "params.yaml").read_text() == "# the params.yaml before make params\n"
+
+
+# ----------------------------------------------------------------- nothing is staged for the user
+
+
+def test_dvc_stages_nothing_the_user_did_not_ask_for(tmp_path):
+    """Issue 19: with `core.autostage` on, `dvc repro` put dvc.lock in the index, and it went
+    into an unrelated commit. With this project's .dvc/config, a real `dvc repro` leaves the
+    index alone (tests/test_fresh_clone.py checks `make repro` end to end)."""
+    import shutil
+
+    from conftest import run
+
+    (tmp_path / ".dvc").mkdir()
+    shutil.copy2(ROOT / ".dvc/config", tmp_path / ".dvc/config")
+    (tmp_path / ".dvc/.gitignore").write_text("/config.local\n/tmp\n/cache\n")
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n  hello:\n    cmd: echo hello > out.txt\n    outs: [out.txt]\n"
+    )
+    run(["git", "init", "-q"], tmp_path)
+    run("git add -A && git commit -qm project", tmp_path)
+    result = run(["dvc", "repro"], tmp_path)
+    assert (tmp_path / "dvc.lock").is_file(), result.stdout
+    assert run(["git", "diff", "--cached", "--name-only"], tmp_path).stdout == ""
+    assert "git add" in result.stdout  # DVC says what to commit; the user decides

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import random
+import re
 import struct
 import warnings
 import zlib
@@ -356,6 +358,196 @@ def test_float32_overflow_is_a_400_also_where_warnings_are_errors(client):
         body = infer_body().replace(b"0.5", b"1e39", 1)
         response = client.post(INFER.format(name=NAME), content=body)
     assert response.status_code == 400 and "NaN or infinity" in response.json()["error"]
+
+
+# --- fuzzed bad input: every answer is a 4xx that names the field, in plain words ---------------
+
+# What a message must never show: an object's repr (`<_io.BytesIO object at 0x7f8e...>`), a memory
+# address, a traceback, a class.
+INTERNALS = re.compile(r"\b0x[0-9a-fA-F]{4,}|object at|Traceback|File \"|<class |<[\w.]+ object")
+
+
+def _good_tensor() -> dict:
+    return {"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [0.5] * 64}
+
+
+def _header_png(width: int, height: int, idat: bool = True) -> bytes:
+    """A PNG that declares width x height, with one empty image data chunk (or none)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    ihdr = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+    return b"\x89PNG\r\n\x1a\n" + ihdr + (chunk(b"IDAT", zlib.compress(b"")) if idat else b"")
+
+
+def _fuzzed_infer() -> list[tuple[str, bytes, str]]:
+    """(case id, body, the field the error must name first) for /v2/models/{name}/infer: each
+    field of a valid request replaced by wrong values, then bodies that are not requests."""
+    cases = []
+    field_values = {
+        "name": [5, None, "", "pixels", [], {}],
+        "datatype": [None, "FP64", "fp32", 1, []],
+        "shape": [
+            None,
+            "1,1,8,8",
+            [1, 1, 8],
+            [1.5, 1, 8, 8],
+            [0, 1, 8, 8],
+            [-1, 1, 8, 8],
+            [True, 1, 8, 8],
+            [10**12, 1, 8, 8],
+            [1, 1, 8, "8"],
+            {},
+            [[1], 1, 8, 8],
+        ],
+        "data": [
+            None,
+            "x",
+            5,
+            {},
+            [],
+            [None] * 64,
+            [[0.5, 0.5], [0.5]],
+            [{}] * 64,
+            [[0.5] * 64] * 2,
+            ["x"] * 64,
+            [[[[[]]]]],
+        ],
+        "parameters": [[], "x", 5, {"binary_data_size": "64"}, {"binary_data_size": -1}],
+    }
+    for key, values in field_values.items():
+        for i, value in enumerate(values):
+            tensor = {**_good_tensor(), key: value}
+            body = json.dumps({"inputs": [tensor]}).encode()
+            # binary_data_size beside data: the message names the tensor, and both keys
+            field = "inputs[0]" if "binary_data_size" in str(value) else f"inputs[0].{key}"
+            cases.append((f"inputs[0].{key}-{i}", body, field))
+    request_values = {
+        "inputs": [None, {}, "x", [], [None], [[]], [5], [_good_tensor(), _good_tensor()]],
+        "outputs": [
+            "x",
+            {},
+            [5],
+            [{"name": 5}],
+            [{"name": "scores"}],
+            [{"name": "logits", "parameters": []}],
+            [{"name": "logits", "parameters": {"classification": -1}}],
+            [{"name": "logits", "parameters": {"classification": "3"}}],
+        ],
+        "id": [5, [], {}, None],
+        "parameters": [[], "x", 5],
+    }
+    for key, values in request_values.items():
+        for i, value in enumerate(values):
+            body = json.dumps({"inputs": [_good_tensor()], key: value}).encode()
+            cases.append((f"{key}-{i}", body, key))
+    rng = random.Random(19)
+    not_requests = [b"", b"null", b"[]", b'"inputs"', b"5", b"{", b"\xff\xfe\x00"]
+    not_requests += [rng.randbytes(n) for n in (1, 16, 256, 4096)]
+    for i, body in enumerate(not_requests):
+        cases.append((f"body-{i}", body, "request body"))
+    return cases
+
+
+def _fuzzed_predict() -> list[tuple[str, bytes, dict, str]]:
+    """(case id, body, headers, the field the error must name first) for /predict."""
+    good = png(np.random.default_rng(0).integers(0, 256, (32, 32), dtype=np.uint8))
+    rng = random.Random(19)
+    files = [("empty.png", b""), ("notes.txt", b"hello, world\n"), ("sig.png", good[:8])]
+    files += [(f"random{n}.bin", rng.randbytes(n)) for n in (1, 7, 64, 1024, 100_000)]
+    # Cut inside the header and at points inside the image data.
+    files += [(f"cut{n}.png", good[:n]) for n in (16, 30, 60, len(good) // 2, len(good) * 3 // 4)]
+    files += [
+        ("huge.png", _header_png(100_000, 100_000)),
+        ("wide.png", _header_png(70_000, 1_000)),
+        ("zero.png", _header_png(0, 0)),
+        ("header-only.png", _header_png(8, 8, idat=False)),
+        ("garbage.gif", b"GIF89a" + rng.randbytes(40)),
+        ("garbage.jpg", b"\xff\xd8\xff\xe0" + rng.randbytes(40)),
+        ("bad-crc.png", good[:29] + bytes([good[29] ^ 0xFF]) + good[30:]),
+    ]
+    cases = [(name, *multipart([(name, data)]), f"files[0] ({name})") for name, data in files]
+    # A good image first: the error names the second file, not the first.
+    body, headers = multipart([("ok.png", good), ("notes.txt", b"hello")])
+    cases.append(("second-file", body, headers, "files[1] (notes.txt)"))
+    cases.append(("no-boundary", b"--x\r\n\r\n", {"Content-Type": "multipart/form-data"}, "files"))
+    json_bodies = [
+        (b"null", "instances"),
+        (b'"x"', "instances"),
+        (b"[]", "instances"),
+        (b'{"instances": "x"}', "instances"),
+        (b'{"instances": {}}', "instances"),
+        (b'{"instances": []}', "instances"),
+        (b'{"instances": [null]}', "instances[0]"),
+        (b'{"instances": [{"a": 1}]}', "instances[0]"),
+        (b'{"instances": [[["a"]]]}', "instances[0]"),
+        (b'{"instances": [true]}', "instances[0]"),
+        (b'{"instances": [[[[[1]]]]]}', "instances[0]"),
+        (b'{"instances": [[]]}', "instances[0]"),
+        (b'{"instances": [[[1, 2], [3]]]}', "instances[0]"),
+        (b'{"instances": [[[-1]]]}', "instances[0]"),
+        (b'{"instances": [[[1e308]]]}', "instances[0]"),
+        (b'{"instances": [[[0]], [[0, 1], [2]]]}', "instances[1]"),
+        (b"{", "request body"),
+        (b"\xff\xfe", "request body"),
+        (rng.randbytes(64), "request body"),
+    ]
+    for i, (body, field) in enumerate(json_bodies):
+        cases.append((f"json-{i}", body, {"Content-Type": "application/json"}, field))
+    return cases
+
+
+def _check_plain_4xx(response, field: str) -> None:
+    assert 400 <= response.status_code < 500, (response.status_code, response.text)
+    message = response.json()["error"]
+    # the field, or a part of it: `inputs[0].shape[0]: ...` names `inputs[0].shape`
+    assert re.match(re.escape(field) + r"[:.\[]", message), (field, message)
+    assert not INTERNALS.search(message), message
+    assert "\n" not in message, message
+
+
+INFER_FUZZ = _fuzzed_infer()
+PREDICT_FUZZ = _fuzzed_predict()
+
+
+@pytest.mark.parametrize(
+    ("body", "field"), [c[1:] for c in INFER_FUZZ], ids=[c[0] for c in INFER_FUZZ]
+)
+def test_fuzzed_infer_requests_get_a_plain_4xx_naming_the_field(client, body, field):
+    _check_plain_4xx(client.post(INFER.format(name=NAME), content=body), field)
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "field"), [c[1:] for c in PREDICT_FUZZ], ids=[c[0] for c in PREDICT_FUZZ]
+)
+def test_fuzzed_uploads_to_predict_get_a_plain_4xx_naming_the_field(client, body, headers, field):
+    _check_plain_4xx(client.post("/predict", content=body, headers=headers), field)
+
+
+def test_a_text_file_is_named_without_the_servers_internals(client):
+    """Issue 19: Pillow's message for an unknown format quotes `<_io.BytesIO object at 0x...>`."""
+    response = client.post("/predict", **_files_kwargs([("notes.txt", b"hello, world")]))
+    assert response.status_code == 400
+    message = response.json()["error"]
+    assert message.startswith("files[0] (notes.txt): cannot read image: not a whole image")
+    assert "BytesIO" not in message and "0x" not in message, message
+
+
+def _files_kwargs(files: list[tuple[str, bytes]]) -> dict:
+    body, headers = multipart(files)
+    return {"content": body, "headers": headers}
+
+
+def test_an_object_repr_in_any_error_is_left_out():
+    from mlproject.serve.errors import RequestError, error_response
+
+    raw = "files[0]: cannot identify image file <_io.BytesIO object at 0x7f8e12345678>"
+    assert RequestError(400, raw).message == "files[0]: cannot identify image file"
+    body = json.loads(error_response(400, "x: bad value at 0x7f8e12345678 (0xdeadbeefcafe)").body)
+    assert body == {"error": "x: bad value ()"}
 
 
 # --- the prediction log ------------------------------------------------------------------------

@@ -9,16 +9,18 @@
 Exit codes, the same everywhere: 0 done; 1 a failed check (gate, drift, validation) or an error;
 2 a usage error (bad argument). A tool whose exit 1 means "the check failed" passes
 `error_code=2`, so that "could not check" stays apart from "checked and failed".
-A ProjectError (core/errors.py) prints `error: <message>` on stderr; anything else is a bug and
-keeps its traceback. `subcommands()` builds the argparse parser that every multi-command tool uses.
+A ProjectError (core/errors.py) prints `error: <message>` on stderr (with its traceback too when
+MLPROJECT_DEBUG=1); anything else is a bug and keeps its traceback. `subcommands()` builds the argparse parser that every multi-command tool uses.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import os
 import sys
 import time
+import traceback
 from collections.abc import Callable
 
 from .errors import ProjectError
@@ -46,6 +48,8 @@ def run_main(
     try:
         code = fn(*args, **kwargs) or 0
     except (ProjectError, *errors) as exc:
+        if os.environ.get("MLPROJECT_DEBUG", "") not in ("", "0"):
+            traceback.print_exc()  # for whoever debugs the tool itself
         print(f"error: {exc}", file=sys.stderr)
         return exit_code(exc, error_code)
     if stage and code == 0:

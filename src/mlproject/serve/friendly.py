@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import orjson
 from fastapi import FastAPI, Query, Request
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
@@ -35,13 +35,31 @@ def _image_pixels(data: bytes, name: str) -> int:
     try:
         with Image.open(io.BytesIO(data)) as img:
             width, height = img.size
+    except Image.DecompressionBombError:  # Pillow's own limit, far above ours
+        raise RequestError(
+            400, f"{name}: declares an image over the {MAX_IMAGE_PIXELS}-pixel limit"
+        ) from None
     except Exception:
-        return 0  # open_image reports unreadable files with its own message
+        return 0  # pixels_from_file reports unreadable files with its own message
     if width * height > MAX_IMAGE_PIXELS:
         raise RequestError(
             400, f"{name}: {width}x{height} pixels is over the {MAX_IMAGE_PIXELS}-pixel limit"
         )
     return width * height
+
+
+def _unreadable(name: str, data: bytes, exc: BaseException | None) -> str:
+    """Why an upload is not an image, in words a client can act on (Pillow's own message for
+    an unknown format quotes the in-memory file object it was given)."""
+    if not data:
+        why = "the file is empty"
+    elif isinstance(exc, UnidentifiedImageError):
+        why = "not a whole image in a format the server reads (PNG, JPEG, GIF, BMP, TIFF, WebP)"
+    elif isinstance(exc, OSError) and "truncated" in str(exc).lower():
+        why = "the image data is truncated"
+    else:
+        why = f"the file is corrupt ({type(exc).__name__}: {exc})"
+    return f"{name}: cannot read image: {why}; send an image file (curl -F files=@image.png)"
 
 
 def pixels_from_file(data: bytes, name: str, model: Model) -> np.ndarray:
@@ -50,11 +68,9 @@ def pixels_from_file(data: bytes, name: str, model: Model) -> np.ndarray:
         img = open_image(data, name)
         return to_pixels(img, spec.height, spec.width, spec.channels, spec.resize)
     except ImageError as exc:
-        raise RequestError(400, str(exc)) from None
+        raise RequestError(400, _unreadable(name, data, exc.__cause__)) from None
     except Exception as exc:  # Pillow raises a zoo of types on hostile files
-        raise RequestError(
-            400, f"{name}: cannot read image ({type(exc).__name__}: {exc})"
-        ) from None
+        raise RequestError(400, _unreadable(name, data, exc)) from None
 
 
 def pixels_from_array(instance: Any, name: str, model: Model) -> np.ndarray:
