@@ -78,6 +78,7 @@ def new_user_session(workdir: Path) -> dict:
     record["metrics"] = json.loads((clone / "reports/eval/metrics.json").read_text())
     record["lock"] = yaml.safe_load((clone / "dvc.lock").read_text())
     record["onnx_bytes"] = (clone / "models/model.onnx").stat().st_size
+    record["status_after_repro"] = step(["git", "status", "--porcelain"], clone, git)
     record["second"] = step(["make", "repro"], clone, env)
     record["staged_after_repro"] = step(["git", "diff", "--cached", "--name-only"], clone, git)
 
@@ -179,3 +180,23 @@ def test_each_marked_docs_block_works_in_a_new_shell(new_user, page, line, body)
 
 def test_the_docs_commands_stage_nothing(new_user):
     assert passed(new_user["staged_after_docs"])["out"] == ""
+
+
+def test_the_committed_bytes_come_back_where_they_were_made_and_elsewhere_it_says_why(new_user):
+    """Issue 18: on a machine with the committed outputs' numerics (same torch build, CPU vendor,
+    pinning), a fresh clone's `make repro` changes no tracked file. On any other machine it may
+    change them, and its closing lines name the numerics that differ."""
+    from mlproject.core.numerics import card_numerics, comparable
+    from mlproject.pipeline.determinism import fingerprint, read_pinning
+
+    committed = card_numerics(run(["git", "show", "HEAD:models/model_card.json"], ROOT).stdout)
+    here = fingerprint(read_pinning(ROOT / "params.yaml"), "cpu")
+    same, why = comparable(committed, here, ("committed", "here"))
+    changed = [line[3:] for line in passed(new_user["status_after_repro"])["out"].splitlines()]
+    first = new_user["first"]["out"]
+    if same:
+        assert changed == [], f"same numerics ({here}), yet make repro changed {changed}"
+        assert "repro: changed" not in first
+    elif changed:
+        assert f"repro: other bytes than committed, made with other numerics: {why}" in first
+        assert re.search(r"^repro: changed \d+ tracked file\(s\), nothing staged", first, re.M)
