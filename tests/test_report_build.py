@@ -94,5 +94,5 @@ def test_stale_head_outputs_are_refreshed_first_or_refused_never_reported(pipeli
     assert "Running stage 'train'" in built.stdout
     report = json.loads((repo / "reports/pr/report.json").read_text())
     assert {p["name"] for p in report["params"]} >= {"train.epochs"}
-    assert json.loads((repo / "reports/train/metrics.json").read_text())["step"] < 2
+    assert json.loads((repo / "reports/train/metrics.json").read_text())["step"] <= 2  # was 24
     assert "up to date" in run(["dvc", "status"], repo).stdout
