@@ -46,7 +46,9 @@ export PYTHONDONTWRITEBYTECODE :=
 # read pip's configuration, so requirements/uv_sources.py passes its find-links and indexes on.
 # Every version is pinned, so uv first installs from its cache alone (--offline: no index is
 # asked, 2 s less), and asks the indexes only when something is not cached yet.
-$(BIN)/.installed: pyproject.toml $(LOCK)
+# VENV_PREBUILT=1: the venv is installed already (make act's jobs use the caller's through a view,
+# in a copy whose fresh dates make the lock look newer than it): nothing to compare against.
+$(BIN)/.installed: $(if $(filter 1,$(VENV_PREBUILT)),,pyproject.toml $(LOCK))
 	@$(SYS_PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python 3.10+ is needed; set PYTHON=python3.x")'
 	@test -x $(BIN)/python || { echo "creating $(VENV) with $$($(SYS_PYTHON) --version)"; $(SYS_PYTHON) -m venv --without-pip $(VENV); }
 	@echo "installing pinned dependencies ($(EXTRAS)) from $(LOCK)$(if $(TORCH), with torch for $(TORCH))"
@@ -165,16 +167,16 @@ KEEP ?=
 DOCKER ?=
 
 .PHONY: act
-act: install ## Run a workflow here: WORKFLOW=pr.yml EVENT=pull_request [KEEP=1] [DOCKER=1]
+act: install ## Run a workflow here: WORKFLOW=pr.yml EVENT=pull_request [KEEP=1]
 	python -m mlproject.ops.act "$(WORKFLOW)" "$(EVENT)" $(if $(EVENT_JSON),--event-json "$(EVENT_JSON)") $(if $(filter 1,$(KEEP)),--keep) $(if $(filter 1,$(DOCKER)),--docker) $(ACT_ARGS)
 
 # This branch as a PR into main; cml is recorded, nothing is posted.
 .PHONY: pr-local
-pr-local: ## Run the PR workflow (pr.yml) here with act (no root or sudo needed)
+pr-local: ## Run the PR workflow (pr.yml) here with act (no root needed)
 	$(MAKE) act WORKFLOW=pr.yml EVENT=pull_request
 
 .PHONY: doctor
-doctor: ## Check this machine's set-up and the repository's CI settings, one line each
+doctor: ## Check the set-up here and the CI settings, one line each
 	PYTHONPATH=src $(SYS_PYTHON) -m mlproject.ops.doctor
 
 ##@ Serving
@@ -333,7 +335,7 @@ ci-system-packages: ## System packages lint and tests need (promtool), as .ci/ru
 	bash .ci/run --setup-only
 
 # The Lint job of the same run has run `make lint`: the test job does not run it again.
-ci-test: ## The test job: system packages, then make test (.ci/run --no-lint)
+ci-test: ## The test job: .ci/run --no-lint (lint ran in the Lint job)
 	bash .ci/run --no-lint
 
 .PHONY: lint-workflows
@@ -384,11 +386,11 @@ ci-install-cml: ## Install the pinned CML CLI with npm (unless present)
 
 # On a GPU runner the gpu tests must run (tests/gpu_required.py): without CUDA, with a gpu test
 # skipped, or with none collected (pytest's exit 5), the step fails.
-ci-test-gpu: ## Run the tests marked gpu (on a GPU runner); no CUDA, a skip or none collected fails
+ci-test-gpu: ## The gpu tests (GPU runner): no CUDA, a skip or none fails
 	REQUIRE_GPU=1 PYTHONPATH=tests python -m pytest -p gpu_required -m gpu $(PYTEST_ARGS)
 
 # Standard library only: pr.yml's refusal job has the checkout, no environment.
-ci-gpu-route: ## Refuse a self-hosted GPU route in a public repository without SELF_HOSTED_ACK
+ci-gpu-route: ## Refuse self-hosted GPU in a public repo without SELF_HOSTED_ACK
 	PYTHONPATH=src $(PYTHON) -m mlproject.ops.doctor gpu-route
 
 ci-gpu-runner: ## Launch a cloud GPU runner with CML (--single, idle timeout)
@@ -456,7 +458,7 @@ comma := ,
 ##@ CI: the docs site (docs.yml)
 
 .PHONY: ci-pages-off
-ci-pages-off: ## Say how to turn GitHub Pages on (docs.yml without PAGES_ENABLED=true)
+ci-pages-off: ## Say how to turn GitHub Pages on (no PAGES_ENABLED)
 	PYTHONPATH=src $(PYTHON) -m mlproject.ops.doctor pages-off
 
 ##@ CI: sweeps (sweep.yml)
