@@ -353,6 +353,9 @@ def main(argv: list[str] | None = None) -> int:
         print("act: running as root, so this changes the machine (as GitHub's runner is set up):")
         print("".join(f"  - {c}\n" for c in changes), end="", flush=True)
     repo = prepare(Path.cwd())
+    if not changes:
+        kept = "kept (--keep)" if args.keep else "removed at the end; KEEP=1 keeps it"
+        print(f"act: nothing on this machine changes outside {repo.parent} ({kept})", flush=True)
     try:
         return _run(args, repo, variables, secrets)
     finally:
