@@ -46,7 +46,7 @@ def workspace(source: Path) -> Path:
 
 
 def remove(repo: Path) -> None:
-    """The workspace, its act state and act's copies of it (in the runner's ~/.cache/act)."""
+    """The workspace, its act state and act's copies of the jobs (under the act state)."""
     act.clean(repo)
     shutil.rmtree(repo.parent, ignore_errors=True)
 

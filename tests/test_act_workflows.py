@@ -291,6 +291,7 @@ def test_same_repo_pr_posts_params_and_metric_deltas(pr_runs):
     result, _ = pr_runs
     assert result.jobs == {
         "gpu-self-hosted": "skipped",
+        "gpu-refused": "skipped",
         "gpu-launch": "skipped",
         "gpu-cloud": "skipped",
         "train": "success",

@@ -217,8 +217,8 @@ def run_workflow(
     if venv:
         run_env.update(install_env(venv, state / "venv"))
     if os.geteuid() == 0:
-        for change in planned_changes(venv):
-            print(f"act: as root: {change}", flush=True)
+        for change in planned_changes(venv):  # what this changes on the machine, and why
+            print(f"act: as root, this run will {change}", flush=True)
         if venv:
             grant_traverse(venv / "bin" / "python")
         user = ensure_runner()
@@ -348,10 +348,8 @@ def main(argv: list[str] | None = None) -> int:
         raise ActError(f".github/workflows/{Path(args.workflow).name}: no such workflow")
     venv = Path(sys.prefix) if sys.prefix != sys.base_prefix else None
     check_requirements(venv)  # everything needed, before anything is changed
+    # A root run says what it changes on the machine (run_workflow), before it changes it.
     changes = planned_changes(venv)
-    if changes:
-        print("act: running as root, so this changes the machine (as GitHub's runner is set up):")
-        print("".join(f"  - {c}\n" for c in changes), end="", flush=True)
     repo = prepare(Path.cwd())
     if not changes:
         kept = "kept (--keep)" if args.keep else "removed at the end; KEEP=1 keeps it"
