@@ -298,3 +298,36 @@ def test_jobs_under_act_reach_no_docker_engine_unless_asked(tmp_path, fake_engin
         assert requests
     finally:
         remove(repo)
+
+
+def test_a_stopped_run_stops_act_and_leaves_no_folder():
+    """SIGTERM (a CI timeout, `kill`) or Ctrl-C mid-run: act (in a session of its own) is stopped
+    too, and the temporary folder is removed."""
+    require_act()
+    scratch = Path(tempfile.mkdtemp(prefix="act-stop-"))  # reachable by user runner, as /tmp is
+    scratch.chmod(0o755)
+    env = {**ENV, "TMPDIR": str(scratch)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlproject.ops.act", "ci.yml", "push", "--job", "lint"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not any(p.stat().st_size for p in scratch.glob("act-*/act-state/act.log")):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+            time.sleep(0.5)
+        (log,) = scratch.glob("act-*/act-state/act.log")
+        proc.terminate()
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        found = leftovers(scratch)
+        shutil.rmtree(scratch, ignore_errors=True)
+    assert proc.returncode != 0, out
+    assert found == [], out
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert str(log.parent) not in ps  # no act (nor its jobs) left running for that folder

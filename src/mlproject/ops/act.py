@@ -25,6 +25,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -253,6 +254,10 @@ def run_workflow(
             os.killpg(proc.pid, 9)
             proc.wait()
             raise ActError(f"act ran past {timeout:.0f} s; its log: {log_path}") from None
+        except BaseException:  # Ctrl-C, SIGTERM: act has a session of its own; stop it too
+            os.killpg(proc.pid, 9)
+            proc.wait()
+            raise
         finally:
             if os.geteuid() == 0:  # the folder is the caller's again once act is done
                 chown_tree(repo.parent, os.getuid(), os.getgid())
@@ -348,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
         raise ActError(f".github/workflows/{Path(args.workflow).name}: no such workflow")
     venv = Path(sys.prefix) if sys.prefix != sys.base_prefix else None
     check_requirements(venv)  # everything needed, before anything is changed
+    # A SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C: act stops, the folder is removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     # A root run says what it changes on the machine (run_workflow), before it changes it.
     changes = planned_changes(venv)
     repo = prepare(Path.cwd())
@@ -357,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(args, repo, variables, secrets)
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not stop the clean-up
         if args.keep:
             print(f"act: kept {repo.parent} (--keep)", flush=True)
         else:

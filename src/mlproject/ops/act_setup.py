@@ -9,6 +9,7 @@ import pwd
 import re
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from ..core.errors import ProjectError
@@ -148,16 +149,25 @@ def check_requirements(venv: Path | None) -> None:
     missing and how to get it. A normal user needs act and git only; root (CI, containers) runs
     the jobs as user `runner`, as GitHub does, which needs sudo (and useradd to create it)."""
     find_act()
-    missing = [tool for tool in ("git", "make") if not shutil.which(tool)]
+    missing = [
+        f"{tool} (apt-get install -y {tool})" for tool in ("git", "make") if not shutil.which(tool)
+    ]
     if as_root():
         if not shutil.which("sudo"):
-            missing.append("sudo (as root, the jobs run as user runner through sudo)")
+            missing.append("sudo (apt-get install -y sudo: as root, jobs run as user runner)")
         if not runner_exists() and not shutil.which("useradd"):
-            missing.append(f"useradd (to create user {RUNNER})")
+            missing.append(f"useradd (apt-get install -y passwd: to create user {RUNNER})")
+        closed = untraversable(Path(tempfile.gettempdir()) / "act-")
+        if closed:  # the copy goes there, and runner must reach it
+            missing.append(
+                f"a temporary folder user {RUNNER} can reach ({closed[0]} is closed to others: "
+                "set TMPDIR=/tmp)"
+            )
     if missing:
+        root = " (as a normal user, make act needs no sudo)" if as_root() else ""
         raise ActError(
-            f"cannot run the workflow here, missing: {'; '.join(missing)}. Nothing was changed; "
-            "install them (apt-get install -y sudo passwd), or run make act as a normal user."
+            f"cannot run the workflow here, missing: {'; '.join(missing)}. "
+            f"Nothing was changed{root}."
         )
 
 
