@@ -30,6 +30,9 @@ SYS_PYTHON := $(shell command -v $(PYTHON) 2>/dev/null || echo $(PYTHON))
 # Stages run `python -m mlproject.pipeline <stage>`: the venv must come first on PATH for DVC's shell.
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
+# CML (every target that runs cml: the PR comment, cloud runners, retraining and sweep PRs)
+# sends usage telemetry unless told not to.
+export ITERATIVE_DO_NOT_TRACK := 1
 # Compiled bytecode goes under the venv, not beside the sources: written once, then every stage,
 # DVC and test subprocess loads torch, sklearn and DVC from it (compiling them from source each
 # time cost ~5-9 s per stage). An inherited PYTHONDONTWRITEBYTECODE=1 would undo that: emptied here.
@@ -43,7 +46,9 @@ export PYTHONDONTWRITEBYTECODE :=
 # read pip's configuration, so requirements/uv_sources.py passes its find-links and indexes on.
 # Every version is pinned, so uv first installs from its cache alone (--offline: no index is
 # asked, 2 s less), and asks the indexes only when something is not cached yet.
-$(BIN)/.installed: pyproject.toml $(LOCK)
+# VENV_PREBUILT=1: the venv is installed already (make act's jobs use the caller's through a view,
+# in a copy whose fresh dates make the lock look newer than it): nothing to compare against.
+$(BIN)/.installed: $(if $(filter 1,$(VENV_PREBUILT)),,pyproject.toml $(LOCK))
 	@$(SYS_PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python 3.10+ is needed; set PYTHON=python3.x")'
 	@test -x $(BIN)/python || { echo "creating $(VENV) with $$($(SYS_PYTHON) --version)"; $(SYS_PYTHON) -m venv --without-pip $(VENV); }
 	@echo "installing pinned dependencies ($(EXTRAS)) from $(LOCK)$(if $(TORCH), with torch for $(TORCH))"
@@ -152,19 +157,27 @@ gate: install ## Quality gate vs BASE=<rev>; exit 1 when it fails
 	python -m mlproject.report gate $(if $(BASE),--base $(BASE))
 
 # act: WORKFLOW=<file in .github/workflows> EVENT=<event> [EVENT_JSON=<payload>] [ACT_ARGS=...]
+# KEEP=1 keeps the temporary folder (removed otherwise); DOCKER=1 lets the jobs use this
+# machine's Docker engine (they find none otherwise).
 WORKFLOW ?= ci.yml
 EVENT ?= push
 EVENT_JSON ?=
 ACT_ARGS ?=
+KEEP ?=
+DOCKER ?=
 
 .PHONY: act
-act: install ## Run a workflow here: WORKFLOW=pr.yml EVENT=pull_request
-	python -m mlproject.ops.act "$(WORKFLOW)" "$(EVENT)" $(if $(EVENT_JSON),--event-json "$(EVENT_JSON)") $(ACT_ARGS)
+act: install ## Run a workflow here: WORKFLOW=pr.yml EVENT=pull_request [KEEP=1]
+	python -m mlproject.ops.act "$(WORKFLOW)" "$(EVENT)" $(if $(EVENT_JSON),--event-json "$(EVENT_JSON)") $(if $(filter 1,$(KEEP)),--keep) $(if $(filter 1,$(DOCKER)),--docker) $(ACT_ARGS)
 
 # This branch as a PR into main; cml is recorded, nothing is posted.
 .PHONY: pr-local
-pr-local: ## Run the PR workflow (pr.yml) here with act
+pr-local: ## Run the PR workflow (pr.yml) here with act (no root needed)
 	$(MAKE) act WORKFLOW=pr.yml EVENT=pull_request
+
+.PHONY: doctor
+doctor: ## Check the set-up here and the CI settings, one line each
+	PYTHONPATH=src $(SYS_PYTHON) -m mlproject.ops.doctor
 
 ##@ Serving
 
@@ -325,9 +338,13 @@ bench-remote: install ## Benchmark an S3 round trip on loopback: push, pull, rep
 
 ##@ CI: the lint and test jobs (ci.yml); make lint runs the lint-* checks
 
-.PHONY: ci-system-packages
+.PHONY: ci-system-packages ci-test
 ci-system-packages: ## System packages lint and tests need (promtool), as .ci/run
 	bash .ci/run --setup-only
+
+# The Lint job of the same run has run `make lint`: the test job does not run it again.
+ci-test: ## The test job: .ci/run --no-lint (lint ran in the Lint job)
+	bash .ci/run --no-lint
 
 .PHONY: lint-workflows
 lint-workflows: install ## Validate .github/: workflow schema, zizmor, actionlint
@@ -354,7 +371,7 @@ lint-docker: install ## Lint the Dockerfile (hadolint)
 ##@ CI: the pull-request loop (pr.yml, pr-loop.yml)
 
 # Steps of .github/workflows/pr-loop.yml (the composite action has run `make install` already).
-.PHONY: ci-pr-repro ci-pr-report ci-pr-summary ci-pr-gate ci-pr-comment ci-install-cml ci-test-gpu ci-gpu-runner
+.PHONY: ci-pr-repro ci-pr-report ci-pr-summary ci-pr-gate ci-pr-comment ci-install-cml ci-test-gpu ci-gpu-route ci-gpu-runner
 ci-pr-repro: ## Make data present, then dvc repro (--pull with a remote)
 	python -m mlproject.pipeline.data
 	python -m mlproject.report.ci repro
@@ -375,9 +392,14 @@ ci-pr-comment: ## Post or update the PR's one report comment with CML
 ci-install-cml: ## Install the pinned CML CLI with npm (unless present)
 	command -v cml >/dev/null || npm install --global --no-fund --no-audit @dvcorg/cml@$(CML_VERSION)
 
-# pytest exits 5 when no test is marked gpu: nothing to run is not a failure.
-ci-test-gpu: ## Run the tests marked gpu (on a GPU runner)
-	python -m pytest -m gpu $(PYTEST_ARGS) || test $$? -eq 5
+# On a GPU runner the gpu tests must run (tests/gpu_required.py): without CUDA, with a gpu test
+# skipped, or with none collected (pytest's exit 5), the step fails.
+ci-test-gpu: ## The gpu tests (GPU runner): no CUDA, a skip or none fails
+	REQUIRE_GPU=1 PYTHONPATH=tests python -m pytest -p gpu_required -m gpu $(PYTEST_ARGS)
+
+# Standard library only: pr.yml's refusal job has the checkout, no environment.
+ci-gpu-route: ## Refuse self-hosted GPU in a public repo without SELF_HOSTED_ACK
+	PYTHONPATH=src $(PYTHON) -m mlproject.ops.doctor gpu-route
 
 ci-gpu-runner: ## Launch a cloud GPU runner with CML (--single, idle timeout)
 	PYTHONPATH=src $(PYTHON) -m mlproject.report.ci launch-runner
@@ -440,6 +462,12 @@ ci-docker-engine: ## Is a Docker engine here? -> $GITHUB_OUTPUT engine=
 	fi
 
 comma := ,
+
+##@ CI: the docs site (docs.yml)
+
+.PHONY: ci-pages-off
+ci-pages-off: ## Say how to turn GitHub Pages on (no PAGES_ENABLED)
+	PYTHONPATH=src $(PYTHON) -m mlproject.ops.doctor pages-off
 
 ##@ CI: sweeps (sweep.yml)
 

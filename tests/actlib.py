@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import http.server
 import os
 import shutil
+import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -41,7 +46,7 @@ def workspace(source: Path) -> Path:
 
 
 def remove(repo: Path) -> None:
-    """The workspace, its act state and act's copies of it (in the runner's ~/.cache/act)."""
+    """The workspace, its act state and act's copies of the jobs (under the act state)."""
     act.clean(repo)
     shutil.rmtree(repo.parent, ignore_errors=True)
 
@@ -83,3 +88,95 @@ def bare_origin(repo: Path) -> Path:
 
 def env_without_ci() -> dict[str, str]:
     return {k: v for k, v in ENV.items() if k != "BASE"}
+
+
+# ------------------------------------------------------- a private git remote over smart HTTP
+
+
+class _GitHTTP(http.server.BaseHTTPRequestHandler):
+    """`git http-backend` (smart HTTP: fetch and push) for the bare repositories under `root`,
+    behind a token as GitHub serves a private repository: 401 without the Authorization header
+    `expected`. Every request's header (or None) goes to `seen`."""
+
+    root: Path
+    expected: str
+    seen: list
+
+    def _body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            data = b""
+            while True:
+                size = int(self.rfile.readline().strip().split(b";")[0], 16)
+                if not size:
+                    self.rfile.readline()
+                    return data
+                data += self.rfile.read(size)
+                self.rfile.readline()
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def _serve(self) -> None:
+        body = self._body()
+        self.seen.append(self.headers.get("Authorization"))
+        if self.headers.get("Authorization") != self.expected:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="GitHub"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        path, _, query = self.path.partition("?")
+        cgi = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "GIT_PROJECT_ROOT": str(self.root),
+            "GIT_HTTP_EXPORT_ALL": "1",
+            "REMOTE_USER": "x-access-token",  # http-backend allows pushes by a known user
+            "REMOTE_ADDR": "127.0.0.1",
+            "REQUEST_METHOD": self.command,
+            "PATH_INFO": path,
+            "QUERY_STRING": query,
+            "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+            "CONTENT_LENGTH": str(len(body)),
+            "HTTP_CONTENT_ENCODING": self.headers.get("Content-Encoding", ""),
+            "GIT_PROTOCOL": self.headers.get("Git-Protocol", ""),
+        }
+        out = subprocess.run(
+            ["git", "http-backend"], input=body, env=cgi, capture_output=True, check=False
+        ).stdout
+        head, _, payload = out.partition(b"\r\n\r\n")
+        status, headers = 200, []
+        for line in head.decode().split("\r\n"):
+            name, _, value = line.partition(": ")
+            if name.lower() == "status":
+                status = int(value.split()[0])
+            elif name:
+                headers.append((name, value))
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = _serve
+
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def private_git_server(root: Path, token: str):
+    """Serve the bare repositories under `root` on 127.0.0.1 (a free port) over smart HTTP,
+    fetch and push, to clients that send `token` as actions/checkout does. Yields (base URL,
+    the Authorization headers seen)."""
+    basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+    seen: list = []
+    handler = type(
+        "Handler", (_GitHTTP,), {"root": root, "expected": f"basic {basic}", "seen": seen}
+    )
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()

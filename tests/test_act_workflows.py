@@ -37,6 +37,13 @@ def plain_repo():
     remove(repo)
 
 
+def dvc_cache(run: act.Run, phase: str) -> list[dict]:
+    """The DVC cache's restores or saves that the cache stub recorded (uv's cache is another)."""
+    return [
+        r for r in run.recorded("stub:cache") if r["phase"] == phase and r["key"].startswith("dvc-")
+    ]
+
+
 def makes(run: act.Run) -> list[tuple[str, str]]:
     """(job, make target) for each `make` a plan run's steps called, in order."""
     return [(r["job"], " ".join(r["argv"])) for r in run.recorded("make")]
@@ -80,7 +87,7 @@ def test_ci_lint_job_runs_for_real_and_the_test_job_follows_it():
     assert result.jobs == {"lint": "success"}
     assert result.step("lint", "Lint code, config and workflows") == "success"
     (python,) = result.recorded("stub:setup-python")
-    assert python["argv"] == ["python-version=3.11", "cache=pip"]
+    assert python["argv"] == ["python-version=3.11", "cache="]  # uv's cache is carried instead
     if AS_RUNNER:
         assert python["uid"] == act.RUNNER_UID  # not root, as on GitHub's runners
     # act -l: stage, job id, name; the test job runs after lint (needs: lint).
@@ -116,9 +123,17 @@ def test_ci_lint_job_runs_for_real_and_the_test_job_follows_it():
         (
             "gpu, self-hosted",
             {"labels": ("gpu",)},
-            {"GPU_RUNNER": "self-hosted"},
+            {"GPU_RUNNER": "self-hosted", "SELF_HOSTED_ACK": "true"},
             {"cpu", "gpu-launch", "gpu-cloud"},
             True,
+            True,
+        ),
+        (
+            "gpu, self-hosted, public repository without SELF_HOSTED_ACK",
+            {"labels": ("gpu",)},
+            {"GPU_RUNNER": "self-hosted", "SELF_HOSTED_ACK": ""},
+            {"gpu-self-hosted", "gpu-launch", "gpu-cloud"},
+            False,
             True,
         ),
         (
@@ -155,6 +170,9 @@ def test_pr_training_routes(plain_repo, case, event, variables, skipped, gpu, co
     assert (("gpu-launch", "ci-gpu-runner") in targets) is (
         variables.get("GPU_RUNNER") == "cml-cloud"
     )
+    # The refusal job runs (and says why) exactly when a self-hosted route is refused.
+    refused = "SELF_HOSTED_ACK" in variables and variables["SELF_HOSTED_ACK"] != "true"
+    assert (("gpu-refused", "ci-gpu-route") in targets) is refused
 
 
 def test_fork_prs_get_no_secrets_and_no_comment_job(plain_repo):
@@ -166,6 +184,34 @@ def test_fork_prs_get_no_secrets_and_no_comment_job(plain_repo):
     assert result.jobs.get("comment") == "skipped"
     assert not result.recorded("stub:configure-aws-credentials")
     assert not result.recorded("stub:google-auth")
+
+
+def test_dependabot_runs_skip_the_cloud_logins_and_the_comment_and_stay_green(plain_repo):
+    """Dependabot's runs get a read-only token, no OIDC token and no secrets: with OIDC
+    configured, the logins would fail and the comment would get a 403."""
+    body = act.payload("pull_request", plain_repo)
+    body["pull_request"]["user"] = {"login": "dependabot[bot]"}
+    result = act.run_workflow(
+        "pr.yml",
+        "pull_request",
+        plain_repo,
+        event_payload=body,
+        plan=True,
+        echo=False,
+        variables={
+            "AWS_ROLE_ARN": "arn:aws:iam::123456789012:role/dvc",
+            "GCP_WORKLOAD_IDENTITY_PROVIDER": "projects/1/locations/global/workloadIdentityPools/gh/providers/gh",
+            "GCP_SERVICE_ACCOUNT": "dvc@acme.iam.gserviceaccount.com",
+            "AZURE_CLIENT_ID": "00000000-0000-0000-0000-000000000000",
+        },
+        extra=["--actor", "dependabot[bot]"],
+    )
+    assert result.returncode == 0, result.output[-3000:]
+    assert result.jobs["train"] == "success" and result.jobs["comment"] == "skipped", result.jobs
+    for stub in ("stub:configure-aws-credentials", "stub:google-auth", "stub:azure-login"):
+        assert not result.recorded(stub), stub
+    assert ("train", "ci-pr-gate") in makes(result)
+    assert not [t for j, t in makes(result) if j == "comment"]
 
 
 def test_oidc_credentials_reach_the_repro_step_and_google_auth_gets_one_method(plain_repo):
@@ -203,8 +249,8 @@ def test_the_dvc_cache_key_changes_with_the_stages_code(plain_repo):
     """Fix 8: a code-only change gets a new key, so its outputs are saved (restore-keys still
     restore the previous cache)."""
     first = plan_pr(plain_repo)
-    (restore,) = [r for r in first.recorded("stub:cache") if r["phase"] == "restore"]
-    (save,) = [r for r in first.recorded("stub:cache") if r["phase"] == "save"]
+    (restore,) = dvc_cache(first, "restore")
+    (save,) = dvc_cache(first, "save")
     stage = plain_repo / "src/mlproject/pipeline/train.py"
     original = stage.read_text()
     try:
@@ -212,8 +258,8 @@ def test_the_dvc_cache_key_changes_with_the_stages_code(plain_repo):
         second = plan_pr(plain_repo)
     finally:
         stage.write_text(original)
-    (restore2,) = [r for r in second.recorded("stub:cache") if r["phase"] == "restore"]
-    (save2,) = [r for r in second.recorded("stub:cache") if r["phase"] == "save"]
+    (restore2,) = dvc_cache(second, "restore")
+    (save2,) = dvc_cache(second, "save")
     assert restore2["key"] != restore["key"]
     assert restore2["restored"] == save["key"]  # the previous run's cache, by restore-key
     assert save2["saved"] is True
@@ -245,6 +291,7 @@ def test_same_repo_pr_posts_params_and_metric_deltas(pr_runs):
     result, _ = pr_runs
     assert result.jobs == {
         "gpu-self-hosted": "skipped",
+        "gpu-refused": "skipped",
         "gpu-launch": "skipped",
         "gpu-cloud": "skipped",
         "train": "success",
@@ -269,7 +316,7 @@ def test_same_repo_pr_posts_params_and_metric_deltas(pr_runs):
     assert f"| `accuracy` | {accuracy['old']:.4f}".rstrip("0") in body
     (upload,) = result.recorded("stub:upload-artifact")
     assert "reports/pr/report.json" in upload["argv"]
-    saves = [r for r in result.recorded("stub:cache") if r["phase"] == "save"]
+    saves = dvc_cache(result, "save")
     assert saves and saves[0]["saved"] is True
 
 
@@ -279,7 +326,7 @@ def test_a_0999_accuracy_floor_fails_the_gate_step_and_the_report_is_still_poste
     assert result.jobs["train"] == "failure" and result.jobs["comment"] == "success"
     assert result.step("train", "Build the report") == "success"
     assert result.step("train", "Quality gate") == "failure"
-    restores = [r for r in result.recorded("stub:cache") if r["phase"] == "restore"]
+    restores = dvc_cache(result, "restore")
     assert restores[0]["restored"]  # the first run's DVC cache, by restore-key
     (cml,) = result.recorded("cml")
     (body,) = [f["text"] for f in cml["files"] if f["path"].endswith(".md")]

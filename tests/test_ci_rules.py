@@ -64,3 +64,34 @@ def test_missing_tool_fails_in_ci_and_skips_elsewhere(tmp_path, ci):
         assert out.returncode == 0, text
         assert "1 passed, 3 skipped" in text, text
         assert "no-such-tool-mlproject is not installed (apt-get install no-such-tool)" in text
+
+
+# ----------------------------------------------- the GPU job: its gpu tests must really run
+
+
+def ci_test_gpu(pytest_args: str) -> subprocess.CompletedProcess:
+    """`make ci-test-gpu` as the GPU job runs it, with CUDA hidden (CUDA_VISIBLE_DEVICES=""):
+    a runner whose CUDA does not work."""
+    env = {**ENV, "CUDA_VISIBLE_DEVICES": "", "PYTEST_ARGS": pytest_args}
+    return subprocess.run(
+        ["make", "-s", "ci-test-gpu", f"PYTEST_ARGS={pytest_args} -p no:cacheprovider"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_the_gpu_job_fails_when_cuda_does_not_work_instead_of_skipping():
+    out = ci_test_gpu("tests/test_gpu.py")
+    text = out.stdout + out.stderr
+    assert out.returncode != 0, text
+    assert "REQUIRE_GPU=1 but CUDA does not work here" in text, text
+
+
+def test_the_gpu_job_fails_when_no_gpu_test_is_collected():
+    out = ci_test_gpu("tests/test_ci_rules.py")  # no test marked gpu in it
+    text = out.stdout + out.stderr
+    assert out.returncode != 0, text
+    assert "REQUIRE_GPU=1: no test marked gpu was collected" in text, text

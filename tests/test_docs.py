@@ -163,7 +163,10 @@ def test_docs_workflow_builds_and_deploys_the_site_under_act():
     require_act()
     repo = workspace(ROOT)
     try:
-        result = act.run_workflow("docs.yml", "push", repo, echo=False, timeout=600)
+        # The repository says Pages is on (without PAGES_ENABLED only the build runs).
+        result = act.run_workflow(
+            "docs.yml", "push", repo, variables={"PAGES_ENABLED": "true"}, echo=False, timeout=600
+        )
     finally:
         remove(repo)
     assert result.returncode == 0, result.output[-3000:]

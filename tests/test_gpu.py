@@ -1,6 +1,7 @@
 """GPU tests: training on CUDA with mixed precision, and exporting what it trained.
 
-Skipped without CUDA (see conftest.py); the GPU job in CI runs them with `pytest -m gpu`.
+Skipped without CUDA (see conftest.py), except in the GPU job: `make ci-test-gpu` sets
+REQUIRE_GPU=1 (tests/gpu_required.py), and there no CUDA, a skip or no gpu test fails the job.
 """
 
 from __future__ import annotations

@@ -190,6 +190,7 @@ def test_every_action_is_pinned_to_its_current_node24_release():
         uses = step.get("uses", "")
         if uses and not uses.startswith("./"):
             action, sha = uses.split("@")
+            action = "/".join(action.split("/")[:2])  # actions/cache/restore: actions/cache
             assert PINS.get(action) == sha, f"{where}: {uses} is not the pinned current release"
 
 
@@ -200,8 +201,11 @@ def test_the_dvc_cache_key_hashes_the_stages_code():
     # make install maps TORCH=cpu to PyTorch's CPU index, cuda to PyPI's build (test_install.py).
     assert install["env"]["TORCH"] == "${{ inputs.torch }}"
     assert action["inputs"]["torch"]["default"] == "cpu"
-    cache = next(s for s in action["runs"]["steps"] if "actions/cache@" in s.get("uses", ""))
-    assert cache["with"]["path"] == ".dvc/cache"
+    cache = next(
+        s
+        for s in action["runs"]["steps"]
+        if "actions/cache@" in s.get("uses", "") and s["with"]["path"] == ".dvc/cache"
+    )
     for part in ("'dvc.lock'", "'params.yaml'", "'dvc.yaml'", "'src/**'", "'conf/**'"):
         assert part in cache["with"]["key"]
     assert cache["with"]["restore-keys"].strip() in cache["with"]["key"]
@@ -231,7 +235,7 @@ def test_gpu_jobs_get_gpu_runners_only_when_one_is_configured():
     """Fix 6: the GPU routes need GPU_RUNNER; unset, the CPU job runs (the routes under act:
     tests/test_act_workflows.py)."""
     jobs = load(PR)["jobs"]
-    assert jobs["cpu"]["with"]["runs-on"] == '["ubuntu-latest"]'
+    assert jobs["cpu"]["with"]["runs-on"] == '["ubuntu-24.04"]'
     assert "gpu" in json.loads(jobs["gpu-self-hosted"]["with"]["runs-on"])
     assert json.loads(jobs["gpu-cloud"]["with"]["runs-on"]) == ["self-hosted", "cml-gpu"]
     assert all(jobs[j]["with"]["gpu"] is True for j in ("gpu-self-hosted", "gpu-cloud"))
@@ -316,3 +320,200 @@ def test_make_gate_exits_non_zero_when_the_gate_fails(pipeline_repo, tmp_path):
     )
     assert result.returncode == 1, result.stdout + result.stderr
     assert "FAILED" in result.stdout and "< 0.999" in result.stdout
+
+
+# ------------------------------------------------- GitHub's real runners (issue 18, item 4)
+
+DEPENDABOT = "github.actor != 'dependabot[bot]'"
+
+
+def jobs(path: Path) -> dict:
+    return load(path)["jobs"]
+
+
+def test_runner_images_are_pinned_and_act_maps_every_label():
+    """ubuntu-latest moved to 26.04 (docs/ci.md says what that would change): pinned here, and
+    make act maps each label the workflows name to this machine."""
+    from mlproject.ops.act_setup import LABELS
+
+    for path in WORKFLOWS:
+        assert "ubuntu-latest" not in path.read_text(), f"{path.name}: pin ubuntu-24.04"
+        for name, job in jobs(path).items():
+            runs_on = job.get("runs-on") or json.loads(job.get("with", {}).get("runs-on", "[]"))
+            labels = [runs_on] if isinstance(runs_on, str) else runs_on
+            for label in labels:
+                if "${{" in label:  # pr-loop.yml: the caller's labels, checked at the caller
+                    continue
+                assert label in LABELS, f"{path.name}:{name}: act has no -P for {label}"
+                assert not label.startswith("ubuntu") or label == "ubuntu-24.04", (path, name)
+    default = triggers(load(PR_LOOP))["workflow_call"]["inputs"]["runs-on"]["default"]
+    assert json.loads(default) == ["ubuntu-24.04"]
+
+
+# What each job takes here (minutes, 2 cores), measured; its timeout must be at least twice that.
+TAKES_HERE = {
+    ("ci.yml", "test"): 16,  # `make test` serially (pytest-xdist brings it under 8)
+    ("ci.yml", "lint"): 4,  # make install, promtool's package, make lint (~10 s), make docs (3 s)
+    ("docs.yml", "build"): 2,
+}
+
+
+def test_every_job_has_a_timeout_of_at_least_twice_what_it_takes():
+    for path in WORKFLOWS:
+        for name, job in jobs(path).items():
+            if "uses" in job:  # a reusable workflow: each of its jobs has its own
+                for inner, called in jobs(ROOT / job["uses"]).items():
+                    assert "timeout-minutes" in called, f"{job['uses']}:{inner} needs a timeout"
+                continue
+            timeout = job.get("timeout-minutes")
+            assert timeout is not None, f"{path.name}:{name} needs a timeout-minutes"
+            if isinstance(timeout, int):
+                assert timeout >= 2 * TAKES_HERE.get((path.name, name), 0), (path.name, name)
+            else:
+                assert "inputs.timeout-minutes" in timeout, (path.name, name)
+
+
+def _cache_steps() -> list[tuple[str, dict]]:
+    return [
+        (where, step)
+        for where, step in all_steps()
+        if re.match(r"actions/cache(/restore|/save)?@", step.get("uses", ""))
+    ]
+
+
+def test_caches_are_keyed_on_the_lock_and_every_cache_saved_is_restored():
+    """uv's cache on requirements/lock.txt, the DVC cache on dvc.lock (and what the stages
+    read); a cache saved under a key is restored by a step with the same key and restore-keys
+    (actions/cache does both); tag runs, whose caches no other run can read, only restore."""
+    caches = _cache_steps()
+    saved = [s for _, s in caches if "/restore@" not in s["uses"]]
+    restored = [s for _, s in caches if "/save@" not in s["uses"]]
+    assert saved and restored
+    for step in saved:
+        key = step["with"]["key"]
+        assert any(r["with"]["key"] == key for r in restored), f"{key}: saved, never restored"
+        prefix = step["with"]["restore-keys"].strip()
+        assert key.startswith(prefix), key  # an older cache of the same kind restores
+        assert "!startsWith(github.ref, 'refs/tags/')" in step.get("if", ""), key
+    paths = {str(s["with"]["path"]).strip(): s["with"]["key"] for s in saved}
+    uv = paths["~/.cache/uv\n~/.cache/mlproject"]
+    assert "hashFiles('requirements/lock.txt')" in uv and "inputs.torch" in uv
+    assert "'dvc.lock'" in paths[".dvc/cache"]
+    # uv installs: setup-python's pip cache would be saved and never read (and fail its post
+    # step when pip never ran).
+    for where, step in all_steps():
+        if step.get("uses", "").startswith("actions/setup-python@"):
+            assert "cache" not in step.get("with", {}), where
+
+
+def test_pull_requests_restore_the_dvc_cache_that_main_saved():
+    """GitHub lets a PR restore caches saved on its base branch: main's pushes (pr-loop runs on
+    PRs only, so retrain.yml and sweeps save on main) use the key prefix that a PR's restore-keys
+    name, and the key does not depend on the event or the branch."""
+    action = load(GITHUB / "actions" / "setup" / "action.yml")
+    dvc = [s for s in action["runs"]["steps"] if s.get("with", {}).get("path") == ".dvc/cache"]
+    for step in dvc:
+        assert "github.ref" not in step["with"]["key"] and "event" not in step["with"]["key"]
+        assert step["with"]["restore-keys"].strip() == "dvc-${{ runner.os }}-${{ inputs.torch }}-"
+    saving = [w for w, s in all_steps() if s.get("uses") == "./.github/actions/setup"]
+    assert any(w.startswith("retrain.yml:") for w in saving)  # saves on main weekly
+
+
+def test_docs_deploy_only_when_pages_is_on_and_says_how_otherwise():
+    workflow = jobs(GITHUB / "workflows" / "docs.yml")
+    assert workflow["deploy"]["if"] == "vars.PAGES_ENABLED == 'true'"
+    hint = next(s for s in workflow["build"]["steps"] if s.get("run") == "make ci-pages-off")
+    assert hint["if"] == "vars.PAGES_ENABLED != 'true'"
+    out = run(["make", "-s", "ci-pages-off"], ROOT).stdout
+    assert "Settings > Pages > Build and deployment > Source: GitHub Actions" in out
+    assert "PAGES_ENABLED=true" in out and "free plan" in out
+
+
+def test_dependabot_runs_skip_the_comment_and_the_cloud_logins():
+    train = jobs(PR_LOOP)["train"]
+    assert "dependabot[bot]" in train["env"]["DEPENDABOT"]
+    for step in train["steps"]:
+        if any(a in step.get("uses", "") for a in ("credentials@", "auth@", "login@")):
+            assert step["if"].startswith("env.DEPENDABOT != 'true' && "), step["uses"]
+    assert DEPENDABOT in jobs(PR_LOOP)["comment"]["if"]
+    for name in ("gpu-self-hosted", "gpu-launch"):
+        assert DEPENDABOT in jobs(PR)[name]["if"], name
+
+
+def test_self_hosted_gpu_in_a_public_repository_needs_the_owners_acknowledgement():
+    pr = jobs(PR)
+    ack = "(github.event.repository.private || vars.SELF_HOSTED_ACK == 'true')"
+    assert ack in pr["gpu-self-hosted"]["if"] and ack in pr["cpu"]["if"]
+    refused = pr["gpu-refused"]
+    assert "!github.event.repository.private && vars.SELF_HOSTED_ACK != 'true'" in refused["if"]
+    assert refused["steps"][-1]["run"] == "make ci-gpu-route"
+    env = {**ENV, "GPU_RUNNER": "self-hosted", "REPO_VISIBILITY": "public"}
+    refusal = subprocess.run(
+        ["make", "-s", "ci-gpu-route"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert refusal.returncode != 0
+    assert "refused" in refusal.stdout and "Require approval" in refusal.stdout
+    for extra in ({"SELF_HOSTED_ACK": "true"}, {"REPO_VISIBILITY": "private"}):
+        allowed = subprocess.run(
+            ["make", "-s", "ci-gpu-route"], cwd=ROOT, env={**env, **extra}, capture_output=True
+        )
+        assert allowed.returncode == 0, extra
+
+
+def _make_recipes() -> dict[str, str]:
+    """Each Makefile target's prerequisites and recipe, as text."""
+    recipes, current = {}, None
+    for line in (ROOT / "Makefile").read_text().splitlines():
+        match = re.match(r"^([\w-]+):(?!=)(.*)$", line)
+        if match:
+            current = match.group(1)
+            recipes[current] = match.group(2).split("##")[0]
+        elif line.startswith("\t") and current:
+            recipes[current] += "\n" + line
+        elif not line.strip():
+            current = None
+    return recipes
+
+
+def _runs_lint(command: str, recipes: dict[str, str], seen: set | None = None) -> bool:
+    seen = seen if seen is not None else set()
+    if re.search(r"\.ci/run(?!\s+--(no-lint|setup-only))", command):
+        return True
+    for target in re.findall(r"(?:make|\$\(MAKE\))\s+([\w-]+)", command):
+        if target == "lint":
+            return True
+        if target in recipes and target not in seen:
+            seen.add(target)
+            deps = recipes[target].split("\n")[0].split()
+            if "lint" in deps or _runs_lint(recipes[target], recipes, seen):
+                return True
+    return False
+
+
+def test_make_lint_runs_once_per_workflow_run():
+    recipes = _make_recipes()
+    for path in WORKFLOWS:
+        linting = [
+            name
+            for name, job in jobs(path).items()
+            if any(_runs_lint(s.get("run") or "", recipes) for s in job.get("steps") or [])
+        ]
+        assert len(linting) <= 1, f"{path.name}: make lint runs in {linting}"
+    assert _runs_lint("make ci-test", recipes) is False
+    assert _runs_lint(".ci/run", recipes) is True  # what the Test job ran before
+
+
+def test_cml_telemetry_is_off_in_every_make_target():
+    """Every cml call is in a make target (steps run make only); the Makefile exports
+    ITERATIVE_DO_NOT_TRACK=1 to all of them."""
+    out = run(
+        [
+            "make",
+            "-s",
+            "--eval",
+            "probe-cml-env: ; @echo $$ITERATIVE_DO_NOT_TRACK",
+            "probe-cml-env",
+        ],
+        ROOT,
+    ).stdout
+    assert out.strip() == "1"

@@ -10,11 +10,13 @@ pr       `dvc exp branch` the best experiment, then `cml pr create` with its fil
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from ..core.cli import entry_point
@@ -42,6 +44,36 @@ def _has_dvc_remote() -> bool:
     return bool(dvc("remote", "default", check=False).stdout.strip())
 
 
+@contextlib.contextmanager
+def token_config(env: dict[str, str]):
+    """`env` with GIT_CONFIG_GLOBAL pointing at a temporary git config file (mode 600, removed
+    afterwards) that sends the token as actions/checkout does (http.extraheader). `dvc exp push`
+    talks to the remote through dulwich, which reads git's config files but not the
+    GIT_CONFIG_COUNT variables that git_auth_env sets for git itself: without the file, GitHub
+    answers 401. The user's own global config is included, so nothing else changes."""
+    header = next(
+        (
+            env[f"GIT_CONFIG_VALUE_{i}"]
+            for i in range(int(env.get("GIT_CONFIG_COUNT") or 0))
+            if env.get(f"GIT_CONFIG_KEY_{i}", "").lower() == "http.extraheader"
+        ),
+        None,
+    )
+    if header is None:  # no token: nothing to pass
+        yield env
+        return
+    fd, name = tempfile.mkstemp(prefix="git-auth-", suffix=".config")  # mode 600
+    own = env.get("GIT_CONFIG_GLOBAL") or os.path.expanduser("~/.gitconfig")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            if os.path.isfile(own):
+                fh.write(f"[include]\n\tpath = {own}\n")
+            fh.write(f"[http]\n\textraheader = {header}\n")
+        yield {**env, "GIT_CONFIG_GLOBAL": name}
+    finally:
+        os.unlink(name)
+
+
 def push(remote: str = "origin") -> None:
     """`dvc exp push` this commit's experiments; their outputs too when a DVC remote is set."""
     from .dvcexp import dvc
@@ -49,10 +81,12 @@ def push(remote: str = "origin") -> None:
     cache = [] if _has_dvc_remote() else ["--no-cache"]
     if cache:
         print("no DVC remote: pushing the experiments' git refs only (params, metrics, plots)")
-    # The checkout keeps no token: it goes to git through the environment, as for retraining.
+    # The checkout keeps no token: it reaches git through the environment (as for retraining)
+    # and dulwich through a temporary config file.
     from ..ops.retrain import git_auth_env
 
-    print(dvc("exp", "push", *cache, remote, timeout=1800, env=git_auth_env()).stdout.strip())
+    with token_config(git_auth_env()) as env:
+        print(dvc("exp", "push", *cache, remote, timeout=1800, env=env).stdout.strip())
 
 
 def shard(overrides: list[str], index: int, total: int, trials: int, space: Path) -> int:

@@ -4,13 +4,16 @@
     python -m mlproject.ops.act pr.yml pull_request [--event-json F] [--var K=V] [--secret K=V]
                             [--label gpu] [--fork] [--job J] [--plan] [--list]
 
-act runs the workflow on this machine, no Docker (`-P ubuntu-latest=-self-hosted`), on a copy of
+act runs the workflow on this machine, no Docker (`-P ubuntu-24.04=-self-hosted`), on a copy of
 the working tree (act copies what .gitignore does not exclude, as a checkout would). Every
 third-party action is mapped to a stub in .github/act/ (`--local-repository`), and `cml` and `gh`
 are recorders on PATH that append what they would have sent to `<state>/record.jsonl`.
 
-As GitHub runs it: when the caller is root, act runs as user `runner` (uid 1001, a home of its
-own, passwordless sudo), created if missing, on a copy of the repository that it owns.
+A normal user's run changes nothing on the machine: act runs as that user, without root or sudo,
+and the temporary folder (`act-*` in $TMPDIR) is removed afterwards (--keep / KEEP=1 keeps it).
+As GitHub runs it, a root caller's jobs run as user `runner` (uid 1001, a home of its own,
+passwordless sudo), created if missing: what that changes is checked first and printed.
+Jobs do not reach this machine's Docker engine unless asked (--docker / DOCKER=1).
 Without --event-json the event's payload is built here: for `pull_request`, a same-repository PR
 from the current branch into `main` (base = the merge-base).
 """
@@ -22,6 +25,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -38,14 +42,20 @@ from .act_setup import (  # noqa: F401  (tests and make act use these names from
     STUBS,
     ActError,
     action_refs,
+    check_requirements,
     chown_tree,
     copy_repo,
     ensure_runner,
     find_act,
     git,
     grant_traverse,
+    hide_docker,
+    install_env,
     payload,
+    planned_changes,
+    runner_exists,
     stub_args,
+    untraversable,
     venv_view,
     write_secrets,
 )
@@ -88,9 +98,10 @@ class Run:
         return self.workspaces[-1] if self.workspaces else None
 
     def clean(self) -> None:
-        """Remove act's copies (they live in the runner's ~/.cache/act, one per job)."""
+        """Remove act's copies (one per job, in <cache>/act/<id>/hostexecutor: under the state
+        folder, or a runner's ~/.cache/act for runs made before act's cache moved there)."""
         for path in self.workspaces:
-            if path.name == "hostexecutor" and ".cache/act" in str(path):
+            if path.name == "hostexecutor" and path.parent.parent.name == "act":
                 shutil.rmtree(path.parent, ignore_errors=True)
 
     def recorded(self, tool: str) -> list[dict]:
@@ -133,11 +144,15 @@ def run_workflow(
     venv: Path | None = None,
     timeout: float = 1800,
     echo: bool = True,
+    docker: bool = False,
 ) -> Run:
     """Run `workflow` (a file in .github/workflows) of the repository `repo` on `event` with act.
-    `repo` must be a folder act may own (see `prepare`); its state (recordings, artifacts, cache)
-    goes to `<repo>/../act-state`."""
+    `repo` must be a folder act may own (see `prepare`); its state (recordings, artifacts, cache,
+    act's own cache and its copies of the jobs) goes to `<repo>/../act-state`. With `docker`
+    the jobs may reach this machine's Docker engine; without, they find none."""
     repo = repo.resolve()
+    venv = venv or (Path(sys.prefix) if sys.prefix != sys.base_prefix else None)
+    check_requirements(venv)  # before anything is changed
     state = repo.parent / "act-state"
     state.mkdir(exist_ok=True)
     record = state / "record.jsonl"
@@ -176,32 +191,42 @@ def run_workflow(
         *(["-j", job] if job else []),
         *(extra or []),
     ]
-    venv = venv or (Path(sys.prefix) if sys.prefix != sys.base_prefix else None)
     # Plan mode: a `make` that records its target, so job selection runs without the work.
     plan_bin = f"{repo / STUBS / 'plan'}:" if plan else ""
+    no_docker = {} if docker else hide_docker(state)
+    first = f"{no_docker['PATH_FIRST']}:" if no_docker else ""
     run_env = {
-        "PATH": f"{plan_bin}{repo / STUBS / 'bin'}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "PATH": f"{first}{plan_bin}{repo / STUBS / 'bin'}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "LANG": os.environ.get("LANG", "C.UTF-8"),
         "ACT_STUBS": str(repo / STUBS),
         "ACT_STATE": str(state),
         "ACT_RECORD": str(record),
         "DVC_NO_ANALYTICS": "1",
+        "ITERATIVE_DO_NOT_TRACK": "1",
+        # act's cache and its copies of the jobs stay in the state folder, not in a home folder.
+        "XDG_CACHE_HOME": str(state / "cache-home"),
         **{k: v for k, v in os.environ.items() if k.startswith(("PIP_", "UV_", "GIT_"))},
+        **(
+            {"DOCKER_HOST": os.environ["DOCKER_HOST"]}
+            if docker and "DOCKER_HOST" in os.environ
+            else {}
+        ),
         **(env or {}),
     }
+    if no_docker:  # last: a caller's env cannot hand the jobs an engine without `docker`
+        run_env["DOCKER_HOST"] = no_docker["DOCKER_HOST"]
     if venv:
-        if os.geteuid() == 0:
-            grant_traverse(venv / "bin" / "python")
-        view = state / "venv"
-        if not view.exists():
-            venv_view(venv, view)
-        run_env["VENV"] = str(view)
+        run_env.update(install_env(venv, state / "venv"))
     if os.geteuid() == 0:
+        for change in planned_changes(venv):  # what this changes on the machine, and why
+            print(f"act: as root, this run will {change}", flush=True)
+        if venv:
+            grant_traverse(venv / "bin" / "python")
         user = ensure_runner()
         chown_tree(repo.parent, user.pw_uid, user.pw_gid)
         run_env.update(HOME=user.pw_dir, USER=RUNNER, LOGNAME=RUNNER)
         command = [
-            "sudo",
+            shutil.which("sudo") or "sudo",  # the one check_requirements found
             "-u",
             RUNNER,
             "-H",
@@ -229,6 +254,10 @@ def run_workflow(
             os.killpg(proc.pid, 9)
             proc.wait()
             raise ActError(f"act ran past {timeout:.0f} s; its log: {log_path}") from None
+        except BaseException:  # Ctrl-C, SIGTERM: act has a session of its own; stop it too
+            os.killpg(proc.pid, 9)
+            proc.wait()
+            raise
         finally:
             if os.geteuid() == 0:  # the folder is the caller's again once act is done
                 chown_tree(repo.parent, os.getuid(), os.getgid())
@@ -306,13 +335,44 @@ def main(argv: list[str] | None = None) -> int:
         "(act -n still runs run: steps in host mode)",
     )
     parser.add_argument("--list", action="store_true", help="list the jobs (act -l)")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the temporary folder (copy, act's job copies, recordings) for debugging",
+    )
+    parser.add_argument(
+        "--docker",
+        action="store_true",
+        help="let the jobs reach this machine's Docker engine (by default they find none)",
+    )
     parser.add_argument("act_args", nargs="*", help="more act arguments, after --")
     args = parser.parse_args(argv)
     variables = _pairs(args.var, "--var")
     secrets = _pairs(args.secret, "--secret")
     if not (Path.cwd() / ".github/workflows" / Path(args.workflow).name).is_file():
         raise ActError(f".github/workflows/{Path(args.workflow).name}: no such workflow")
+    venv = Path(sys.prefix) if sys.prefix != sys.base_prefix else None
+    check_requirements(venv)  # everything needed, before anything is changed
+    # A SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C: act stops, the folder is removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    # A root run says what it changes on the machine (run_workflow), before it changes it.
+    changes = planned_changes(venv)
     repo = prepare(Path.cwd())
+    if not changes:
+        kept = "kept (--keep)" if args.keep else "removed at the end; KEEP=1 keeps it"
+        print(f"act: nothing on this machine changes outside {repo.parent} ({kept})", flush=True)
+    try:
+        return _run(args, repo, variables, secrets)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not stop the clean-up
+        if args.keep:
+            print(f"act: kept {repo.parent} (--keep)", flush=True)
+        else:
+            clean(repo)
+            shutil.rmtree(repo.parent, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, repo: Path, variables: dict, secrets: dict) -> int:
     print(f"act: running {args.workflow} on {args.event} in {repo}", flush=True)
     body = None
     if args.event_json is None:
@@ -335,9 +395,11 @@ def main(argv: list[str] | None = None) -> int:
         job=args.job,
         plan=args.plan,
         extra=[*(["-l"] if args.list else []), *args.act_args],
+        docker=args.docker,
     )
+    kept = f"{result.state}/record.jsonl" if args.keep else "--keep / KEEP=1 keeps them"
     print(
-        f"\nact: jobs {result.jobs or '(none ran)'}; recorded calls in {result.state}/record.jsonl"
+        f"\nact: jobs {result.jobs or '(none ran)'}; recorded calls: {len(result.records)} ({kept})"
     )
     return result.returncode
 

@@ -9,7 +9,7 @@ import pwd
 import re
 import shutil
 import sys
-import time
+import tempfile
 from pathlib import Path
 
 from ..core.errors import ProjectError
@@ -18,7 +18,9 @@ from ..core.proc import run
 RUNNER, RUNNER_UID = "runner", 1001
 STUBS = Path(".github/act")
 REPOSITORY = "acme/mlproject"  # the repository act pretends to run in (no GitHub here)
-LABELS = ("ubuntu-latest", "self-hosted", "gpu", "cml-gpu")
+# Every runs-on label our workflows name (pinned images), and ubuntu-latest for callers that
+# still use it; each maps to this machine (`-P <label>=-self-hosted`).
+LABELS = ("ubuntu-24.04", "ubuntu-latest", "self-hosted", "gpu", "cml-gpu")
 USES = re.compile(r"^\s*(?:-\s*)?uses:\s*['\"]?([\w.-]+/[\w.-]+)(?:/[\w./-]*)?@([\w.-]+)", re.M)
 # Copies of the tree never carry these (a venv, DVC's inode-keyed state, caches).
 NOT_COPIED = shutil.ignore_patterns(".venv", "tmp", "__pycache__", ".pytest_cache", ".ruff_cache")
@@ -120,53 +122,148 @@ def payload(
     return {**body, "repository": repository, "sender": {"login": owner}}
 
 
-def ensure_runner() -> pwd.struct_passwd:
-    """User `runner` (uid 1001) with a home and passwordless sudo, as on GitHub's runners."""
+def as_root() -> bool:
+    return os.geteuid() == 0
+
+
+def runner_exists() -> bool:
     try:
-        user = pwd.getpwnam(RUNNER)
+        pwd.getpwnam(RUNNER)
     except KeyError:
+        return False
+    return True
+
+
+def untraversable(executable: Path) -> list[Path]:
+    """The folders on the way to `executable` that other users may not traverse (no o+x): a
+    pyenv Python under /root (mode 700) is unreachable for `runner`."""
+    return [
+        folder
+        for folder in reversed(executable.resolve().parents)
+        if not folder.stat().st_mode & 0o001
+    ]
+
+
+def check_requirements(venv: Path | None) -> None:
+    """Everything a run needs, checked before anything is changed: one line naming what is
+    missing and how to get it. A normal user needs act and git only; root (CI, containers) runs
+    the jobs as user `runner`, as GitHub does, which needs sudo (and useradd to create it)."""
+    find_act()
+    missing = [
+        f"{tool} (apt-get install -y {tool})" for tool in ("git", "make") if not shutil.which(tool)
+    ]
+    if as_root():
+        if not shutil.which("sudo"):
+            missing.append("sudo (apt-get install -y sudo: as root, jobs run as user runner)")
+        if not runner_exists() and not shutil.which("useradd"):
+            missing.append(f"useradd (apt-get install -y passwd: to create user {RUNNER})")
+        closed = untraversable(Path(tempfile.gettempdir()) / "act-")
+        if closed:  # the copy goes there, and runner must reach it
+            missing.append(
+                f"a temporary folder user {RUNNER} can reach ({closed[0]} is closed to others: "
+                "set TMPDIR=/tmp)"
+            )
+    if missing:
+        root = " (as a normal user, make act needs no sudo)" if as_root() else ""
+        raise ActError(
+            f"cannot run the workflow here, missing: {'; '.join(missing)}. "
+            f"Nothing was changed{root}."
+        )
+
+
+def planned_changes(venv: Path | None) -> list[str]:
+    """What a run will change on this machine outside its temporary folder, and why (root only:
+    a normal user's run changes nothing but its temporary folder)."""
+    if not as_root():
+        return []
+    why = "GitHub's runners run jobs as the non-root user runner; so does act here, as root"
+    changes = []
+    if not runner_exists():
+        changes.append(
+            f"create user {RUNNER} (uid {RUNNER_UID}, home /home/{RUNNER}, shell bash) ({why})"
+        )
+    sudoers = Path("/etc/sudoers.d/runner")
+    if not sudoers.exists() and Path("/etc/sudoers.d").is_dir():
+        changes.append(f"write {sudoers}: passwordless sudo for {RUNNER}, as on GitHub's runners")
+    if venv is not None:
+        folders = untraversable(venv / "bin" / "python")
+        if folders:
+            changes.append(
+                "add o+x (traverse, not read) to "
+                + ", ".join(map(str, folders))
+                + f", so that {RUNNER} can start this venv's Python"
+            )
+    return changes
+
+
+def ensure_runner() -> pwd.struct_passwd:
+    """User `runner` (uid 1001) with a home and passwordless sudo, as on GitHub's runners.
+    Call check_requirements first: it makes sure this cannot fail halfway."""
+    if not runner_exists():
         run(["useradd", "--create-home", "--uid", str(RUNNER_UID), "--shell", "/bin/bash", RUNNER])
-        user = pwd.getpwnam(RUNNER)
+    user = pwd.getpwnam(RUNNER)
     sudoers = Path("/etc/sudoers.d/runner")
     if not sudoers.exists() and Path("/etc/sudoers.d").is_dir():
         sudoers.write_text(f"{RUNNER} ALL=(ALL) NOPASSWD:ALL\n")
         sudoers.chmod(0o440)
-    if not shutil.which("sudo"):
-        raise ActError("sudo is not installed: `apt-get install -y sudo` (.ci/run installs it)")
     return user
 
 
 def grant_traverse(executable: Path) -> list[Path]:
-    """Let other users reach a venv's interpreter: a pyenv Python under /root (mode 700) is
-    unreachable for `runner`; add o+x (traverse, not read) to each folder on the way."""
-    changed = []
-    for folder in reversed(executable.resolve().parents):
-        mode = folder.stat().st_mode
-        if not mode & 0o001:
-            folder.chmod(mode | 0o001)
-            changed.append(folder)
+    """Let other users reach a venv's interpreter: add o+x (traverse, not read) to each folder
+    on the way that lacks it (see untraversable)."""
+    changed = untraversable(executable)
+    for folder in changed:
+        folder.chmod(folder.stat().st_mode | 0o001)
     if changed:
         print(f"act: gave other users traverse (o+x) on {', '.join(map(str, changed))}", flush=True)
     return changed
 
 
 def venv_view(venv: Path, dest: Path) -> Path:
-    """A view of `venv` (symlinks) whose install stamps are dated ahead: act copies the tree with
-    fresh timestamps, so the setup action's `make install` (VENV=<view>) would think the lock
-    newer than the venv and reinstall. The real step runs; it finds the view installed."""
+    """A view of `venv` (symlinks, and a copy of its install stamps with their own dates) for
+    the jobs' `make install` (VENV=<view>): the real step runs and finds it installed. act copies
+    the tree with fresh dates, so the lock looks newer than the stamp; `install_env` says the venv
+    is prebuilt (VENV_PREBUILT=1) rather than dating the stamp ahead, which made make warn of
+    clock skew."""
     dest.mkdir(parents=True, exist_ok=True)
     for entry in venv.iterdir():
         if entry.name != "bin":
             (dest / entry.name).symlink_to(entry)
     (dest / "bin").mkdir()
-    ahead = time.time() + 86400
     for entry in (venv / "bin").iterdir():
         if entry.name.startswith("."):
             shutil.copy2(entry, dest / "bin" / entry.name)
-            os.utime(dest / "bin" / entry.name, (ahead, ahead))
         else:
             (dest / "bin" / entry.name).symlink_to(entry)
     return dest
+
+
+def install_env(venv: Path, view: Path) -> dict[str, str]:
+    """The environment that makes the jobs use `venv` through a view at `view` (made if
+    missing): VENV, and VENV_PREBUILT=1 so that `make install` takes it as installed."""
+    if not view.exists():
+        venv_view(venv, view)
+    return {"VENV": str(view), "VENV_PREBUILT": "1"}
+
+
+NO_DOCKER = """#!/bin/sh
+# make act: jobs here do not reach this machine's Docker engine unless asked (make act DOCKER=1).
+echo "docker: no Docker engine for jobs under make act (DOCKER=1 / --docker gives them the host's)" >&2
+exit 1
+"""
+
+
+def hide_docker(state: Path) -> dict[str, str]:
+    """PATH first entry and DOCKER_HOST that keep a job off the host's Docker engine: a `docker`
+    that says so and fails (so `command -v docker && docker info` finds no engine), and a
+    DOCKER_HOST socket that does not exist (for /usr/bin/docker called by path, and SDKs)."""
+    shims = state / "no-docker"
+    shims.mkdir(parents=True, exist_ok=True)
+    docker = shims / "docker"
+    docker.write_text(NO_DOCKER)
+    docker.chmod(0o755)
+    return {"PATH_FIRST": str(shims), "DOCKER_HOST": f"unix://{state / 'no-docker.sock'}"}
 
 
 def write_secrets(path: Path, secrets: dict[str, str]) -> Path:

@@ -1,6 +1,9 @@
 // actions/cache stub: entries live in $ACT_STATE/cache/<key>/<n> (one folder per path line).
 // main: restore the exact key, else the newest entry whose key starts with a restore-key;
 // post (after a successful job): save under the key unless it already exists, as the real one.
+// restore/ and save/ (actions/cache/restore, actions/cache/save) run one phase in their main step.
+// Paths outside the workspace (`~/...`: uv's cache) are recorded, never copied: under act they
+// are the caller's own folders, and copying a user's caches in and out is not ours to do.
 const fs = require("fs");
 const path = require("path");
 
@@ -10,7 +13,9 @@ const store = path.join(process.env.ACT_STATE, "cache");
 const key = input("key");
 const paths = lines(input("path"));
 // The main step leaves state behind (GITHUB_STATE); the runner hands it to the post step.
-const isPost = process.env.STATE_ACT_CACHE_MAIN === "done";
+const only = process.env.ACT_CACHE_ONLY || "";
+const isPost = only === "save" || (!only && process.env.STATE_ACT_CACHE_MAIN === "done");
+const local = (p) => !p.startsWith("~") && !path.isAbsolute(p);
 
 function record(entry) {
   fs.appendFileSync(process.env.ACT_RECORD, JSON.stringify({ tool: "stub:cache", job: process.env.GITHUB_JOB, ...entry }) + "\n");
@@ -27,7 +32,7 @@ if (!key) {
 fs.mkdirSync(store, { recursive: true });
 
 if (!isPost) {
-  fs.appendFileSync(process.env.GITHUB_STATE, "ACT_CACHE_MAIN=done\n");
+  if (!only) fs.appendFileSync(process.env.GITHUB_STATE, "ACT_CACHE_MAIN=done\n");
   const entries = fs.readdirSync(store).filter((k) => !k.startsWith("."));
   let hit = entries.includes(key) ? key : null;
   if (!hit) {
@@ -41,14 +46,14 @@ if (!isPost) {
   if (hit) {
     paths.forEach((p, i) => {
       const source = path.join(store, hit, String(i));
-      if (fs.existsSync(source)) fs.cpSync(source, p, { recursive: true });
+      if (local(p) && fs.existsSync(source)) fs.cpSync(source, p, { recursive: true });
     });
     console.log(`Cache restored from key: ${hit}`);
   } else {
     console.log(`Cache not found for input keys: ${[key, ...lines(input("restore-keys"))].join(", ")}`);
   }
   output("cache-hit", String(hit === key));
-  record({ phase: "restore", key, restored: hit });
+  record({ phase: "restore", key, restored: hit, paths });
 } else {
   const target = path.join(store, key);
   if (fs.existsSync(target)) {
@@ -56,10 +61,10 @@ if (!isPost) {
     record({ phase: "save", key, saved: false });
   } else {
     paths.forEach((p, i) => {
-      if (fs.existsSync(p)) fs.cpSync(p, path.join(target, String(i)), { recursive: true });
+      if (local(p) && fs.existsSync(p)) fs.cpSync(p, path.join(target, String(i)), { recursive: true });
     });
     fs.mkdirSync(target, { recursive: true });
     console.log(`Cache saved with key: ${key}`);
-    record({ phase: "save", key, saved: true });
+    record({ phase: "save", key, saved: true, paths });
   }
 }
