@@ -112,3 +112,26 @@ def test_file_sha256(tmp_path):
     blob = tmp_path / "model.onnx"
     blob.write_bytes(b"x" * (3 << 20))  # more than one read block
     assert file_sha256(blob) == hashlib.sha256(blob.read_bytes()).hexdigest()
+
+
+def test_atomic_writes_get_the_permissions_a_plain_write_would(tmp_path):
+    """Not the 0600/0700 of a temporary name: another user (a runner account, a serving
+    container) must be able to read the outputs, as `make pr-local` as a normal user does."""
+    import os
+
+    from mlproject.core.io import atomic_dir, atomic_write_text, write_json
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "a")
+        write_json(tmp_path / "b.json", {})
+        with atomic_dir(tmp_path / "d") as d:
+            (d / "x").write_text("x")
+        (tmp_path / "plain.txt").write_text("p")
+        plain = (tmp_path / "plain.txt").stat().st_mode & 0o777
+        assert plain == 0o644
+        for name in ("a.txt", "b.json", "d/x"):
+            assert (tmp_path / name).stat().st_mode & 0o777 == plain, name
+        assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
+    finally:
+        os.umask(old)
