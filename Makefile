@@ -303,7 +303,7 @@ docs-serve: install ## Serve the docs with live reload (DOCS_PORT, default 8001)
 COMPARE ?=
 OUT ?=
 .PHONY: numerics-probe
-numerics-probe: install ## Hash each op the model uses: COMPARE=<other machine's JSON> OUT=<file>
+numerics-probe: install ## Hash each op the model uses: COMPARE=<JSON> OUT=<file>
 	python -m mlproject.ops.numerics $(if $(COMPARE),--compare "$(COMPARE)") $(if $(OUT),--out "$(OUT)")
 
 .PHONY: bench
