@@ -120,6 +120,7 @@ def test_pinned_training_gives_the_same_bytes_whatever_the_machine_offers(pipeli
         "oneDNN capped at SSE4.1": {"ONEDNN_MAX_CPU_ISA": "SSE41"},
         "all cores, MKL free": {"OMP_NUM_THREADS": cores, "MKL_CBWR": "AUTO"},
         "numpy all features": {"NPY_DISABLE_CPU_FEATURES": ""},
+        "in its own process, not the preload server's": {"MLPROJECT_PRELOAD": "0"},
     }
     reference = _train_stage(repo, {})
     for name, env in variants.items():
