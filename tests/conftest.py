@@ -1,8 +1,15 @@
 """Shared fixtures. Pipeline tests run the real DVC pipeline in a temporary git + DVC repository
-made from this checkout (committed and uncommitted files alike), never in the checkout itself."""
+made from this checkout (committed and uncommitted files alike), never in the checkout itself.
+
+`make test` runs the tests on several pytest-xdist workers (`--dist loadgroup`). A session
+fixture that costs a pipeline run is built once per `make test`, by the first worker that needs
+it (`built_once`), and each worker takes its own copy. The tests of a module with module-scoped
+fixtures (a server, a trained copy, act runs) stay together on one worker, so that each of those
+fixtures is still made once."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -94,12 +101,46 @@ def make_project(dest: Path, with_data: bool = True) -> Path:
     return dest
 
 
+def copy_repo(source: Path, dest: Path) -> Path:
+    """A copy of a project (git, DVC cache and outputs), less DVC's inode-keyed state database
+    (.dvc/tmp): a copy's new inodes could match stale entries."""
+    shutil.copytree(
+        source,
+        dest,
+        symlinks=True,
+        ignore=lambda folder, _names: ["tmp"] if Path(folder).name == ".dvc" else [],
+    )
+    return dest
+
+
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """`build(folder)` run once per test session, whichever xdist worker asks first (the
+    others wait for it), into a folder the workers share; each caller gets its own copy."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    built = shared / f"built-{name}"
+    with open(shared / f"built-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not (built / "done").exists():
+                shutil.rmtree(built, ignore_errors=True)
+                build(built / "repo")
+                (built / "done").touch()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return copy_repo(built / "repo", tmp_path_factory.mktemp(name) / "repo")
+
+
 @pytest.fixture(scope="session")
 def pipeline_repo(tmp_path_factory) -> Path:
-    """A project in which `dvc repro` has run once on the demo data (shared; do not modify)."""
-    repo = make_project(tmp_path_factory.mktemp("pipeline") / "repo")
-    run(["dvc", "repro"], repo)
-    return repo
+    """A project in which `dvc repro` has run once on the demo data, with the default config
+    (the accuracy target is its): this worker's copy (shared by its tests; do not modify)."""
+
+    def build(repo: Path) -> None:
+        make_project(repo)
+        run(["dvc", "repro"], repo)
+
+    return built_once(tmp_path_factory, "pipeline", build)
 
 
 @pytest.fixture
@@ -120,8 +161,20 @@ def pytest_runtest_makereport(item, call):
             report.longrepr = f"{reason}\nCI=true: a missing tool fails the test, never skips it"
 
 
+def _uses_module_fixtures(item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    defs = info.name2fixturedefs.values() if info is not None else ()
+    return any(d.scope == "module" for fixturedefs in defs for d in fixturedefs)
+
+
 def pytest_collection_modifyitems(config, items):
-    """`gpu` tests run only where CUDA is present; elsewhere they are skipped, saying why."""
+    """`gpu` tests run only where CUDA is present; elsewhere they are skipped, saying why.
+    Under xdist, the tests of a module that has module-scoped fixtures share a worker."""
+    for item in items:
+        if _uses_module_fixtures(item):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    if not any("gpu" in item.keywords for item in items):
+        return
     try:
         import torch
 

@@ -125,7 +125,11 @@ def ensure_runner() -> pwd.struct_passwd:
     try:
         user = pwd.getpwnam(RUNNER)
     except KeyError:
-        run(["useradd", "--create-home", "--uid", str(RUNNER_UID), "--shell", "/bin/bash", RUNNER])
+        # check=False: a parallel test worker may create it first (then useradd says it exists)
+        run(
+            ["useradd", "--create-home", "--uid", str(RUNNER_UID), "--shell", "/bin/bash", RUNNER],
+            check=False,
+        )
         user = pwd.getpwnam(RUNNER)
     sudoers = Path("/etc/sudoers.d/runner")
     if not sudoers.exists() and Path("/etc/sudoers.d").is_dir():
