@@ -46,16 +46,27 @@ IDLE_SECONDS = float(os.environ.get("MLPROJECT_PRELOAD_IDLE", 30))
 MODULE_GROUPS = (
     ("numpy", "yaml", "torch", "omegaconf", "hydra.utils", "torch.nn.functional"),
     ("dvclive", "torch._dynamo"),
-    (
+    (  # what torch.onnx.export(dynamo=True) imports as it goes (found by diffing sys.modules)
         "onnx",
         "onnxruntime",
-        "torch.export",
+        "torch.export._trace",
+        "torch._functorch.aot_autograd",
+        "torch._functorch.partitioners",
+        "torch._inductor.decomposition",
+        "torch._export.passes",
+        "networkx",
         "torch.onnx",
         "torch.onnx._internal.exporter._core",
         "torch.onnx._internal.exporter._compat",
+        "torch.onnx._internal.exporter._registration",
+        "torch.onnx._internal.exporter._capture_strategies",
         "onnxscript.function_libs.torch_lib.ops",
+        "onnxscript._framework_apis.torch_2_11",
+        "onnxscript.optimizer",
+        "onnxscript.rewriter",
+        "onnxscript.rewriter.rules",
     ),
-    ("captum.attr", "matplotlib"),
+    ("captum.attr", "matplotlib", "matplotlib.backends.backend_agg"),
 )
 # Set per stage by DVC or the shell; nothing reads them when a library loads.
 VOLATILE_ENV = ("DVC_STAGE", "PWD", "OLDPWD", "SHLVL", "_")
