@@ -259,10 +259,10 @@ track: install ## Log the pipeline's last results to MLflow
 ##@ Quality: tests, lint, docs, benchmarks
 
 # TEST_JOBS: pytest-xdist workers (auto: one per CPU, at most 4); TEST_JOBS=0 runs the tests one
-# after another in one process. Tests that share a module's fixtures stay on one worker
-# (--dist loadgroup, tests/conftest.py); PYTEST_ARGS adds arguments (-k, -x, --durations=20).
+# after another in one process. A test module runs on one worker (--dist loadfile), so its
+# module-scoped fixtures are made once (tests/conftest.py); PYTEST_ARGS adds -k, -x, --durations=20.
 TEST_JOBS ?= auto
-XDIST = $(if $(filter 0,$(TEST_JOBS)),-n 0,-n $(TEST_JOBS) --maxprocesses 4 --dist loadgroup)
+XDIST = $(if $(filter 0,$(TEST_JOBS)),-n 0,-n $(TEST_JOBS) --maxprocesses 4 --dist loadfile)
 
 .PHONY: test
 test: install ## Run the whole test suite, in parallel (TEST_JOBS=0: serially)

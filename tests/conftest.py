@@ -1,11 +1,12 @@
 """Shared fixtures. Pipeline tests run the real DVC pipeline in a temporary git + DVC repository
 made from this checkout (committed and uncommitted files alike), never in the checkout itself.
 
-`make test` runs the tests on several pytest-xdist workers (`--dist loadgroup`). A session
-fixture that costs a pipeline run is built once per `make test`, by the first worker that needs
-it (`built_once`), and each worker takes its own copy. The tests of a module with module-scoped
-fixtures (a server, a trained copy, act runs) stay together on one worker, so that each of those
-fixtures is still made once."""
+`make test` runs the tests on several pytest-xdist workers, a test module per worker at a time
+(`--dist loadfile`), so that a module-scoped fixture (a server, a trained copy, act runs) is
+still made once. A session fixture that costs a pipeline run is built once per `make test`, by
+the first worker that needs it (`built_once`), and each worker takes its own copy.
+(`--dist loadgroup` would split modules finer, but pytest-xdist 3.8 cannot tag tests with their
+group under pytest 9: its groups are silently ignored.)"""
 
 from __future__ import annotations
 
@@ -161,18 +162,8 @@ def pytest_runtest_makereport(item, call):
             report.longrepr = f"{reason}\nCI=true: a missing tool fails the test, never skips it"
 
 
-def _uses_module_fixtures(item) -> bool:
-    info = getattr(item, "_fixtureinfo", None)
-    defs = info.name2fixturedefs.values() if info is not None else ()
-    return any(d.scope == "module" for fixturedefs in defs for d in fixturedefs)
-
-
 def pytest_collection_modifyitems(config, items):
-    """`gpu` tests run only where CUDA is present; elsewhere they are skipped, saying why.
-    Under xdist, the tests of a module that has module-scoped fixtures share a worker."""
-    for item in items:
-        if _uses_module_fixtures(item):
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    """`gpu` tests run only where CUDA is present; elsewhere they are skipped, saying why."""
     if not any("gpu" in item.keywords for item in items):
         return
     try:
