@@ -49,6 +49,7 @@ def repo(tmp_path):
         os.kill(pid, signal.SIGTERM)
 
 
+@pytest.mark.slow  # runs stages (three torch imports)
 @pytest.mark.skipif(sys.platform != "linux", reason="the preload server is Linux only")
 def test_a_stage_in_the_server_says_and_exits_as_in_its_own_process_and_runs_edited_code(repo):
     alone = stage(repo, "evaluate", MLPROJECT_PRELOAD="0")  # no model yet: it fails
