@@ -12,18 +12,17 @@ standard streams (passed over a Unix socket), imports the project's own modules 
 edited stage runs as edited) and runs the stage exactly as `run.py` would; its exit status goes
 back to the runner, which is what DVC waits for.
 
-Same bits: the server starts with the stage's environment, pinning included (determinism.py: torch
-reads it when it loads), and serves only requests whose environment, directory, interpreter and
-path are the same (the key of its socket); anything else gets a server of its own. It never
-touches CUDA (a forked child could not use it then). It quits after `IDLE_SECONDS` without a
-request. When anything is off (no fork, no Unix sockets, another user's socket, a server that
-died) the runner runs the stage in its own process, as before.
+Same bits: the server starts with the stage's environment, pinning included (determinism.py:
+torch reads it when it loads), and serves only requests whose environment, directory,
+interpreter, path and CPU set are the same (the key of its socket); anything else gets a server
+of its own. It never touches CUDA (a forked child could not use it then). It quits after
+`IDLE_SECONDS` without a request. When anything is off (no fork, no Unix sockets, another user's
+socket, a server that died) the runner runs the stage in its own process, as before.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import importlib
 import json
@@ -207,7 +206,9 @@ def _request(conn: socket.socket, stage: str) -> int | None:
         return 1  # the server died while the stage ran; the stage said what it could
 
 
-_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_FORWARDED = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
 
 
 def _kill(pid: int, sig: int) -> None:
@@ -219,6 +220,8 @@ def _kill(pid: int, sig: int) -> None:
 
 
 def serve(path: Path) -> int:
+    import fcntl  # POSIX only, as the server is; run.py imports this module everywhere
+
     lock = open(path.with_suffix(".lock"), "w")  # noqa: SIM115 -- held for the server's life
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
