@@ -271,13 +271,19 @@ track: install ## Log the pipeline's last results to MLflow
 
 ##@ Quality: tests, lint, docs, benchmarks
 
+# TEST_JOBS: pytest-xdist workers (auto: one per CPU, at most 4); TEST_JOBS=0 runs the tests one
+# after another in one process. A test module runs on one worker (--dist loadfile), so its
+# module-scoped fixtures are made once (tests/conftest.py); PYTEST_ARGS adds -k, -x, --durations=20.
+TEST_JOBS ?= auto
+XDIST = $(if $(filter 0,$(TEST_JOBS)),-n 0,-n $(TEST_JOBS) --maxprocesses 4 --dist loadfile)
+
 .PHONY: test
-test: install ## Run the whole test suite (unit, integration, end-to-end)
-	python -m pytest $(PYTEST_ARGS)
+test: install ## Run the whole test suite, in parallel (TEST_JOBS=0: serially)
+	python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 .PHONY: test-fast
 test-fast: install ## Run the tests that take seconds (the server in-process)
-	python -m pytest -m "not slow" $(PYTEST_ARGS)
+	python -m pytest -m "not slow" $(XDIST) $(PYTEST_ARGS)
 
 .PHONY: lint
 lint: install lint-workflows lint-k8s lint-alerts ## Lint code, config, workflows, manifests, alert rules

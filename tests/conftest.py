@@ -1,8 +1,16 @@
 """Shared fixtures. Pipeline tests run the real DVC pipeline in a temporary git + DVC repository
-made from this checkout (committed and uncommitted files alike), never in the checkout itself."""
+made from this checkout (committed and uncommitted files alike), never in the checkout itself.
+
+`make test` runs the tests on several pytest-xdist workers, a test module per worker at a time
+(`--dist loadfile`), so that a module-scoped fixture (a server, a trained copy, act runs) is
+still made once. A session fixture that costs a pipeline run is built once per `make test`, by
+the first worker that needs it (`built_once`), and each worker takes its own copy.
+(`--dist loadgroup` would split modules finer, but pytest-xdist 3.8 cannot tag tests with their
+group under pytest 9: its groups are silently ignored.)"""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -94,12 +102,46 @@ def make_project(dest: Path, with_data: bool = True) -> Path:
     return dest
 
 
+def copy_repo(source: Path, dest: Path) -> Path:
+    """A copy of a project (git, DVC cache and outputs), less DVC's inode-keyed state database
+    (.dvc/tmp): a copy's new inodes could match stale entries."""
+    shutil.copytree(
+        source,
+        dest,
+        symlinks=True,
+        ignore=lambda folder, _names: ["tmp"] if Path(folder).name == ".dvc" else [],
+    )
+    return dest
+
+
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """`build(folder)` run once per test session, whichever xdist worker asks first (the
+    others wait for it), into a folder the workers share; each caller gets its own copy."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    built = shared / f"built-{name}"
+    with open(shared / f"built-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not (built / "done").exists():
+                shutil.rmtree(built, ignore_errors=True)
+                build(built / "repo")
+                (built / "done").touch()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return copy_repo(built / "repo", tmp_path_factory.mktemp(name) / "repo")
+
+
 @pytest.fixture(scope="session")
 def pipeline_repo(tmp_path_factory) -> Path:
-    """A project in which `dvc repro` has run once on the demo data (shared; do not modify)."""
-    repo = make_project(tmp_path_factory.mktemp("pipeline") / "repo")
-    run(["dvc", "repro"], repo)
-    return repo
+    """A project in which `dvc repro` has run once on the demo data, with the default config
+    (the accuracy target is its): this worker's copy (shared by its tests; do not modify)."""
+
+    def build(repo: Path) -> None:
+        make_project(repo)
+        run(["dvc", "repro"], repo)
+
+    return built_once(tmp_path_factory, "pipeline", build)
 
 
 @pytest.fixture
@@ -122,6 +164,8 @@ def pytest_runtest_makereport(item, call):
 
 def pytest_collection_modifyitems(config, items):
     """`gpu` tests run only where CUDA is present; elsewhere they are skipped, saying why."""
+    if not any("gpu" in item.keywords for item in items):
+        return
     try:
         import torch
 

@@ -7,7 +7,6 @@ import sys
 
 import numpy as np
 import pytest
-from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
 from mlproject.pipeline import evaluate
 
@@ -16,6 +15,9 @@ from conftest import ENV, ROOT
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_metrics_match_sklearn_including_absent_and_never_predicted_classes(seed):
+    # Imported here, not at collection: every xdist worker collects every module (2-3 s each).
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+
     rng = np.random.default_rng(seed)
     k = 6
     y = rng.integers(0, k - 1, 200)  # class 5 never occurs

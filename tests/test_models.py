@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from mlproject.pipeline.config import compose, instantiate_model
 from mlproject.pipeline.data import write_demo_dataset
-from mlproject.pipeline.export import ParityError, export
+from mlproject.pipeline.export import ParityError, WithProbabilities, export, export_onnx
 from mlproject.pipeline.models import MLP, SmallCNN
 from mlproject.pipeline.prepare import prepare
 from mlproject.pipeline.train import (
@@ -146,6 +146,21 @@ def test_export_fails_and_writes_nothing_when_parity_is_not_met(small, tmp_path)
             metrics_path=tmp_path / "none.json",
         )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_onnx_bytes_do_not_depend_on_the_torch_builds_local_version(tmp_path, monkeypatch):
+    """GitHub's CPU runners install torch `2.14.1+cpu`, this machine `2.14.1+cu130`: the same
+    weights must give the same file (the producer version is torch's public version)."""
+    torch.manual_seed(0)
+    model = WithProbabilities(SmallCNN(1, 10, (8, 8))).eval()
+    public = torch.__version__.split("+")[0]
+    blobs = {}
+    for build in (f"{public}+cu130", f"{public}+cpu"):
+        monkeypatch.setattr(torch, "__version__", build)
+        export_onnx(model, torch.zeros(2, 1, 8, 8), tmp_path / f"{build}.onnx", opset=18)
+        blobs[build] = (tmp_path / f"{build}.onnx").read_bytes()
+    assert len(set(blobs.values())) == 1
+    assert onnx.load_from_string(blobs[f"{public}+cpu"]).producer_version == public
 
 
 def test_instantiate_model_passes_data_shape():

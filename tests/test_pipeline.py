@@ -124,14 +124,18 @@ def test_pinned_training_gives_the_same_bytes_whatever_the_machine_offers(pipeli
         "all cores, MKL free": {"OMP_NUM_THREADS": cores, "MKL_CBWR": "AUTO"},
         "numpy all features": {"NPY_DISABLE_CPU_FEATURES": ""},
     }
+    # The reference runs in a child of the preload server, the variants each in their own
+    # process (a server per environment would import the exporter for nothing): same bytes too.
     reference = _train_stage(repo, {})
+    alone = {"MLPROJECT_PRELOAD": "0"}
+    assert _train_stage(repo, alone) == reference, "in its own process"
     for name, env in variants.items():
-        assert _train_stage(repo, env) == reference, name
-    assert _train_stage(repo, {}, one_core=True) == reference, "one core (sched_setaffinity)"
+        assert _train_stage(repo, {**alone, **env}) == reference, name
+    assert _train_stage(repo, alone, one_core=True) == reference, "one core (sched_setaffinity)"
 
     params.write_text(params.read_text().replace("fast: false", "fast: true"))
-    unpinned = _train_stage(repo, {"ATEN_CPU_CAPABILITY": "avx2"})
-    assert _train_stage(repo, {"ATEN_CPU_CAPABILITY": "default"}) != unpinned
+    unpinned = _train_stage(repo, {**alone, "ATEN_CPU_CAPABILITY": "avx2"})
+    assert _train_stage(repo, {**alone, "ATEN_CPU_CAPABILITY": "default"}) != unpinned
 
 
 def test_experiment_swaps_the_model_group(pipeline_repo, tmp_path):

@@ -200,7 +200,11 @@ def ensure_runner() -> pwd.struct_passwd:
     """User `runner` (uid 1001) with a home and passwordless sudo, as on GitHub's runners.
     Call check_requirements first: it makes sure this cannot fail halfway."""
     if not runner_exists():
-        run(["useradd", "--create-home", "--uid", str(RUNNER_UID), "--shell", "/bin/bash", RUNNER])
+        # check=False: a parallel test worker may create it first (then useradd says it exists)
+        run(
+            ["useradd", "--create-home", "--uid", str(RUNNER_UID), "--shell", "/bin/bash", RUNNER],
+            check=False,
+        )
     user = pwd.getpwnam(RUNNER)
     sudoers = Path("/etc/sudoers.d/runner")
     if not sudoers.exists() and Path("/etc/sudoers.d").is_dir():

@@ -68,15 +68,23 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, opset
             dynamic_shapes=({0: batch},),
         )
     program.save(str(path), external_data=False)
-    strip_stack_traces(path)
+    make_portable(path)
 
 
-def strip_stack_traces(path: Path) -> None:
-    """Drop the exporter's per-node Python stack traces: they hold absolute source paths, so the
-    same model exported from another checkout folder would get other bytes."""
+def producer_version(torch_version: str | None = None) -> str:
+    """torch's public version, without the build's local suffix (`2.14.1+cu130` -> `2.14.1`):
+    the CUDA and CPU builds of one release export the same graph, so they write the same bytes."""
+    return (torch_version or torch.__version__).split("+")[0]
+
+
+def make_portable(path: Path) -> None:
+    """Bytes that depend on the model only: drop the exporter's per-node Python stack traces
+    (they hold absolute source paths, so another checkout folder would get other bytes), and
+    record torch's public version as the producer (not the `+cu130` / `+cpu` build suffix)."""
     import onnx
 
     model = onnx.load(str(path))
+    model.producer_version = producer_version()
 
     def clean(graph) -> None:
         for node in graph.node:
