@@ -63,7 +63,7 @@ def set_params(repo: Path, replacements: dict[str, str]) -> None:
 
 def commit_all(repo: Path, message: str) -> None:
     git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", message)
+    git(repo, "commit", "-q", "--allow-empty", "-m", message)  # outputs may equal committed
 
 
 def pr_branch(repo: Path, replacements: dict[str, str], branch: str = "feature") -> None:

@@ -301,7 +301,7 @@ def pr_repo(pipeline_repo: Path, dest: Path, replacements: dict[str, str]) -> Pa
     branch `feature` = one commit that changes params (the head)."""
     repo = Path(shutil.copytree(pipeline_repo, dest, symlinks=True))
     run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-q", "-m", "base: pipeline outputs"], repo)
+    run(["git", "commit", "-q", "--allow-empty", "-m", "base: pipeline outputs"], repo)
     run(["git", "checkout", "-q", "-b", "feature"], repo)
     set_params(repo, replacements)
     run(["git", "commit", "-q", "-am", "head: change params"], repo)

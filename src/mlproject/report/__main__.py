@@ -64,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     if not args.from_report:  # never a report or a gate on outputs older than head's code
         from .ci import refresh_head
+        from .diff import resolve_base
 
+        resolve_base(args.base, ".")  # a bad BASE is named before anything runs
         refresh_head(args.head_outputs)
     if args.command == "build":
         from .build import build
