@@ -233,6 +233,7 @@ def changes_summary(
 
 
 def _git_show(rev: str, path: str, cwd: str | None) -> str | None:
+    # diff.git_show's twin: diff.py imports PyYAML, and this module stays standard library only.
     result = run(["git", "show", f"{rev}:{path}"], cwd=cwd, check=False)
     return result.stdout if result.returncode == 0 else None
 
