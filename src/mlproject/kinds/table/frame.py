@@ -324,7 +324,10 @@ def prepare(data_cfg: Any, out_dir: str | Path) -> dict[str, Any]:
     val, test, seed = (float(split.get("val", 0.15)), float(split.get("test", 0.15)),
                        int(split.get("seed", 42)))
     if task == "classification":
-        parts = stratified_split(labels, val, test, seed)
+        try:
+            parts = stratified_split(labels, val, test, seed)
+        except DataError as exc:  # its words are the images'; name the file and rows
+            raise DataError(f"{path}: {str(exc).replace('images', 'rows')}") from exc
     else:
         parts = _random_split(len(rows), val, test, seed)
 
