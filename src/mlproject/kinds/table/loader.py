@@ -50,12 +50,10 @@ class InMemoryTable(InMemory):
     ) -> InMemoryTable:
         frame = pq.read_table(path).to_pandas()
         labels = encode.labels(frame, meta)
-        source = cls(
+        return cls(
             torch.from_numpy(encode.encode(frame, spec)).to(device),
             torch.from_numpy(labels).to(device),
         )
-        source.labels = labels
-        return source
 
 
 class StreamedTable:
