@@ -213,8 +213,8 @@ def _empty_png(repo: Path) -> str:
 
 
 def _empty_class(repo: Path) -> str:
-    (repo / "data/ten").mkdir()
-    return "data/ten/: class folder is empty"
+    (repo / "data/digits/ten").mkdir()
+    return "data/digits/ten/: class folder is empty"
 
 
 def _stray_file(repo: Path) -> str:

@@ -10,7 +10,7 @@ from PIL import Image
 
 from mlproject.pipeline.config import ConfigError, compose
 from mlproject.pipeline.loader import InMemory, Streamed, open_split, streams
-from mlproject.pipeline.prepare import prepare
+from mlproject.kinds.images.prepare import prepare
 from mlproject.pipeline.splits import SplitReader, SplitWriter
 from mlproject.pipeline.train import train
 

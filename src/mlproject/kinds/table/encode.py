@@ -259,7 +259,7 @@ def export(model: Any, spec: dict[str, Any], path: str | Path, opset: int) -> No
     import onnx
     import torch
 
-    from ...pipeline.export import INPUT_NAME, export_onnx
+    from ...pipeline.onnx_io import INPUT_NAME, export_onnx
 
     clash = {INPUT_NAME, "logits", "probabilities"} & {c["name"] for c in spec["columns"]}
     if clash:
