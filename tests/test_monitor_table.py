@@ -393,3 +393,18 @@ def test_the_class_share_alert_fires_for_a_tables_classes(project, tmp_path):
         [promtool, "test", "rules", "test.yml"], cwd=tmp_path, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ------------------------------------------------------------------------------ the protocol
+
+PROTOCOL = ("features", "reference", "feeds", "record_values", "read_inputs")
+
+
+@pytest.mark.parametrize("kind", ["images", "table"])
+def test_every_kind_answers_the_monitoring_protocol(kind, kind_classes):  # noqa: F811
+    module = profile.monitoring({"kind": kind})
+    assert module.__name__ == f"mlproject.kinds.{kind}.monitoring"
+    for name in PROTOCOL:
+        assert callable(getattr(module, name)), name
+    assert isinstance(module.UNIT, str)
+    assert "torch" not in module.__dict__

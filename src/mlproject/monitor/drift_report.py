@@ -56,7 +56,7 @@ def render_markdown(result: dict[str, Any]) -> str:
     w, ref, t = result["window"], result["reference"], result["thresholds"]
     verdict = "**Drift detected**" if result["drift"] else "No drift"
     model = ref.get("model") or {}
-    unit = ref.get("unit", "images")
+    unit = ref["unit"]
     lines = [
         f"## Drift report: {verdict}",
         "",

@@ -66,18 +66,23 @@ def log_files(folder: Path) -> list[Path]:
 def parse_record(line: str, where: str, kind, spec) -> tuple[float, list[Any], str, str]:
     try:
         rec = json.loads(line)
-        return (
-            float(rec["ts"]),
-            kind.record_values(rec["features"], spec),
-            str(rec["predicted"]),
-            str(rec.get("model_sha256", "")),
-        )
+        ts, features, predicted = float(rec["ts"]), rec["features"], str(rec["predicted"])
     except json.JSONDecodeError as exc:
         raise DriftInputError(f"{where}: not valid JSON ({exc.msg}).") from exc
     except KeyError as exc:
         raise DriftInputError(f"{where}: record has no field {exc.args[0]!r}.") from exc
-    except (TypeError, ValueError, AttributeError) as exc:
+    except (TypeError, ValueError) as exc:
         raise DriftInputError(f"{where}: bad value in record ({exc}).") from exc
+    try:
+        values = kind.record_values(features, spec)
+    except KeyError as exc:
+        raise DriftInputError(
+            f"{where}: record's features have no {exc.args[0]!r} (the profile's features: "
+            f"{', '.join(f['name'] for f in kind.features(spec))})."
+        ) from exc
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise DriftInputError(f"{where}: bad value in record's features ({exc}).") from exc
+    return ts, values, predicted, str(rec.get("model_sha256", ""))
 
 
 def read_logs(folder: str | Path, window: int, spec: dict[str, Any] | None = None) -> Window:
