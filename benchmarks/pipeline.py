@@ -125,7 +125,8 @@ def training_loop(repo: Path) -> tuple[float, float, float]:
     from mlproject.core.io import read_json
     from mlproject.pipeline.config import instantiate_model, load_params
     from mlproject.pipeline.data import load_split
-    from mlproject.pipeline.train import Normalizer, evaluate_split, train_one_epoch
+    from mlproject.kinds.images.modules import Normalizer
+    from mlproject.pipeline.train import evaluate_split, train_one_epoch
 
     torch.manual_seed(0)
     cfg = load_params(repo / "params.yaml")

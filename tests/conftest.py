@@ -144,6 +144,33 @@ def pipeline_repo(tmp_path_factory) -> Path:
     return built_once(tmp_path_factory, "pipeline", build)
 
 
+def use_table_demo(repo: Path, model: str = "mlp") -> Path:
+    """Switch a project to the table demo (data=cars, model=mlp) as a fork would: the defaults
+    in conf/config.yaml, then `make params`' composition, committed."""
+    config = repo / "conf" / "config.yaml"
+    text = config.read_text()
+    assert "  - data: digits\n" in text and "  - model: cnn\n" in text
+    text = text.replace("  - data: digits\n", "  - data: cars\n")
+    config.write_text(text.replace("  - model: cnn\n", f"  - model: {model}\n"))
+    run([sys.executable, "-m", "mlproject.pipeline.config"], repo)
+    run(["git", "commit", "-qam", "data: the table demo (cars)"], repo)
+    return repo
+
+
+@pytest.fixture(scope="session")
+def table_repo(tmp_path_factory) -> Path:
+    """A project switched to the table demo (data=cars, model=mlp) in which `dvc repro` has run
+    once: this worker's copy (shared by its tests; do not modify)."""
+
+    def build(repo: Path) -> None:
+        use_table_demo(make_project(repo))
+        run(["dvc", "repro"], repo)
+        run(["git", "add", "-A"], repo)
+        run(["git", "commit", "-qm", "repro"], repo)
+
+    return built_once(tmp_path_factory, "table", build)
+
+
 @pytest.fixture
 def project(tmp_path) -> Path:
     """A fresh project with the demo data present and nothing run yet (yours to modify)."""

@@ -45,7 +45,7 @@ def test_png_writer_round_trips_through_pillow():
 
 
 def test_demo_dataset_is_ten_balanced_classes(demo):
-    ds = discover(demo, EXTS, min_per_class=5)
+    ds = discover(demo / "digits", EXTS, min_per_class=5)
     assert ds.classes == [str(d) for d in range(10)]
     assert len(ds.files) == 1797
     counts = np.bincount(ds.labels)
@@ -136,7 +136,7 @@ def test_preprocess_matches_the_training_normalization():
 
 
 def test_split_is_stratified_disjoint_and_deterministic(demo):
-    labels = discover(demo, EXTS).labels
+    labels = discover(demo / "digits", EXTS).labels
     a = stratified_split(labels, 0.15, 0.15, seed=42)
     b = stratified_split(labels, 0.15, 0.15, seed=42)
     for name in a:

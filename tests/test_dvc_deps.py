@@ -67,6 +67,11 @@ def stage_modules(stage: dict, params: dict) -> list[str]:
     target = params["model"]["_target_"]
     if target.startswith("mlproject."):
         modules.append(target.rpartition(".")[0])
+    # Data kinds are found by name (mlproject.kinds.KINDS, like `_target_`): a stage may run any
+    # of them, whichever `data.kind` is configured, so it depends on every kind's modules.
+    from mlproject.kinds import KINDS
+
+    modules += [path.partition(":")[0] for path in KINDS.values()]
     return modules
 
 

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from mlproject.core.io import read_json
-from mlproject.pipeline.explain import attribute, pick_samples
+from mlproject.kinds.images.explain import attribute, pick_samples
 
 
 def test_integrated_gradients_of_a_linear_model_is_weight_times_input():

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mlproject.pipeline.config import compose
-from mlproject.pipeline.data import write_demo_dataset
+from mlproject.pipeline.data import write_digits
 from mlproject.pipeline.export import export
 from mlproject.pipeline.prepare import prepare
 from mlproject.pipeline.train import autocast, load_checkpoint, select_device, train
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.gpu
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("gpu")
-    write_demo_dataset(tmp / "data")
+    write_digits(tmp / "data")
     cfg = compose(
         [f"data.root={tmp / 'data'}", "train.epochs=5", "train.device=auto"], conf_dir=ROOT / "conf"
     )

@@ -9,13 +9,13 @@ import torch
 from omegaconf import OmegaConf
 
 from mlproject.pipeline.config import compose, instantiate_model
-from mlproject.pipeline.data import write_demo_dataset
+from mlproject.pipeline.data import write_digits
 from mlproject.pipeline.export import ParityError, WithProbabilities, export, export_onnx
 from mlproject.pipeline.models import MLP, SmallCNN
 from mlproject.pipeline.prepare import prepare
+from mlproject.kinds.images.modules import Normalizer
 from mlproject.pipeline.train import (
     EarlyStopping,
-    Normalizer,
     load_checkpoint,
     train,
     train_one_epoch,
@@ -37,7 +37,7 @@ def test_models_map_images_to_class_logits(cls, channels, size):
 def small(tmp_path_factory):
     """The demo data prepared in a temp folder, and a config that trains for a few epochs."""
     tmp = tmp_path_factory.mktemp("small")
-    write_demo_dataset(tmp / "data")
+    write_digits(tmp / "data")
     cfg = compose([f"data.root={tmp / 'data'}", "train.epochs=3"], conf_dir=CONF)
     prepare(cfg, out_dir=tmp / "prepared")
     return tmp, cfg

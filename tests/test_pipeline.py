@@ -203,13 +203,13 @@ def test_unknown_group_option_fails_the_experiment_naming_it(pipeline_repo, tmp_
 
 
 def _break_png(repo: Path) -> str:
-    (repo / "data/3/0003.png").write_bytes(b"\x89PNG\r\n\x1a\ngarbage")
-    return "data/3/0003.png: cannot read image"
+    (repo / "data/digits/3/0003.png").write_bytes(b"\x89PNG\r\n\x1a\ngarbage")
+    return "data/digits/3/0003.png: cannot read image"
 
 
 def _empty_png(repo: Path) -> str:
-    (repo / "data/5/0005.png").write_bytes(b"")
-    return "data/5/0005.png: empty file"
+    (repo / "data/digits/5/0005.png").write_bytes(b"")
+    return "data/digits/5/0005.png: empty file"
 
 
 def _empty_class(repo: Path) -> str:
@@ -218,8 +218,8 @@ def _empty_class(repo: Path) -> str:
 
 
 def _stray_file(repo: Path) -> str:
-    (repo / "data/7/README.txt").write_text("notes")
-    return "data/7/README.txt: not an image file"
+    (repo / "data/digits/7/README.txt").write_text("notes")
+    return "data/digits/7/README.txt: not an image file"
 
 
 def _missing_data(repo: Path) -> str:

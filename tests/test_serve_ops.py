@@ -228,7 +228,7 @@ def test_prediction_log_loses_nothing_on_clean_shutdown(pipeline_repo, tmp_path)
     model, card_path = model_files(pipeline_repo)
     card = json.loads(card_path.read_text())
     spec = InputSpec.from_card(card)
-    image = sorted((pipeline_repo / "data/7").iterdir())[0]
+    image = sorted((pipeline_repo / "data/digits/7").iterdir())[0]
     pixels = to_pixels(open_image(image), spec.height, spec.width, spec.channels, spec.resize)
     x = normalize(pixels, spec.mean, spec.std)[None]
     log_dir = tmp_path / "predlog"

@@ -12,10 +12,20 @@ training side.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+
+@dataclass
+class SplitSchema:
+    """`data.split`: the validation and test fractions and the split's seed (every kind)."""
+
+    val: float = 0.15
+    test: float = 0.15
+    seed: int = 42
 
 
 class DataKind:
@@ -25,6 +35,8 @@ class DataKind:
     # The dataclass that types and checks the `data:` config section of this kind
     # (pipeline.config.validate merges the section into it; an unknown key is an error).
     schema: type = object
+    # Allowed values of some keys, checked after the schema merge: {"data.key": (values...)}.
+    choices: dict[str, tuple] = {}
 
     # --------------------------------------------------------------- configuration
     def check_config(self, data_cfg: Any, source: str) -> None:
@@ -74,14 +86,22 @@ class DataKind:
         PyTorch model's float input tensor, row for row."""
         raise NotImplementedError
 
+    def input_names(self, spec: dict[str, Any]) -> list[str]:
+        """The exported graph's input names, in order."""
+        raise NotImplementedError
+
     def card_input(self, spec: dict[str, Any]) -> dict[str, Any]:
         """The model card's `input` section: the spec, plus what a client needs to call the
         ONNX graph (tensor names, datatypes, shapes; how to encode a value)."""
         raise NotImplementedError
 
     # --------------------------------------------------------------- stage explain
-    def explain(self, cfg: Any, prepared: Path, checkpoint: Path, out_dir: Path) -> dict[str, Any]:
-        """Attributions the PR report shows (out_dir/attributions.png and a JSON summary)."""
+    def explain(
+        self, model: Any, payload: dict[str, Any], prepared: Path, out_dir: Path
+    ) -> dict[str, Any]:
+        """Attributions the PR report shows, written atomically to out_dir (attributions.png
+        and attributions.json), for the trained `model` and its checkpoint `payload`. Returns
+        the summary, with `description`: the words the stage prints."""
         raise NotImplementedError
 
     # --------------------------------------------------------------- torch-free sides

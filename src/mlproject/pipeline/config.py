@@ -17,6 +17,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from .. import kinds
 from ..core.cli import entry_point
 from ..core.errors import ProjectError
 
@@ -31,29 +32,6 @@ class ConfigError(ProjectError, ValueError):
     def __init__(self, message: str, key: str | None = None):
         super().__init__(message)
         self.key = key
-
-
-@dataclass
-class SplitSchema:
-    val: float = 0.15
-    test: float = 0.15
-    seed: int = 42
-
-
-@dataclass
-class DataSchema:
-    name: str = "digits"
-    root: str = "data"
-    extensions: list[str] = field(default_factory=lambda: [".png"])
-    image_size: list[int] = field(default_factory=lambda: [8, 8])
-    channels: int = 1
-    resize: str = "stretch"
-    split: SplitSchema = field(default_factory=SplitSchema)
-    min_images_per_class: int = 5
-    # auto: stream a split from disk when its pixels exceed memory_budget_mb (loader.py).
-    in_memory: Any = "auto"
-    memory_budget_mb: int = 1024
-    workers: int = 2
 
 
 @dataclass
@@ -88,15 +66,14 @@ class ExportSchema:
 
 # Sections with a fixed schema. Other top-level sections (model: any `_target_` signature;
 # sections added by later stages) are checked where they are used.
+# `data` has its kind's schema (mlproject.kinds: images, table, ...), chosen by `data.kind`.
 SCHEMAS: dict[str, type] = {
-    "data": DataSchema,
+    "data": object,
     "train": TrainSchema,
     "export": ExportSchema,
 }
 
 CHOICES = {
-    "data.resize": ("stretch", "pad"),
-    "data.channels": (1, 3),
     "data.in_memory": ("auto", True, False),
     "train.early_stopping.mode": ("min", "max"),
 }
@@ -115,9 +92,16 @@ def load_params(path: str | Path = PARAMS_FILE) -> DictConfig:
 
 
 def validate(cfg: DictConfig, source: str = PARAMS_FILE) -> DictConfig:
+    kind = None
     for section, schema in SCHEMAS.items():
         if section not in cfg:
             raise ConfigError(f"{source}: missing section '{section}'.", key=section)
+        if section == "data":
+            try:
+                kind = kinds.for_config(cfg.data)
+            except kinds.KindError as exc:
+                raise ConfigError(f"{source}: {exc}", key="data.kind") from None
+            schema = kind.schema
         try:
             # Merging into the schema type-checks every key; the stages keep the plain values.
             OmegaConf.merge(OmegaConf.structured(schema), cfg[section])
@@ -132,18 +116,13 @@ def validate(cfg: DictConfig, source: str = PARAMS_FILE) -> DictConfig:
             ) from exc
     if "model" not in cfg or "_target_" not in cfg.model:
         raise ConfigError(f"{source}: 'model._target_' is missing; choose a model with model=cnn.")
-    for dotted, allowed in CHOICES.items():
+    for dotted, allowed in {**CHOICES, **kind.choices}.items():
         value = OmegaConf.select(cfg, dotted)
         if value not in allowed:
             raise ConfigError(
                 f"{source}: '{dotted}' is {value!r}; expected one of {allowed}.", key=dotted
             )
-    size = cfg.data.image_size
-    if len(size) != 2 or any(int(v) < 1 for v in size):
-        raise ConfigError(
-            f"{source}: 'data.image_size' must be [height, width], got {list(size)}.",
-            key="data.image_size",
-        )
+    kind.check_config(cfg.data, source)
     split = cfg.data.split
     if not (0 < split.val < 1 and 0 < split.test < 1 and split.val + split.test < 1):
         raise ConfigError(
@@ -279,6 +258,13 @@ def instantiate_model(model_cfg: DictConfig, **shape: Any):
     except InstantiationException as exc:
         if isinstance(exc.__cause__, ConfigError):  # the model's own message names the key
             raise exc.__cause__ from None
+        if isinstance(exc.__cause__, TypeError) and "unexpected keyword" in str(exc.__cause__):
+            raise ConfigError(
+                f"model: '{model_cfg.get('_target_')}' does not take this data's input "
+                f"({', '.join(sorted(shape))}): {exc.__cause__}. Choose a model that does "
+                "(a table: model=mlp; images: model=cnn, mlp or timm).",
+                key="model",
+            ) from exc
         raise ConfigError(
             f"model: cannot build '{model_cfg.get('_target_')}': {exc}. "
             "Check the keys in conf/model/ against the class's arguments."

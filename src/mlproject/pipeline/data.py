@@ -87,7 +87,17 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
 
 
 def write_demo_dataset(root: str | Path) -> int:
-    """Write scikit-learn's handwritten digits as data/<digit>/<index>.png; returns the count."""
+    """Write the demo datasets to root (data/): scikit-learn's handwritten digits as
+    digits/<digit>/<index>.png (the default, conf/data/digits.yaml) and vega-datasets' cars as
+    cars.csv (the table demo, conf/data/cars.yaml). Returns the count of items written."""
+    from ..kinds.table.demo import write_cars
+
+    root = Path(root)
+    return write_digits(root / "digits") + write_cars(root / "cars.csv")
+
+
+def write_digits(root: str | Path) -> int:
+    """Write scikit-learn's handwritten digits as <root>/<digit>/<index>.png; returns the count."""
     images, labels = digits()
     root = Path(root)
     for index, (image, label) in enumerate(zip(images, labels, strict=True)):
@@ -114,7 +124,7 @@ def discover(root: str | Path, extensions: list[str], min_per_class: int = 1) ->
     if not root.is_dir():
         raise DataError(
             f"{root}/: dataset folder not found. Run `make data` for the demo data, "
-            f"or put your images in {root}/<class name>/."
+            f"or put your images in {root}/<class name>/ (data.root)."
         )
     allowed = {e.lower() for e in extensions}
     classes, files, labels = [], [], []
@@ -294,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["demo"]:
         target = args[1] if len(args) > 1 else "data"
-        print(f"wrote {write_demo_dataset(target)} images to {target}/")
+        print(f"wrote {write_demo_dataset(target)} demo items (images, table rows) to {target}/")
         return 0
     how = ensure_data()
     print(

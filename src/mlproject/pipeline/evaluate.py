@@ -2,7 +2,7 @@
 
 Writes reports/eval/metrics.json (accuracy, f1_macro, ...), reports/eval/classes.json and
 classes.csv (precision, recall, F1 and support per class; the CSV feeds a bar plot) and
-reports/eval/predictions.csv (actual and predicted class per test image, the source of the
+reports/eval/predictions.csv (actual and predicted class per test item, the source of the
 confusion-matrix plot in dvc.yaml).
 """
 
@@ -17,12 +17,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import kinds
 from ..core.cli import entry_point
 from ..core.io import atomic_dir, write_json
 from ..core.paths import EVAL_REPORTS
 from .config import load_params
-from .data import load_split
-from .train import CHECKPOINT, PREPARED, Normalizer, load_checkpoint, predict_logits
+from .train import CHECKPOINT, PREPARED, load_checkpoint, predict_logits
 
 OUT_DIR = EVAL_REPORTS
 
@@ -69,15 +69,13 @@ def evaluate(
 ) -> dict[str, Any]:
     model, payload = load_checkpoint(checkpoint)
     classes = payload["classes"]
-    x, y = load_split(prepared, "test")
     spec = payload["input"]
-    logits = predict_logits(
-        model,
-        Normalizer(spec["mean"], spec["std"]),
-        torch.from_numpy(x),
-        batch_size=512,
-        device=torch.device("cpu"),
-    )
+    kind = kinds.for_spec(spec)
+    device = torch.device("cpu")
+    # Streamed from disk when the split is larger than the default memory budget.
+    test = kind.open_split(Path(prepared), "test", {}, device)
+    y = test.labels
+    logits = predict_logits(model, kind.input_module(spec), test, batch_size=512, device=device)
     y_pred = logits.argmax(1).numpy()
     summary, per_class = classification_metrics(y, y_pred, classes)
     summary["loss"] = float(F.cross_entropy(logits, torch.from_numpy(y)).item())

@@ -73,6 +73,10 @@ class InMemory:
     def __len__(self) -> int:
         return len(self.y)
 
+    @property
+    def labels(self) -> np.ndarray:
+        return self.y.cpu().numpy()
+
     def batches(self, batch_size, generator=None, rank=0, world=1) -> Iterator[Batch]:
         for idx in index_batches(len(self.y), batch_size, generator, rank, world):
             yield idx, self.x[idx], self.y[idx]
@@ -127,6 +131,10 @@ class Streamed:
 
     def __len__(self) -> int:
         return len(self.reader)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.reader.labels
 
     def batches(self, batch_size, generator=None, rank=0, world=1) -> Iterator[Batch]:
         self.plan.args = (batch_size, generator, rank, world)

@@ -1,5 +1,6 @@
 """The model zoo. Each model is built by Hydra from `conf/model/<name>.yaml` (`_target_`), with
-`in_channels`, `num_classes` and `image_size` supplied from the prepared data."""
+the input's shape supplied from the prepared data by its kind (mlproject.kinds): images give
+`in_channels`, `num_classes` and `image_size`; a table gives `in_features` and `num_classes`."""
 
 from __future__ import annotations
 
@@ -50,18 +51,21 @@ class SmallCNN(nn.Module):
 
 
 class MLP(nn.Module):
-    """Fully connected layers on the flattened image."""
+    """Fully connected layers on the flattened input: an image, or a table's encoded row."""
 
     def __init__(
         self,
-        in_channels: int,
         num_classes: int,
-        image_size: Sequence[int],
+        in_channels: int | None = None,
+        image_size: Sequence[int] | None = None,
         hidden: Sequence[int] = (256, 128),
         dropout: float = 0.2,
+        in_features: int | None = None,
     ):
         super().__init__()
-        prev = in_channels * image_size[0] * image_size[1]
+        if in_features is None:
+            in_features = int(in_channels) * int(image_size[0]) * int(image_size[1])
+        prev = in_features
         layers: list[nn.Module] = [nn.Flatten()]
         for width in hidden:
             layers += [nn.Linear(prev, width), nn.ReLU(inplace=True), nn.Dropout(dropout)]

@@ -1,110 +1,34 @@
-"""Stage `prepare`: validate the raw image folder and make a stratified train/val/test split.
+"""Stage `prepare`: read and validate the raw data, split it train/val/test, fit the
+preprocessing on the training split; what that means is the data kind's (mlproject.kinds).
 
-Outputs (all written atomically): outputs/prepared/{train,val,test}.npz with uint8 pixels
-[N, C, H, W] and int64 labels, written in chunks of images so that a dataset larger than memory
-prepares (and trains, see loader.py) without loading whole, and meta.json with the class list, the per-channel normalization
-statistics of the training split, the counts and the file list of every split.
+Outputs (written atomically): outputs/prepared/ with the splits and meta.json (the classes, the
+model's input spec, the counts and leakage checks of every split).
 """
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from omegaconf import DictConfig
 
+from .. import kinds
 from ..core.cli import entry_point
-from ..core.io import atomic_dir, write_json
 from ..core.paths import PREPARED
 from .config import load_params
-from .data import discover, load_pixels, stratified_split
-from .splits import SplitWriter
 
 OUT_DIR = PREPARED
-CHUNK = 512  # images loaded at a time
 
 
-def prepare(cfg: DictConfig, out_dir: Path = OUT_DIR, chunk: int = CHUNK) -> dict[str, Any]:
-    data = cfg.data
-    height, width = (int(v) for v in data.image_size)
-    channels = int(data.channels)
-    dataset = discover(data.root, list(data.extensions), int(data.min_images_per_class))
-    splits = stratified_split(dataset.labels, data.split.val, data.split.test, data.split.seed)
-
-    stats = PixelStats(channels)
-    train_digests: set[bytes] = set()
-    duplicates = 0
-    with atomic_dir(out_dir) as tmp:
-        # Image by image, chunk by chunk: a split never sits in memory whole (splits.py).
-        for name, idx in splits.items():  # train first: the leakage check needs its digests
-            with SplitWriter(tmp / f"{name}.npz", len(idx), (channels, height, width)) as out:
-                for start in range(0, len(idx), chunk):
-                    part = idx[start : start + chunk]
-                    files = [dataset.files[i] for i in part]
-                    pixels = load_pixels(files, height, width, channels, data.resize)
-                    out.write(pixels, dataset.labels[part])
-                    digests = [hashlib.sha1(image.tobytes()).digest() for image in pixels]
-                    if name == "train":
-                        stats.add(pixels)
-                        train_digests.update(digests)
-                    else:  # val/test images pixel-identical to a training image: leakage
-                        duplicates += sum(d in train_digests for d in digests)
-        root = Path(data.root)
-        mean, std = stats.mean_std()
-        meta = {
-            "classes": dataset.classes,
-            "input": {
-                "height": height,
-                "width": width,
-                "channels": channels,
-                "resize": data.resize,
-                "mean": [round(float(v), 6) for v in mean],
-                "std": [round(float(v), 6) for v in std],
-            },
-            "counts": {
-                name: np.bincount(dataset.labels[idx], minlength=len(dataset.classes)).tolist()
-                for name, idx in splits.items()
-            },
-            "leakage": {"duplicate_images_across_splits": duplicates},
-            "files": {
-                name: [dataset.files[i].relative_to(root).as_posix() for i in idx]
-                for name, idx in splits.items()
-            },
-        }
-        write_json(tmp / "meta.json", meta)
-    return meta
-
-
-class PixelStats:
-    """Per-channel mean and std of uint8 images in [0, 1], summed exactly in integers."""
-
-    def __init__(self, channels: int):
-        self.total = np.zeros(channels, dtype=np.uint64)
-        self.squares = np.zeros(channels, dtype=np.uint64)
-        self.count = 0
-
-    def add(self, pixels: np.ndarray) -> None:
-        wide = pixels.astype(np.uint64)
-        self.total += wide.sum(axis=(0, 2, 3))
-        self.squares += (wide * wide).sum(axis=(0, 2, 3))
-        self.count += pixels.shape[0] * pixels.shape[2] * pixels.shape[3]
-
-    def mean_std(self) -> tuple[np.ndarray, np.ndarray]:
-        mean = self.total.astype(np.float64) / self.count
-        var = self.squares.astype(np.float64) / self.count - mean * mean
-        return mean / 255.0, np.maximum(np.sqrt(np.maximum(var, 0.0)) / 255.0, 1e-6)
+def prepare(cfg: DictConfig, out_dir: Path = OUT_DIR) -> dict[str, Any]:
+    return kinds.for_config(cfg.data).prepare(cfg, Path(out_dir))
 
 
 @entry_point(stage="prepare")
 def main() -> int:
-    meta = prepare(load_params())
-    sizes = ", ".join(f"{k} {sum(v)}" for k, v in meta["counts"].items())
-    print(
-        f"prepare: {len(meta['classes'])} classes; {sizes}; "
-        f"{meta['leakage']['duplicate_images_across_splits']} cross-split duplicates"
-    )
+    cfg = load_params()
+    meta = prepare(cfg)
+    print(kinds.for_config(cfg.data).describe_prepared(meta))
     return 0
 
 

@@ -30,10 +30,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from .. import kinds
 from ..core.cli import entry_point
 from ..core.io import atomic_dir, atomic_write_bytes, read_json
 from ..core.paths import CHECKPOINT, PREPARED, TRAIN_REPORTS
-from .augment import build_augment
 from .backbones import backbone_parameters, without_downloads
 from .config import ConfigError, instantiate_model, load_params
 from .determinism import (
@@ -44,7 +44,7 @@ from .determinism import (
     torch_was_pinned,
 )
 from .distributed import dump_trace, open_trace, sync_buffers
-from .loader import InMemory, Streamed, index_batches, open_split
+from .loader import InMemory, index_batches
 
 LIVE_DIR = TRAIN_REPORTS
 
@@ -79,22 +79,10 @@ def autocast(device: torch.device, enabled: bool):
     return nullcontext()
 
 
-class Normalizer(nn.Module):
-    """uint8 pixels -> standardized floats, on the device, batch by batch."""
-
-    def __init__(self, mean: list[float], std: list[float]):
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1) * 255.0)
-        self.register_buffer("inv_std", 1.0 / (torch.tensor(std).view(1, -1, 1, 1) * 255.0))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.float() - self.mean) * self.inv_std
-
-
 batches = index_batches  # the index batches every data source draws (loader.py)
 
 
-def _source(x, y) -> InMemory | Streamed:
+def _source(x, y):
     """Tensors (x, y) or a loader source (x, with y None): what the loops iterate."""
     return x if y is None else InMemory(x, y)
 
@@ -186,10 +174,10 @@ def train_one_epoch(
 
 @torch.no_grad()
 def predict_logits(model, normalize, x, batch_size, device, amp=False) -> torch.Tensor:
-    """Logits of every image of x (a tensor, or a loader source), in order."""
+    """Logits of every item of x (a tensor, or a loader source), in order."""
     model.eval()
     outs = []
-    source = x if isinstance(x, (InMemory, Streamed)) else InMemory(x, x.new_empty(len(x)))
+    source = x if hasattr(x, "batches") else InMemory(x, x.new_empty(len(x)))
     for _, pixels, _ in source.batches(batch_size):
         with autocast(device, amp):
             outs.append(model(normalize(pixels)).float())
@@ -200,8 +188,7 @@ def evaluate_split(model, normalize, x, y, batch_size, device, amp) -> dict[str,
     """Loss and accuracy on a split: x, y tensors, or x a loader source and y None."""
     source = _source(x, y)
     logits = predict_logits(model, normalize, source, batch_size, device, amp)
-    y = source.y if isinstance(source, InMemory) else torch.from_numpy(source.reader.labels)
-    y = y.to(logits.device)
+    y = torch.from_numpy(source.labels).to(logits.device)
     return {
         "loss": F.cross_entropy(logits, y).item(),
         "accuracy": (logits.argmax(1) == y).float().mean().item(),
@@ -237,18 +224,13 @@ def train(
 
     meta = read_json(prepared / "meta.json")
     spec, classes = meta["input"], meta["classes"]
-    train_data = open_split(prepared, "train", cfg.data, device)
-    val_data = open_split(prepared, "val", cfg.data, device)
-    normalize = Normalizer(spec["mean"], spec["std"]).to(device)
-    size = [spec["height"], spec["width"]]
-    augment = build_augment(cfg.get("augment"), size, spec["channels"], int(tc.seed) + rank)
+    kind = kinds.for_spec(spec)  # images, a table, ...: what the data is (mlproject.kinds)
+    train_data = kind.open_split(prepared, "train", cfg.data, device)
+    val_data = kind.open_split(prepared, "val", cfg.data, device)
+    normalize = kind.input_module(spec).to(device)
+    augment = kind.augmenter(cfg.get("augment"), spec, int(tc.seed) + rank)
 
-    model = instantiate_model(
-        cfg.model,
-        in_channels=spec["channels"],
-        num_classes=len(classes),
-        image_size=size,
-    ).to(device)
+    model = instantiate_model(cfg.model, **kind.model_kwargs(spec, len(classes))).to(device)
     frozen_epochs = int(tc.get("freeze_backbone_epochs", 0))
     backbone = backbone_parameters(model) if frozen_epochs > 0 else []
     net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
@@ -397,9 +379,7 @@ def load_checkpoint(path: Path = CHECKPOINT, device: str | torch.device = "cpu")
     spec = payload["input"]
     model = instantiate_model(
         OmegaConf.create(without_downloads(payload["config"]["model"])),
-        in_channels=spec["channels"],
-        num_classes=len(payload["classes"]),
-        image_size=[spec["height"], spec["width"]],
+        **kinds.for_spec(spec).model_kwargs(spec, len(payload["classes"])),
     )
     model.load_state_dict(payload["model_state"])
     return model.to(device).eval(), payload
