@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from mlproject.core.io import read_json
+from mlproject.kinds.images.monitoring import features_dict, image_features, predict_classes
 from mlproject.monitor.drift import detect, read_logs, write_report
-from mlproject.monitor.features import features_dict, image_features
-from mlproject.monitor.profile import load_profile, onnx_session, predict_classes
+from mlproject.monitor.profile import load_profile, onnx_session
 from mlproject.monitor.settings import load_settings
 
 N_RECORDS = 10_000

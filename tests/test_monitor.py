@@ -15,9 +15,15 @@ import numpy as np
 import pytest
 
 from mlproject.core.io import read_json
+from mlproject.kinds.images.monitoring import (
+    FEATURES,
+    columns,
+    features_dict,
+    image_features,
+    predict_classes,
+)
 from mlproject.monitor.drift import Window, detect, read_logs
-from mlproject.monitor.features import FEATURES, features_dict, image_features
-from mlproject.monitor.profile import build_profile, onnx_session, predict_classes
+from mlproject.monitor.profile import build_profile, onnx_session
 from mlproject.monitor.settings import SettingsError, from_dict, load_settings
 from mlproject.pipeline.data import png_bytes
 
@@ -37,7 +43,8 @@ def ref(pipeline_repo):
     card = read_json(pipeline_repo / "models" / "model_card.json")
     session = onnx_session(pipeline_repo / "models" / "model.onnx")
     settings = load_settings(pipeline_repo / "params.yaml")
-    profile = build_profile(splits["train"][0], splits["test"][0], card, session, settings)
+    predicted = predict_classes(session, card, splits["test"][0])
+    profile = build_profile(card, columns(splits["train"][0]), predicted, settings)
     return {
         "splits": splits,
         "card": card,

@@ -2,14 +2,20 @@
 
 Usage:
     python -m mlproject.monitor.drift --logs /var/log/model     # prediction logs (JSONL)
-    python -m mlproject.monitor.drift --data path/to/images     # any image folder
+    python -m mlproject.monitor.drift --data path/to/inputs     # an image folder, a CSV/Parquet
 
-Per input feature: the two-sample Kolmogorov-Smirnov test (scipy.stats.ks_2samp) against the
-profile's training sample, and the population stability index over the profile's quantile bins.
-Predicted classes: Pearson's chi-square test (scipy.stats.chisquare) against the test split's
-predicted-class shares, with the total variation distance as effect size. Thresholds come from
-`monitor.drift` in params.yaml. Writes drift.json, drift.md and plots to --out, then exits 0 (no
-drift), 1 (drift) or 2 (bad input: the message names the file, line or key).
+Per feature (image summaries, a table's columns), with a test fitted to its type:
+numeric: the two-sample Kolmogorov-Smirnov test (scipy.stats.ks_2samp) of the values present
+against the profile's training sample, and the population stability index over its quantile
+bins; categorical: Pearson's chi-square test of the window's frequencies against training's
+(categories never seen in training pooled in one bucket) with the Jensen-Shannon distance
+(base 2) as effect size, and the share of new categories (counted and listed). The per-feature
+p-values are corrected for their number (Benjamini-Hochberg by default, or Bonferroni), and
+every feature reports the change of its missing rate. Predicted classes: chi-square against the
+test split's predicted-class shares, with the total variation distance as effect size.
+Thresholds come from `monitor.drift` in params.yaml. Writes drift.json, drift.md and plots to
+--out, then exits 0 (no drift), 1 (drift) or 2 (bad input: the message names the file, line or
+key).
 """
 
 from __future__ import annotations
@@ -26,22 +32,22 @@ from ..core.io import read_json
 from ..core.paths import MONITOR_REPORTS
 from ..core.proc import run as run_command
 from .drift_report import write_report
-from .features import FEATURES
 from .profile import (
     CARD_PATH,
+    CATEGORICAL,
     ONNX_PATH,
     PROFILE_PATH,
     bin_shares,
     load_profile,
+    monitoring,
     onnx_session,
 )
 from .settings import DriftSettings, load_settings
 from .window import (  # noqa: F401  (the names other code imports from here)
-    IMAGE_EXTENSIONS,
     LOG_NAME,
     DriftInputError,
     Window,
-    read_images,
+    read_inputs,
     read_logs,
 )
 
@@ -50,6 +56,8 @@ OUT_DIR = MONITOR_REPORTS
 PSI_EPSILON = 1e-4
 # Sample sizes above which the exact KS distribution is too slow to compute; asymptotic is accurate.
 KS_EXACT_MAX = 1_000_000
+NEW = "(new)"  # the bucket of categories never seen in training
+LISTED_NEW = 20  # new categories listed by name per column (all are counted)
 
 
 # ------------------------------------------------------------------------------ statistics
@@ -63,23 +71,150 @@ def psi(reference_shares: np.ndarray, current_shares: np.ndarray) -> float:
     return float(np.sum((cur - ref) * np.log(cur / ref)))
 
 
-def feature_drift(ref: dict[str, Any], values: np.ndarray, s: DriftSettings) -> dict[str, Any]:
+def jensen_shannon(p: np.ndarray, q: np.ndarray) -> float:
+    """Jensen-Shannon distance in base 2 (0: same shares, 1: disjoint), as Evidently reports."""
+    from scipy.spatial.distance import jensenshannon
+
+    return float(jensenshannon(p, q, base=2))
+
+
+def adjust(pvalues: list[float], method: str) -> list[float]:
+    """P-values corrected for testing many features at once."""
+    if not pvalues or method == "none":
+        return list(pvalues)
+    p = np.asarray(pvalues, dtype=np.float64)
+    if method == "bonferroni":
+        return [float(v) for v in np.minimum(p * len(p), 1.0)]
+    from scipy.stats import false_discovery_control
+
+    return [float(v) for v in false_discovery_control(p, method="bh")]
+
+
+def missing_rates(ref: dict[str, Any], missing: int, n: int) -> dict[str, float]:
+    current = missing / n if n else 0.0
+    reference = float(ref.get("missing_rate", 0.0))
+    return {
+        "missing_rate_reference": reference,
+        "missing_rate_current": current,
+        "missing_shift": current - reference,
+    }
+
+
+def numeric_drift(ref: dict[str, Any], values: np.ndarray) -> dict[str, Any]:
+    """KS and PSI of the values present; the verdict comes later (after the correction)."""
     from scipy.stats import ks_2samp
 
-    sample = np.asarray(ref["sample"], dtype=np.float64)
-    method = "auto" if len(sample) * len(values) <= KS_EXACT_MAX else "asymp"
-    ks = ks_2samp(sample, values, method=method)
-    edges = np.asarray(ref["bin_edges"], dtype=np.float64)
-    value = psi(np.asarray(ref["bin_shares"]), bin_shares(values, edges))
-    ks_drift = bool(ks.pvalue < s.ks_pvalue and ks.statistic >= s.ks_statistic)
+    values = np.asarray(values, dtype=np.float64)
+    present = values[~np.isnan(values)]
+    out: dict[str, Any] = {"type": "numeric", "test": "ks"}
+    if len(present):
+        sample = np.asarray(ref["sample"], dtype=np.float64)
+        method = "auto" if len(sample) * len(present) <= KS_EXACT_MAX else "asymp"
+        ks = ks_2samp(sample, present, method=method)
+        edges = np.asarray(ref["bin_edges"], dtype=np.float64)
+        out |= {
+            "ks_statistic": float(ks.statistic),
+            "ks_pvalue": float(ks.pvalue),
+            "psi": psi(np.asarray(ref["bin_shares"]), bin_shares(present, edges)),
+            "reference_mean": ref["mean"],
+            "current_mean": float(present.mean()),
+        }
+    else:  # every value missing: only the missing rate speaks
+        out |= {
+            "ks_statistic": None,
+            "ks_pvalue": None,
+            "psi": None,
+            "reference_mean": ref["mean"],
+            "current_mean": None,
+        }
+    out["pvalue"] = out["ks_pvalue"]
+    return out | missing_rates(ref, len(values) - len(present), len(values))
+
+
+def categorical_drift(ref: dict[str, Any], values: np.ndarray) -> dict[str, Any]:
+    """Chi-square and Jensen-Shannon over the training categories plus a bucket for new ones."""
+    from scipy.stats import chisquare
+
+    values = np.asarray(values, dtype=object)
+    present = [v for v in values.tolist() if v != ""]
+    categories = list(ref["categories"])
+    index = {c: i for i, c in enumerate(categories)}
+    counts = np.zeros(len(categories) + 1, dtype=np.int64)
+    new: Counter = Counter()
+    for value in present:
+        i = index.get(value)
+        if i is None:
+            new[value] += 1
+            counts[-1] += 1
+        else:
+            counts[i] += 1
+    n = int(counts.sum())
+    ref_counts = np.append(np.asarray(ref["counts"], dtype=np.float64), 0.0)
+    # Half a count on every cell keeps categories absent from training (or the new bucket)
+    # testable, as for the predicted classes.
+    expected = (ref_counts + 0.5) / (ref_counts + 0.5).sum()
+    test = chisquare(counts, expected * n) if n else None
+    ref_shares = ref_counts / max(ref_counts.sum(), 1.0)
+    cur_shares = counts / max(n, 1)
     return {
-        "ks_statistic": float(ks.statistic),
-        "ks_pvalue": float(ks.pvalue),
-        "psi": value,
-        "reference_mean": ref["mean"],
-        "current_mean": float(values.mean()),
-        "drift": bool(ks_drift or value >= s.psi),
-    }
+        "type": CATEGORICAL,
+        "test": "chi-square",
+        "chi2_statistic": float(test.statistic) if test else None,
+        "chi2_pvalue": float(test.pvalue) if test else None,
+        "pvalue": float(test.pvalue) if test else None,
+        "jensen_shannon": jensen_shannon(ref_shares, cur_shares) if n else None,
+        "categories": categories + [NEW],
+        "reference_shares": [float(v) for v in ref_shares],
+        "current_shares": [float(v) for v in cur_shares],
+        "new_categories": {
+            "count": len(new),
+            "rows": int(sum(new.values())),
+            "share": float(sum(new.values()) / n) if n else 0.0,
+            "values": dict(new.most_common(LISTED_NEW)),
+        },
+    } | missing_rates(ref, len(values) - len(present), len(values))
+
+
+def verdict(r: dict[str, Any], s: DriftSettings) -> list[str]:
+    """Why a feature drifts (empty: it does not), from its corrected p-value and effect sizes."""
+    reasons = []
+    p = r["pvalue_adjusted"]
+    if r["type"] == CATEGORICAL:
+        if p is not None and p < s.chi2_pvalue and r["jensen_shannon"] >= s.jensen_shannon:
+            reasons.append("frequencies")
+        if r["new_categories"]["share"] >= s.new_category_share:
+            reasons.append("new categories")
+    else:
+        if p is not None and p < s.ks_pvalue and r["ks_statistic"] >= s.ks_statistic:
+            reasons.append("distribution (KS)")
+        if r["psi"] is not None and r["psi"] >= s.psi:
+            reasons.append("distribution (PSI)")
+    if abs(r["missing_shift"]) >= s.missing_shift:
+        reasons.append("missing rate")
+    return reasons
+
+
+def features_drift(
+    profile: dict[str, Any], window: Window, s: DriftSettings
+) -> dict[str, dict[str, Any]]:
+    """Every profile feature's tests, corrected p-values and verdict."""
+    results = {}
+    for i, (name, ref) in enumerate(profile["features"].items()):
+        values = window.column(i, name)
+        if ref.get("type") == CATEGORICAL:
+            results[name] = categorical_drift(ref, values)
+        else:
+            results[name] = numeric_drift(ref, values)
+    tested = [name for name, r in results.items() if r["pvalue"] is not None]
+    adjusted = adjust([results[name]["pvalue"] for name in tested], s.correction)
+    for r in results.values():
+        r["pvalue_adjusted"] = None
+    for name, p in zip(tested, adjusted, strict=True):
+        results[name]["pvalue_adjusted"] = p
+    for r in results.values():
+        r["reasons"] = verdict(r, s)
+        r["drift"] = bool(r["reasons"])
+    return results
 
 
 def prediction_drift(ref: dict[str, Any], predicted: list[str], s: DriftSettings) -> dict[str, Any]:
@@ -119,16 +254,13 @@ def prediction_drift(ref: dict[str, Any], predicted: list[str], s: DriftSettings
 
 def detect(profile: dict[str, Any], window: Window, s: DriftSettings) -> dict[str, Any]:
     """The drift verdict for a window against the profile (a JSON-ready dict)."""
-    n = len(window.features)
+    n = window.n
     if n < s.min_records:
         raise DriftInputError(
             f"{window.source}: {n} records, fewer than "
             f"monitor.drift.min_records = {s.min_records}; wait for more data."
         )
-    features = {
-        name: feature_drift(profile["features"][name], window.features[:, i], s)
-        for i, name in enumerate(FEATURES)
-    }
+    features = features_drift(profile, window, s)
     drifted = [name for name, r in features.items() if r["drift"]]
     predictions = prediction_drift(profile["predicted"], window.predicted, s)
     input_drift = len(drifted) >= s.min_drifted_features
@@ -141,7 +273,8 @@ def detect(profile: dict[str, Any], window: Window, s: DriftSettings) -> dict[st
         "reference": {
             "model": profile.get("model"),
             "data": profile.get("data"),
-            "n_train": profile["features"][FEATURES[0]]["n"],
+            "unit": monitoring(profile.get("input")).UNIT,
+            "n_train": next(iter(profile["features"].values()))["n"],
             "n_test": profile["predicted"]["n"],
         },
         "thresholds": vars(s).copy(),
@@ -174,14 +307,14 @@ def run(
     settings = load_settings(params).drift
     profile = load_profile(profile_path)
     if logs:
-        window = read_logs(logs, settings.window)
+        window = read_logs(logs, settings.window, profile.get("input"))
     else:
         if not card_path.is_file() or not onnx_path.is_file():
             raise DriftInputError(
                 f"{card_path} and {onnx_path} are needed to predict classes "
-                "for an image folder; run `dvc pull` or `make fetch-model`."
+                "for a folder or file of inputs; run `dvc pull` or `make fetch-model`."
             )
-        window = read_images(data, read_json(card_path), onnx_session(onnx_path))
+        window = read_inputs(data, read_json(card_path), onnx_session(onnx_path))
     result = detect(profile, window, settings)
     write_report(result, profile, window, out_dir, plots)
     return result
@@ -194,7 +327,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--logs", help="folder holding predictions.jsonl (+ rotations)")
-    source.add_argument("--data", help="folder of images (class sub-folders allowed)")
+    source.add_argument(
+        "--data",
+        help="inputs of the model's kind: a folder of images (class sub-folders allowed), "
+        "a CSV/Parquet file of rows or a folder of them",
+    )
     parser.add_argument("--profile", type=Path, default=PROFILE_PATH)
     parser.add_argument("--out", type=Path, default=OUT_DIR)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))

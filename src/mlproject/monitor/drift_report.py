@@ -1,27 +1,68 @@
-"""The drift report: drift.json, drift.md and two plots (input features, predicted classes)."""
+"""The drift report: drift.json, drift.md (a row per feature) and two plots (input features,
+predicted classes)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..core.io import atomic_dir, write_json
-from .features import FEATURES
 from .window import Window
+
+CORRECTION_NAMES = {
+    "benjamini-hochberg": "Benjamini-Hochberg (false discovery rate)",
+    "bonferroni": "Bonferroni",
+    "none": "none",
+}
+
+
+def number(value: Any, fmt: str) -> str:
+    return (
+        "n/a"
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else format(value, fmt)
+    )
+
+
+def feature_row(name: str, r: dict[str, Any]) -> str:
+    """One feature's line of the table: its test, statistic, p-values, effect size, missing
+    rates, new categories and verdict."""
+    if r["type"] == "categorical":
+        test, statistic = "chi-square", number(r["chi2_statistic"], ".2f")
+        distance = f"JS {number(r['jensen_shannon'], '.3f')}"
+        new = r["new_categories"]
+        new_text = f"{new['count']} ({new['share']:.1%})" if new["count"] else "0"
+    else:
+        test, statistic = "KS", number(r["ks_statistic"], ".3f")
+        distance = f"PSI {number(r['psi'], '.3f')}"
+        new_text = ""
+    missing = (
+        f"{r['missing_rate_reference']:.1%} → {r['missing_rate_current']:.1%}"
+        if r["missing_rate_reference"] or r["missing_rate_current"]
+        else "0%"
+    )
+    verdict = ("yes: " + ", ".join(r["reasons"])) if r["drift"] else "no"
+    return (
+        f"| {name} | {r['type']} | {test} | {statistic} | {number(r['pvalue'], '.2e')} "
+        f"| {number(r['pvalue_adjusted'], '.2e')} | {distance} | {missing} | {new_text} "
+        f"| {verdict} |"
+    )
 
 
 def render_markdown(result: dict[str, Any]) -> str:
     w, ref, t = result["window"], result["reference"], result["thresholds"]
     verdict = "**Drift detected**" if result["drift"] else "No drift"
     model = ref.get("model") or {}
+    unit = ref["unit"]
     lines = [
         f"## Drift report: {verdict}",
         "",
         f"- Window: {w['n']} records from {w['source']}",
         f"- Reference: model `{model.get('name')}` (sha256 {str(model.get('sha256'))[:12]}), "
-        f"{ref['n_train']} training images, predicted classes of {ref['n_test']} test images",
+        f"{ref['n_train']} training {unit}, predicted classes of {ref['n_test']} test {unit}",
     ]
     other = [m for m in w.get("models", {}) if m and m != model.get("sha256")]
     if other:
@@ -29,17 +70,33 @@ def render_markdown(result: dict[str, Any]) -> str:
             f"- Note: {len(other)} other model version(s) in the window "
             f"({', '.join(m[:12] for m in other)})"
         )
+    correction = CORRECTION_NAMES.get(t.get("correction", "none"), t.get("correction"))
     lines += [
+        f"- Drifted features: {len(result['drifted_features'])} of {len(result['features'])}"
+        + (f" ({', '.join(result['drifted_features'])})" if result["drifted_features"] else ""),
         "",
-        "| feature | KS statistic | KS p-value | PSI | reference mean | current mean | drift |",
-        "|---|---:|---:|---:|---:|---:|:---:|",
+        f"| feature | type | test | statistic | p-value | p corrected ({correction}) "
+        "| distance | missing (train → window) | new categories | drift |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for name, r in result["features"].items():
-        lines.append(
-            f"| {name} | {r['ks_statistic']:.3f} | {r['ks_pvalue']:.2e} | {r['psi']:.3f} "
-            f"| {r['reference_mean']:.4f} | {r['current_mean']:.4f} "
-            f"| {'yes' if r['drift'] else 'no'} |"
-        )
+    lines += [feature_row(name, r) for name, r in result["features"].items()]
+    listed = {
+        name: r["new_categories"]
+        for name, r in result["features"].items()
+        if r["type"] == "categorical" and r["new_categories"]["count"]
+    }
+    if listed:
+        lines += ["", "Categories never seen in training (rows in the window):", ""]
+        lines += [
+            f"- {name}: "
+            + ", ".join(f"`{v}` ({c})" for v, c in new["values"].items())
+            + (
+                f" and {new['count'] - len(new['values'])} more"
+                if new["count"] > len(new["values"])
+                else ""
+            )
+            for name, new in listed.items()
+        ]
     p = result["predictions"]
     chi2 = "n/a" if p["chi2_pvalue"] is None else f"{p['chi2_pvalue']:.2e}"
     lines += [
@@ -60,8 +117,12 @@ def render_markdown(result: dict[str, Any]) -> str:
         "",
         "![Predicted classes](classes.png)",
         "",
-        f"Thresholds (monitor.drift): a feature drifts when KS p < {t['ks_pvalue']} with "
-        f"statistic >= {t['ks_statistic']}, or PSI >= {t['psi']}; input drift needs "
+        f"Thresholds (monitor.drift), p-values corrected by {correction} over the features: "
+        f"a numeric feature drifts when KS p < {t['ks_pvalue']} with statistic >= "
+        f"{t['ks_statistic']}, or PSI >= {t['psi']}; a categorical one when chi-square p < "
+        f"{t['chi2_pvalue']} with Jensen-Shannon distance >= {t['jensen_shannon']}, or when "
+        f"new categories hold >= {t['new_category_share']} of the window; any feature when its "
+        f"missing rate moves by >= {t['missing_shift']}. Input drift needs "
         f"{t['min_drifted_features']} drifted feature(s); predicted classes drift when "
         f"chi-square p < {t['chi2_pvalue']} with total variation >= {t['class_shift']}.",
         "",
@@ -70,22 +131,46 @@ def render_markdown(result: dict[str, Any]) -> str:
 
 
 def plot_features(profile: dict[str, Any], window: Window, path: Path) -> None:
+    """Per feature: histograms of training sample and window (numeric) or the shares of each
+    category (categorical), five to a row."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(FEATURES), figsize=(3.2 * len(FEATURES), 2.8))
-    for ax, (i, name) in zip(axes, enumerate(FEATURES), strict=True):
-        ref = np.asarray(profile["features"][name]["sample"])
-        cur = window.features[:, i]
-        lo, hi = min(ref.min(), cur.min()), max(ref.max(), cur.max())
-        bins = np.linspace(lo, hi if hi > lo else lo + 1e-6, 31)
-        ax.hist(ref, bins=bins, density=True, alpha=0.5, label="reference (train)")
-        ax.hist(cur, bins=bins, density=True, alpha=0.5, label="window")
+    names = list(profile["features"])
+    cols = min(len(names), 5)
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows), squeeze=False)
+    for i, name in enumerate(names):
+        ax, ref = axes.flat[i], profile["features"][name]
+        cur = window.column(i, name)
+        if ref.get("type") == "categorical":
+            labels = list(ref["categories"]) + ["(new)"]
+            index = {c: k for k, c in enumerate(ref["categories"])}
+            counts = np.zeros(len(labels))
+            for v in np.asarray(cur, dtype=object).tolist():
+                if v != "":
+                    counts[index.get(v, len(labels) - 1)] += 1
+            x = np.arange(len(labels))
+            ax.bar(x - 0.2, list(ref["shares"]) + [0.0], width=0.4, label="reference (train)")
+            ax.bar(x + 0.2, counts / max(counts.sum(), 1), width=0.4, label="window")
+            ax.set_xticks(x, [str(v)[:12] for v in labels], fontsize=6, rotation=45)
+        else:
+            ref_values = np.asarray(ref["sample"], dtype=np.float64)
+            cur = np.asarray(cur, dtype=np.float64)
+            cur = cur[~np.isnan(cur)]
+            both = np.concatenate([ref_values, cur])
+            lo, hi = both.min(), both.max()
+            bins = np.linspace(lo, hi if hi > lo else lo + 1e-6, 31)
+            ax.hist(ref_values, bins=bins, density=True, alpha=0.5, label="reference (train)")
+            if len(cur):
+                ax.hist(cur, bins=bins, density=True, alpha=0.5, label="window")
         ax.set_title(name, fontsize=9)
         ax.tick_params(labelsize=7)
-    axes[0].legend(fontsize=7)
+    for ax in axes.flat[len(names) :]:
+        ax.set_visible(False)
+    axes.flat[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=80, metadata={"Software": None})
     plt.close(fig)

@@ -1,25 +1,29 @@
 """Stage `profile`: the reference that drift detection compares production data with.
 
-From the training split it records, per input feature (mlproject.monitor.features, the same
-summaries the server logs): moments and quantiles, quantile bin edges with the training share of
-each bin (for PSI), and a sample of raw values (for the Kolmogorov-Smirnov test). From the test
-split it records the distribution of the classes the exported ONNX model predicts. The profile is
-written next to the model (models/reference_profile.json) and versioned with it.
+The model's data kind (`mlproject.kinds.for_spec(card["input"]).monitoring`) names the features
+and gives their training values (images: per-image summaries; a table: its raw columns). Per
+numeric feature the profile records moments and quantiles, quantile bin edges with the training
+share of each bin (for PSI), a sample of values (for the Kolmogorov-Smirnov test) and, where
+values may be missing, the missing rate; per categorical feature the training categories, their
+frequencies and the missing rate. From the test split it records the distribution of the classes
+the exported ONNX model predicts. The profile carries the model's input spec, so drift on logs
+needs nothing else, and is written next to the model (models/reference_profile.json).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
+from .. import kinds
 from ..core.cli import entry_point
 from ..core.errors import ProjectError
 from ..core.io import read_json, write_json
 from ..core.paths import MODEL_CARD, ONNX_MODEL, PREPARED, REFERENCE_PROFILE
-from ..core.preprocess import normalize
-from .features import FEATURES, image_features
 from .settings import MonitorSettings, ProfileSettings, load_settings
 
 ONNX_PATH = ONNX_MODEL
@@ -27,10 +31,16 @@ CARD_PATH = MODEL_CARD
 PROFILE_PATH = REFERENCE_PROFILE
 SCHEMA_VERSION = 1
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+NUMERIC, CATEGORICAL = "numeric", "categorical"
 
 
 class ProfileError(ProjectError, ValueError):
     """An input of the profile is missing or does not fit; the message names it."""
+
+
+def monitoring(spec: dict[str, Any] | None) -> ModuleType:
+    """The monitoring side of the kind that `spec` (a card's or profile's `input`) names."""
+    return kinds.for_spec(spec).monitoring
 
 
 def bin_edges(values: np.ndarray, bins: int) -> np.ndarray:
@@ -45,27 +55,66 @@ def bin_shares(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return counts / max(len(values), 1)
 
 
-def feature_summary(
+def numeric_summary(
     values: np.ndarray, settings: ProfileSettings, rng: np.random.Generator
 ) -> dict[str, Any]:
-    edges = bin_edges(values, settings.bins)
+    """Moments, quantiles, PSI bins and the KS sample of the values present (NaN = missing)."""
+    present = values[~np.isnan(values)] if np.isnan(values).any() else values
+    if not len(present):
+        raise ProfileError("no values present in the training split")
+    edges = bin_edges(present, settings.bins)
     sample = (
-        values
-        if len(values) <= settings.sample_size
-        else rng.choice(values, settings.sample_size, replace=False)
+        present
+        if len(present) <= settings.sample_size
+        else rng.choice(present, settings.sample_size, replace=False)
     )
     return {
         "n": len(values),
-        "mean": float(values.mean()),
-        "std": float(values.std()),
-        "min": float(values.min()),
-        "max": float(values.max()),
-        "quantiles": {f"p{round(q * 100):02d}": float(np.quantile(values, q)) for q in QUANTILES},
+        "mean": float(present.mean()),
+        "std": float(present.std()),
+        "min": float(present.min()),
+        "max": float(present.max()),
+        "quantiles": {f"p{round(q * 100):02d}": float(np.quantile(present, q)) for q in QUANTILES},
         "bin_edges": [float(e) for e in edges],
-        "bin_shares": [float(s) for s in bin_shares(values, edges)],
+        "bin_shares": [float(s) for s in bin_shares(present, edges)],
         # Rounded as the prediction log rounds (features_dict), so both sides compare alike.
         "sample": [round(float(v), 6) for v in np.sort(sample)],
     }
+
+
+def categorical_summary(values: np.ndarray, known: Iterable[str] = ()) -> dict[str, Any]:
+    """Frequencies of the training categories ("" = missing, counted apart); categories the
+    model knows but the split lacks count 0, so that they are not "new" in production."""
+    present = values[values != ""]
+    names, counts = np.unique(present.astype(str), return_counts=True)
+    freq = dict(zip(names.tolist(), counts.tolist(), strict=True))
+    categories = sorted(set(freq) | set(known) - {""})
+    total = max(len(present), 1)
+    return {
+        "type": CATEGORICAL,
+        "n": len(values),
+        "missing_rate": (len(values) - len(present)) / len(values) if len(values) else 0.0,
+        "categories": categories,
+        "counts": [int(freq.get(c, 0)) for c in categories],
+        "shares": [float(freq.get(c, 0) / total) for c in categories],
+    }
+
+
+def feature_summary(
+    feature: dict[str, Any], values: np.ndarray, settings: ProfileSettings, rng
+) -> dict[str, Any]:
+    """The reference of one feature, by its type (numeric or categorical)."""
+    try:
+        if feature["type"] == CATEGORICAL:
+            return categorical_summary(np.asarray(values), feature.get("categories", ()))
+        values = np.asarray(values, dtype=np.float64)
+        summary = numeric_summary(values, settings, rng)
+    except ProfileError as exc:
+        raise ProfileError(f"feature {feature['name']!r}: {exc}") from exc
+    if feature.get("nullable"):  # kinds whose values may be missing (tables) say so
+        missing = int(np.isnan(values).sum())
+        summary = {"type": NUMERIC, **summary, "missing_rate": missing / max(len(values), 1)}
+    return summary
 
 
 def onnx_session(onnx_path: Path):
@@ -76,57 +125,42 @@ def onnx_session(onnx_path: Path):
     return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
 
 
-def predict_classes(
-    session, card: dict[str, Any], pixels: np.ndarray, batch_size: int = 1024
-) -> np.ndarray:
-    """Class indices the ONNX model predicts for uint8 pixels [N, C, H, W]."""
-    spec = card["input"]
-    name = session.get_inputs()[0].name
-    out = []
-    for start in range(0, len(pixels), batch_size):
-        x = normalize(pixels[start : start + batch_size], spec["mean"], spec["std"])
-        out.append(session.run(None, {name: x.astype(np.float32)})[0].argmax(axis=1))
+def predict(session, feeds: Iterable[dict[str, np.ndarray]]) -> np.ndarray:
+    """Class indices the ONNX model predicts (argmax of its first output, the logits)."""
+    out = [session.run(None, feed)[0].argmax(axis=1) for feed in feeds]
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 
-def load_pixels(prepared: Path, split: str) -> np.ndarray:
-    path = prepared / f"{split}.npz"
-    if not path.is_file():
-        raise ProfileError(f"{path}: not found; run `dvc repro prepare` first.")
-    with np.load(path) as npz:
-        return npz["x"]
-
-
 def build_profile(
-    train_pixels: np.ndarray,
-    test_pixels: np.ndarray,
     card: dict[str, Any],
-    session,
+    reference: dict[str, np.ndarray],
+    predicted: np.ndarray,
     settings: MonitorSettings,
 ) -> dict[str, Any]:
-    if train_pixels.dtype != np.uint8 or train_pixels.ndim != 4:
-        raise ProfileError(
-            f"training pixels must be uint8 [N, C, H, W], got "
-            f"{train_pixels.dtype} {list(train_pixels.shape)}."
-        )
+    """The profile from the training values of each feature (the kind's `reference`) and the
+    class indices predicted on the test split."""
+    spec = card.get("input")
     rng = np.random.default_rng(settings.profile.seed)
-    feats = image_features(train_pixels)
-    predicted = predict_classes(session, card, test_pixels)
+    described = {}
+    for feature in monitoring(spec).features(spec):
+        if feature["name"] not in reference:
+            raise ProfileError(f"no training values for feature {feature['name']!r}")
+        described[feature["name"]] = feature_summary(
+            feature, reference[feature["name"]], settings.profile, rng
+        )
     classes = list(card["classes"])
-    counts = np.bincount(predicted, minlength=len(classes))
+    counts = np.bincount(np.asarray(predicted, dtype=np.int64), minlength=len(classes))
     return {
         "schema": SCHEMA_VERSION,
         "model": {"name": card.get("name"), "file": card.get("file"), "sha256": card.get("sha256")},
         "data": (card.get("lineage") or {}).get("data"),
+        "input": spec,
         "settings": {
             "bins": settings.profile.bins,
             "sample_size": settings.profile.sample_size,
             "seed": settings.profile.seed,
         },
-        "features": {
-            name: feature_summary(feats[:, i], settings.profile, rng)
-            for i, name in enumerate(FEATURES)
-        },
+        "features": described,
         "predicted": {
             "split": "test",
             "n": int(counts.sum()),
@@ -148,13 +182,9 @@ def profile(
         if not path.is_file():
             raise ProfileError(f"{path}: not found; run `dvc repro export` first.")
     card = read_json(card_path)
-    result = build_profile(
-        load_pixels(prepared, "train"),
-        load_pixels(prepared, "test"),
-        card,
-        onnx_session(onnx_path),
-        settings,
-    )
+    kind = monitoring(card.get("input"))
+    predicted = predict(onnx_session(onnx_path), kind.feeds(prepared, "test", card))
+    result = build_profile(card, kind.reference(prepared, card.get("input")), predicted, settings)
     write_json(out, result)
     return result
 
@@ -180,10 +210,11 @@ def main() -> int:
 
     result = profile(load_settings())
     atomic_write_text(REFERENCE_RULES, reference_rules(result))
-    n_train = result["features"][FEATURES[0]]["n"]
+    unit = monitoring(result["input"]).UNIT
+    n_train = next(iter(result["features"].values()))["n"]
     print(
-        f"profile: {PROFILE_PATH} ({len(FEATURES)} features from {n_train} training images, "
-        f"predicted classes of {result['predicted']['n']} test images); alert reference "
+        f"profile: {PROFILE_PATH} ({len(result['features'])} features from {n_train} training {unit}, "
+        f"predicted classes of {result['predicted']['n']} test {unit}); alert reference "
         f"{REFERENCE_RULES}"
     )
     return 0

@@ -38,6 +38,20 @@ class DriftSettings:
     min_drifted_features: int = 1
     chi2_pvalue: float = 0.01
     class_shift: float = 0.1
+    # Categorical columns: chi-square on the frequencies (p < chi2_pvalue, corrected) with a
+    # Jensen-Shannon distance (base 2) of at least this: Evidently's and NannyML's default 0.1.
+    jensen_shannon: float = 0.1
+    # Any column: drifts when its missing rate moves this far (absolute) from training's.
+    missing_shift: float = 0.1
+    # Categorical columns: drift when this share of the window holds categories never seen in
+    # training (they are counted and listed whatever their share).
+    new_category_share: float = 0.05
+    # Over the per-column p-values of one report: benjamini-hochberg (false discovery rate),
+    # bonferroni (family-wise error) or none.
+    correction: str = "benjamini-hochberg"
+
+
+CORRECTIONS = ("benjamini-hochberg", "bonferroni", "none")
 
 
 @dataclass(frozen=True)
@@ -58,6 +72,11 @@ def _build(cls: type, values: Any, where: str):
     kwargs = {}
     for name, value in values.items():
         kind = known[name].type
+        if kind in ("str", str):
+            if not isinstance(value, str):
+                raise SettingsError(f"'{where}.{name}' must be a string, got {value!r}.")
+            kwargs[name] = value
+            continue
         if kind in ("int", int):
             ok = isinstance(value, int) and not isinstance(value, bool)
         else:
@@ -81,6 +100,14 @@ def check(settings: MonitorSettings) -> MonitorSettings:
         (d.min_drifted_features >= 1, "monitor.drift.min_drifted_features", "at least 1"),
         (0 < d.chi2_pvalue < 1, "monitor.drift.chi2_pvalue", "in (0, 1)"),
         (0 <= d.class_shift <= 1, "monitor.drift.class_shift", "in [0, 1]"),
+        (0 < d.jensen_shannon <= 1, "monitor.drift.jensen_shannon", "in (0, 1]"),
+        (0 < d.missing_shift <= 1, "monitor.drift.missing_shift", "in (0, 1]"),
+        (0 < d.new_category_share <= 1, "monitor.drift.new_category_share", "in (0, 1]"),
+        (
+            d.correction in CORRECTIONS,
+            "monitor.drift.correction",
+            f"one of {', '.join(CORRECTIONS)}",
+        ),
     ]
     for ok, key, expected in rules:
         if not ok:

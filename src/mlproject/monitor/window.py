@@ -1,6 +1,7 @@
 """The window of production data that drift compares with the reference profile: the newest
-records of the prediction logs (predictions.jsonl and its rotations), or an image folder whose
-classes the ONNX model predicts."""
+records of the prediction logs (predictions.jsonl and its rotations), or a folder or file of
+inputs (images, a CSV) whose classes the ONNX model predicts. The model's data kind reads the
+features of a record or of the inputs (`mlproject.kinds.<kind>.monitoring`)."""
 
 from __future__ import annotations
 
@@ -13,22 +14,9 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import ProjectError
-from .features import FEATURES, image_features
-from .profile import predict_classes
+from .profile import monitoring, predict
 
 LOG_NAME = "predictions.jsonl"
-IMAGE_EXTENSIONS = (
-    ".png",
-    ".jpg",
-    ".jpeg",
-    ".bmp",
-    ".gif",
-    ".tif",
-    ".tiff",
-    ".webp",
-    ".pgm",
-    ".ppm",
-)
 
 
 class DriftInputError(ProjectError, ValueError):
@@ -37,12 +25,25 @@ class DriftInputError(ProjectError, ValueError):
 
 @dataclass
 class Window:
-    """What is compared with the profile: input features and predicted class names."""
+    """What is compared with the profile: input features and predicted class names.
+
+    `features` is {name: values} (numeric: float64, NaN = missing; categorical: strings,
+    "" = missing), or a 2-D array with one column per profile feature, in the profile's order.
+    """
 
     source: str
-    features: np.ndarray  # float64 [N, len(FEATURES)]
+    features: Any
     predicted: list[str]
     info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return len(self.predicted)
+
+    def column(self, index: int, name: str) -> np.ndarray:
+        if isinstance(self.features, np.ndarray):
+            return self.features[:, index]
+        return np.asarray(self.features[name])
 
 
 # ------------------------------------------------------------------------------ reading data
@@ -62,27 +63,34 @@ def log_files(folder: Path) -> list[Path]:
     return files
 
 
-def parse_record(line: str, where: str) -> tuple[float, list[float], str, str]:
+def parse_record(line: str, where: str, kind, spec) -> tuple[float, list[Any], str, str]:
     try:
         rec = json.loads(line)
-        feats = rec["features"]
-        return (
-            float(rec["ts"]),
-            [float(feats[name]) for name in FEATURES],
-            str(rec["predicted"]),
-            str(rec.get("model_sha256", "")),
-        )
+        ts, features, predicted = float(rec["ts"]), rec["features"], str(rec["predicted"])
     except json.JSONDecodeError as exc:
         raise DriftInputError(f"{where}: not valid JSON ({exc.msg}).") from exc
     except KeyError as exc:
         raise DriftInputError(f"{where}: record has no field {exc.args[0]!r}.") from exc
     except (TypeError, ValueError) as exc:
         raise DriftInputError(f"{where}: bad value in record ({exc}).") from exc
+    try:
+        values = kind.record_values(features, spec)
+    except KeyError as exc:
+        raise DriftInputError(
+            f"{where}: record's features have no {exc.args[0]!r} (the profile's features: "
+            f"{', '.join(f['name'] for f in kind.features(spec))})."
+        ) from exc
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise DriftInputError(f"{where}: bad value in record's features ({exc}).") from exc
+    return ts, values, predicted, str(rec.get("model_sha256", ""))
 
 
-def read_logs(folder: str | Path, window: int) -> Window:
-    """The newest `window` records of the prediction logs in `folder`."""
+def read_logs(folder: str | Path, window: int, spec: dict[str, Any] | None = None) -> Window:
+    """The newest `window` records of the prediction logs in `folder`; `spec` (the profile's
+    `input`) says which kind reads their features (None: images)."""
     folder = Path(folder)
+    kind = monitoring(spec)
+    names = [f["name"] for f in kind.features(spec)]
     records = []
     partial = 0
     for path in log_files(folder):
@@ -93,14 +101,18 @@ def read_logs(folder: str | Path, window: int) -> Window:
             partial += 1
         for number, line in enumerate(lines[:-1], start=1):
             if line.strip():
-                records.append(parse_record(line, f"{path}:{number}"))
+                records.append(parse_record(line, f"{path}:{number}", kind, spec))
     if not records:
         raise DriftInputError(f"{folder}: the prediction logs hold no complete records.")
     records.sort(key=lambda r: r[0])
     records = records[-window:]
+    columns = list(zip(*(r[1] for r in records), strict=True))
     return Window(
         source=f"logs {folder}",
-        features=np.array([r[1] for r in records], dtype=np.float64),
+        features={
+            name: np.array(col, dtype=np.float64 if f["type"] == "numeric" else object)
+            for name, f, col in zip(names, kind.features(spec), columns, strict=True)
+        },
         predicted=[r[2] for r in records],
         info={
             "records": len(records),
@@ -112,41 +124,20 @@ def read_logs(folder: str | Path, window: int) -> Window:
     )
 
 
-def image_files(folder: Path, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> list[Path]:
-    if not folder.is_dir():
-        raise DriftInputError(f"{folder}: not a folder of images.")
-    return sorted(
-        p
-        for p in folder.rglob("*")
-        if p.is_file() and p.suffix.lower() in extensions and not p.name.startswith(".")
-    )
-
-
-def read_images(folder: str | Path, card: dict[str, Any], session) -> Window:
-    """Every image under `folder` (class sub-folders or not), preprocessed as the server does."""
-    from ..core.preprocess import ImageError, open_image, to_pixels
-
-    folder = Path(folder)
-    files = image_files(folder)
-    if not files:
-        raise DriftInputError(f"{folder}: no image files ({', '.join(IMAGE_EXTENSIONS)}).")
-    spec = card["input"]
+def read_inputs(path: str | Path, card: dict[str, Any], session) -> Window:
+    """A folder or file of inputs (images, rows), read and predicted as the server would."""
+    kind = monitoring(card.get("input"))
     try:
-        pixels = np.stack(
-            [
-                to_pixels(
-                    open_image(p), spec["height"], spec["width"], spec["channels"], spec["resize"]
-                )
-                for p in files
-            ]
-        )
-    except ImageError as exc:
+        values, feeds = kind.read_inputs(path, card)
+        indices = predict(session, feeds)
+    except (ProjectError, OSError) as exc:
+        if isinstance(exc, DriftInputError):
+            raise
         raise DriftInputError(str(exc)) from exc
     classes = card["classes"]
-    predicted = [classes[i] for i in predict_classes(session, card, pixels)]
     return Window(
-        source=f"images {folder}",
-        features=image_features(pixels),
-        predicted=predicted,
-        info={"records": len(files), "models": {card.get("sha256", ""): len(files)}},
+        source=f"{kind.UNIT} {path}",
+        features=values,
+        predicted=[classes[i] for i in indices],
+        info={"records": len(indices), "models": {card.get("sha256", ""): len(indices)}},
     )
