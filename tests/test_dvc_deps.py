@@ -81,7 +81,12 @@ def expected_deps() -> dict[str, set[str]]:
     out = {}
     for name, stage in dvc["stages"].items():
         files: set[str] = set()
-        for module in stage_modules(stage, params):
+        modules = stage_modules(stage, params)
+        if name == "profile":  # the monitor's side of each kind, loaded by name (kinds/base.py)
+            from mlproject.kinds import KINDS
+
+            modules += [f"mlproject.kinds.{kind}.monitoring" for kind in KINDS]
+        for module in modules:
             files |= import_closure(module)
         if name in ("prepare", "profile"):  # no torch, no model: Hydra builds nothing there
             files -= {"src/mlproject/pipeline/models.py"}
