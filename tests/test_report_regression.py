@@ -377,3 +377,26 @@ def test_report_build_of_a_regression_head_against_its_base(tmp_path):
     assert "![Predicted vs actual](plots/predicted-vs-actual.png)" in md
     gate = run([*build[:3], "gate", "--from-report", "reports/pr/report.json"], repo, check=False)
     assert gate.returncode == 1 and "r2 -0.2 < 0" in gate.stdout
+
+
+def test_latency_feeds_every_input_of_a_table_model(tmp_path):
+    """A table model has one input per column, numbers and strings (the report times it too)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from mlproject.report.model import latencies
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["Horsepower"], ["prediction"])],
+        "table",
+        [
+            helper.make_tensor_value_info("Horsepower", TensorProto.FLOAT, [None, 1]),
+            helper.make_tensor_value_info("Origin", TensorProto.STRING, [None, 1]),
+        ],
+        [helper.make_tensor_value_info("prediction", TensorProto.FLOAT, [None, 1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.save(model, tmp_path / "model.onnx")
+    times = latencies({"old": None, "new": str(tmp_path / "model.onnx")}, runs=5, warmup=1)
+    assert times["old"] is None and times["new"] > 0
