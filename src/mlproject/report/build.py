@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .. import tasks
 from ..core.io import atomic_dir
-from ..core.paths import EVAL_REPORTS
+from ..core.paths import EVAL_REPORTS, MODEL_CARD
 from . import REPORT_DIR
 from .base import base_model_file, base_outputs, read_base_bytes, read_base_file, rebase_metrics
 from .diff import (
@@ -58,6 +60,36 @@ def gate_inputs(tables: list[dict[str, Any]], gate: GateConfig) -> tuple[dict, d
     return head, base
 
 
+def model_tasks(
+    read_base: Callable[[str], str | None], cwd: Path, params: dict[str, Any]
+) -> tuple[str, str | None]:
+    """(head's task, base's task or None when unknown): the top-level `task` of each model card
+    (absent: classification); head without a card falls back on params.yaml's `data.task`."""
+    card = MODEL_CARD.as_posix()
+    head_card = _card(cwd / card)
+    if head_card is None:
+        head = tasks.name_of((params or {}).get("data") or {})
+    else:
+        head = tasks.name_of(head_card)
+    base_text = read_base(card)
+    base_card = _card_text(base_text)
+    return head, (tasks.name_of(base_card) if base_card is not None else None)
+
+
+def _card(path: Path) -> dict[str, Any] | None:
+    return _card_text(path.read_text()) if path.is_file() else None
+
+
+def _card_text(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        card = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return card if isinstance(card, dict) else None
+
+
 # JSON files shown like metrics (folded when long) though dvc.yaml does not declare them so.
 DETAIL_FILES = ("reports/eval/classes.json",)
 
@@ -92,7 +124,8 @@ def collect(
     base_mode (default $BASE_OUTPUTS or auto): where the base's outputs come from, see base.py."""
     cwd = Path(cwd)
     base_sha, base_label = resolve_base(base, cwd)
-    gate = GateConfig.from_params(load_params(cwd))
+    params = load_params(cwd)
+    gate = GateConfig.from_params(params)
     outputs = base_outputs(
         base_sha,
         cwd,
@@ -127,14 +160,17 @@ def collect(
     extra = tuple(f for f in detail_files if f not in metrics_diff)
     metrics_diff.update(json_diff(read_base, extra, cwd))
     tables = metric_tables(metrics_diff, gate, cwd)
-    params = params_changed(params_diff)
+    changed = params_changed(params_diff)
     head_metrics, base_metrics = gate_inputs(tables, gate)
     if not head_metrics and (cwd / gate.metrics_file).is_file():
         head_metrics = flatten(json.loads((cwd / gate.metrics_file).read_text()))
     head_predictions = cwd / PREDICTIONS
+    task, base_task = model_tasks(read_base, cwd, params)
     significance = from_texts(
         read_base(PREDICTIONS),
         head_predictions.read_text() if head_predictions.is_file() else None,
+        task=task,
+        base_task=base_task,
     )
     settle_marks(tables, gate, significance)
     report: dict[str, Any] = {
@@ -146,12 +182,14 @@ def collect(
         },
         "head": head,
         "ci": ci_context(),
-        "params": params,
-        "gate_params_changed": any(p["name"].startswith("gate.") for p in params),
+        "params": changed,
+        "gate_params_changed": any(p["name"].startswith("gate.") for p in changed),
         "metrics": tables,
-        "gate": evaluate(gate, head_metrics, base_metrics, significance),
+        "gate": evaluate(gate, head_metrics, base_metrics, significance, task=task),
         "significance": significance,
     }
+    if task != tasks.DEFAULT:  # absent = classification, as in the model card
+        report["task"] = task
     if not base_metrics:
         report["note"] = (
             f"The base has no `{gate.metrics_file}` yet: every metric is new and "

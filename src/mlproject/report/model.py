@@ -8,6 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
+ONNX_DTYPES = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+}
+
 
 def _session(path: str | Path):
     import onnxruntime as ort
@@ -17,9 +25,16 @@ def _session(path: str | Path):
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    inp = session.get_inputs()[0]
-    shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
-    feed = {inp.name: np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
+    rng = np.random.default_rng(0)
+    feed = {}
+    # Every input (an image tensor, or one per table column: numbers, or strings for categories).
+    for inp in session.get_inputs():
+        shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
+        if inp.type == "tensor(string)":
+            feed[inp.name] = np.full(shape, "", dtype=object)
+        else:
+            dtype = ONNX_DTYPES.get(inp.type, np.float32)
+            feed[inp.name] = rng.standard_normal(shape).astype(dtype)
     return session, feed
 
 

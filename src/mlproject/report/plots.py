@@ -1,6 +1,8 @@
 """Base | head PNGs of the plots declared at the top of dvc.yaml, rendered offline (matplotlib).
 
-`linear`-style plots become line charts of each `y` file's field against `x`; `bar_horizontal*`
+`linear`-style plots become line charts of each `y` file's field against `x`; `scatter*` plots
+points (with the line a perfect model lies on: y = x for `predicted` against `actual`, y = 0 for
+`residual`); `bar_horizontal*`
 bars of the `x` value per `y` category; the `confusion` template a confusion matrix counted from
 the `x` (actual) and `y` (predicted) columns; an image declared as a plot
 (`- reports/explain/attributions.png`) is shown as it is. Base data is read with `git show <base>:<file>` (plot data is git-tracked), or from the rebuilt
@@ -168,6 +170,21 @@ def render_image_plot(
     return True
 
 
+def _fields(plot: dict[str, Any]) -> str:
+    return ", ".join(f for fields in plot["y"].values() for f in fields)
+
+
+def _reference_line(ax, plot: dict[str, Any], content) -> None:
+    """What a perfect model draws: y = x for predicted against actual, y = 0 for residuals."""
+    fields = _fields(plot)
+    if fields == "residual":
+        ax.axhline(0.0, color="gray", linewidth=1, linestyle="--")
+    elif plot["x"] == "actual" and fields == "predicted":
+        values = [v for _, xs, ys in content for v in (*xs, *ys)]
+        low, high = min(values), max(values)
+        ax.plot([low, high], [low, high], color="gray", linewidth=1, linestyle="--")
+
+
 def slug(title: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-") or "plot"
 
@@ -183,6 +200,7 @@ def render_plot(
 
     confusion = plot["template"] == "confusion"
     bars = str(plot["template"]).startswith("bar_horizontal")
+    scatter = str(plot["template"]).startswith("scatter")
     load = _confusion if confusion else _bars if bars else _series
     data = {side: load(plot, read) for side, read in readers.items()}
     if not any(data.values()):
@@ -192,7 +210,7 @@ def render_plot(
         2,
         figsize=(10, 4.6) if confusion else (10, 3.6),
         sharey=not confusion,
-        sharex=bars,
+        sharex=bars or scatter,
         constrained_layout=True,
     )
     for ax, side in zip(axes, ("old", "new"), strict=True):
@@ -239,6 +257,13 @@ def render_plot(
             ax.set_xlabel(plot.get("x_label") or plot["x"])
             ax.set_xlim(min(0.0, *values), max(values) * 1.02 if max(values) > 0 else 1)
             ax.grid(alpha=0.3, axis="x")
+        elif scatter:
+            for label, xs, ys in content:
+                ax.scatter(xs, ys, s=8, alpha=0.6, label=label)
+            _reference_line(ax, plot, content)
+            ax.set_xlabel(plot.get("x_label") or plot["x"])
+            ax.set_ylabel(plot.get("y_label") or _fields(plot))
+            ax.grid(alpha=0.3)
         else:
             for label, xs, ys in content:
                 ax.plot(xs, ys, label=label, linewidth=1.4)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .. import tasks
+
 IMAGE_MODES = ("inline", "artifact", "none")
 MARKS = {
     "better": "🟢 better",
@@ -74,6 +76,11 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 def verdict_line(gate: dict[str, Any]) -> str:
     checks = gate.get("checks", [])
     failed = [c for c in checks if not c["ok"]]
+    if not checks and gate.get("skipped"):
+        return (
+            f"### ✅ Quality gate: passed (none of its {len(gate['skipped'])} checks applies "
+            "to this model's task)"
+        )
     if not checks:
         return "### ✅ Quality gate: passed (no checks configured under `gate:`)"
     if failed:
@@ -88,7 +95,12 @@ def gate_section(gate: dict[str, Any]) -> str:
         ["✅" if c["ok"] else "❌", f"`{c['metric']}`", c["rule"], fmt(c["threshold"]), c["reason"]]
         for c in gate.get("checks", [])
     ]
-    return table(["", "metric", "rule", "threshold", "result"], rows) if rows else ""
+    out = table(["", "metric", "rule", "threshold", "result"], rows) if rows else ""
+    skipped = gate.get("skipped") or []
+    if skipped:
+        note = "; ".join(f"`{s['metric']}` ({s['rule']}): {s['reason']}" for s in skipped)
+        out = (out + "\n\n" if out else "") + f"_Not checked: {note}._"
+    return out
 
 
 def params_section(params: list[dict[str, Any]]) -> str:
@@ -180,13 +192,14 @@ def model_section(model: dict[str, Any], data: dict[str, Any]) -> str:
 
 
 def significance_section(sig: dict[str, Any]) -> str:
-    """Fixed/broken test items, p-values and bootstrap intervals; ends in the one-line verdict."""
+    """The items that changed (fixed/broken, or improved/worsened: the task says), p-values and
+    bootstrap intervals; ends in the one-line verdict."""
     if not sig:
         return ""
     if "error" in sig:
         return f"Not computed: {sig['error']}"
-    metrics = [m for m in ("accuracy", "f1_macro") if m in sig]
-    first = sig[metrics[0]]
+    task = tasks.get(sig.get("task"))
+    metrics = [m for m in task.SIGNIFICANCE_METRICS if m in sig]
     rows = [
         [
             f"`{m}`",
@@ -199,8 +212,7 @@ def significance_section(sig: dict[str, Any]) -> str:
     ]
     return "\n\n".join(
         [
-            f"Of {sig['n']} test items, head **fixes {first['fixed']}** and "
-            f"**breaks {first['broken']}** that base got right.",
+            task.significance_lead(sig),
             table(["metric", "Δ", "95% interval of Δ", "p-value", "test"], rows),
             f"Verdict at α = {sig['alpha']:g}: **{sig['verdict']}**",
         ]
