@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from mlproject.pipeline import evaluate
+from mlproject.tasks import classification
 
 from conftest import ENV, ROOT
 
@@ -24,7 +24,7 @@ def test_metrics_match_sklearn_including_absent_and_never_predicted_classes(seed
     pred = np.where(rng.random(200) < 0.7, y, rng.integers(0, k, 200))
     pred[pred == 3] = 2  # class 3 never predicted
     classes = [f"c{i}" for i in range(k)]
-    summary, per_class = evaluate.classification_metrics(y, pred, classes)
+    summary, per_class = classification.per_class_metrics(y, pred, classes)
     p, r, f1, support = precision_recall_fscore_support(
         y, pred, labels=list(range(k)), zero_division=0
     )
@@ -35,7 +35,7 @@ def test_metrics_match_sklearn_including_absent_and_never_predicted_classes(seed
     assert [per_class[c]["support"] for c in classes] == support.tolist()
     assert per_class["c3"]["precision"] == 0.0 and per_class["c5"]["recall"] == 0.0
     assert np.array_equal(
-        evaluate.confusion_matrix(y, pred, k), confusion_matrix(y, pred, labels=range(k))
+        classification.confusion_matrix(y, pred, k), confusion_matrix(y, pred, labels=range(k))
     )
 
 

@@ -8,12 +8,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from mlproject.kinds.images.modules import Normalizer
 from mlproject.pipeline.config import compose, instantiate_model
 from mlproject.pipeline.data import write_digits
 from mlproject.pipeline.export import ParityError, WithProbabilities, export, export_onnx
 from mlproject.pipeline.models import MLP, SmallCNN
 from mlproject.pipeline.prepare import prepare
-from mlproject.kinds.images.modules import Normalizer
 from mlproject.pipeline.train import (
     EarlyStopping,
     load_checkpoint,

@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
+from mlproject.kinds.images.prepare import prepare
 from mlproject.pipeline.config import ConfigError, compose
 from mlproject.pipeline.loader import InMemory, Streamed, open_split, streams
-from mlproject.kinds.images.prepare import prepare
 from mlproject.pipeline.splits import SplitReader, SplitWriter
 from mlproject.pipeline.train import train
 

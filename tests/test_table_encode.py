@@ -4,7 +4,6 @@ with missing numbers, missing categories and unseen categories); and the trainin
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np

@@ -105,17 +105,15 @@ def test_a_prediction_that_is_not_a_number_is_named_with_its_row():
 
 def test_classification_metrics_and_files_are_what_the_evaluate_stage_wrote():
     """Moved from pipeline/evaluate.py: the same numbers and the same bytes."""
-    from mlproject.pipeline import evaluate
-
     rng = np.random.default_rng(0)
     classes = ["Europe", "Japan", "USA"]
     y = rng.integers(0, 3, 200)
     pred = np.where(rng.random(200) < 0.7, y, rng.integers(0, 3, 200))
-    summary, per_class = evaluate.classification_metrics(y, pred, classes)
+    summary, per_class = classification.per_class_metrics(y, pred, classes)
     assert classification.metrics(y, pred, classes) == summary
     files = classification.evaluation_files(y, pred, classes)
     assert files["classes.json"] == json.dumps(per_class, indent=2) + "\n"
-    matrix = evaluate.confusion_matrix(y, pred, 3).tolist()
+    matrix = classification.confusion_matrix(y, pred, 3).tolist()
     assert json.loads(files["confusion_matrix.json"]) == {"labels": classes, "matrix": matrix}
     expected = "actual,predicted\n" + "".join(
         f"{classes[a]},{classes[p]}\n" for a, p in zip(y, pred, strict=True)

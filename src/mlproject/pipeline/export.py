@@ -114,6 +114,9 @@ def export(
 
     card = {
         "name": f"{cfg.data.name}-{type(trained).__name__.lower()}",
+        # What the model predicts (mlproject.tasks): the report's significance test and the
+        # gate's metrics follow it.
+        "task": payload.get("task", "classification"),
         "format": "onnx",
         "file": onnx_path.name,
         "sha256": hashlib.sha256(blob).hexdigest(),

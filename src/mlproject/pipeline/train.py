@@ -30,7 +30,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from .. import kinds
+from .. import kinds, tasks
 from ..core.cli import entry_point
 from ..core.io import atomic_dir, atomic_write_bytes, read_json
 from ..core.paths import CHECKPOINT, PREPARED, TRAIN_REPORTS
@@ -320,7 +320,9 @@ def train(
             live.make_summary()
             live.end()
         if is_main:
-            _save_checkpoint(checkpoint, best, cfg, classes, spec, numerics(pinning, device))
+            _save_checkpoint(
+                checkpoint, best, cfg, classes, spec, numerics(pinning, device), tasks.name_of(meta)
+            )
             log(
                 f"best epoch {best['epoch']}: val_acc {best['metrics']['val/accuracy']:.4f}  "
                 f"-> {checkpoint}"
@@ -356,10 +358,12 @@ def _save_checkpoint(
     classes: list[str],
     spec: dict[str, Any],
     numerics: dict[str, str] | None = None,
+    task: str = "classification",
 ) -> None:
     payload = {
         "model_state": best["state"],
         "config": OmegaConf.to_container(cfg, resolve=True),
+        "task": task,
         "classes": list(classes),
         "input": spec,
         "epoch": best["epoch"],

@@ -82,6 +82,22 @@ def metrics(actual, predicted, classes: list[str] | None = None) -> dict[str, fl
     return per_class_metrics(actual, predicted, classes)[0]
 
 
+# ------------------------------------------------------------------------------ training side
+# (PyTorch, imported inside: the report job and the server import this module without it)
+
+
+def loss(outputs, targets):
+    """The training loss of logits [N, classes] against class indices [N]: cross-entropy."""
+    import torch.nn.functional as F
+
+    return F.cross_entropy(outputs, targets)
+
+
+def predicted(outputs) -> np.ndarray:
+    """Predicted class indices of logits [N, classes] (a tensor), as numpy int64."""
+    return outputs.argmax(1).cpu().numpy()
+
+
 def _classes(actual, predicted, classes):
     if classes is not None:
         return list(classes)
