@@ -144,16 +144,16 @@ def pipeline_repo(tmp_path_factory) -> Path:
     return built_once(tmp_path_factory, "pipeline", build)
 
 
-def use_table_demo(repo: Path, model: str = "mlp") -> Path:
-    """Switch a project to the table demo (data=cars, model=mlp) as a fork would: the defaults
-    in conf/config.yaml, then `make params`' composition, committed."""
+def use_table_demo(repo: Path, model: str = "mlp", data: str = "cars") -> Path:
+    """Switch a project to a table demo (data=cars or diabetes, model=mlp) as a fork would: the
+    defaults in conf/config.yaml, then `make params`' composition, committed."""
     config = repo / "conf" / "config.yaml"
     text = config.read_text()
     assert "  - data: digits\n" in text and "  - model: cnn\n" in text
-    text = text.replace("  - data: digits\n", "  - data: cars\n")
+    text = text.replace("  - data: digits\n", f"  - data: {data}\n")
     config.write_text(text.replace("  - model: cnn\n", f"  - model: {model}\n"))
     run([sys.executable, "-m", "mlproject.pipeline.config"], repo)
-    run(["git", "commit", "-qam", "data: the table demo (cars)"], repo)
+    run(["git", "commit", "-qam", f"data: the table demo ({data})"], repo)
     return repo
 
 

@@ -53,6 +53,9 @@ class TrainSchema:
     threads: int = 1
     fast: bool = False
     freeze_backbone_epochs: int = 0
+    # The loss (mlproject.tasks): auto = cross_entropy for a classifier, mse for regression;
+    # regression also takes mae or huber.
+    loss: str = "auto"
     optimizer: Any = None
     scheduler: Any = None
     early_stopping: EarlyStoppingSchema = field(default_factory=EarlyStoppingSchema)

@@ -88,12 +88,17 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
 
 def write_demo_dataset(root: str | Path) -> int:
     """Write the demo datasets to root (data/): scikit-learn's handwritten digits as
-    digits/<digit>/<index>.png (the default, conf/data/digits.yaml) and vega-datasets' cars as
-    cars.csv (the table demo, conf/data/cars.yaml). Returns the count of items written."""
-    from ..kinds.table.demo import write_cars
+    digits/<digit>/<index>.png (the default, conf/data/digits.yaml), vega-datasets' cars as
+    cars.csv (the table demo, conf/data/cars.yaml) and scikit-learn's diabetes data as
+    diabetes.csv (the regression demo, conf/data/diabetes.yaml). Returns the items written."""
+    from ..kinds.table.demo import write_cars, write_diabetes
 
     root = Path(root)
-    return write_digits(root / "digits") + write_cars(root / "cars.csv")
+    return (
+        write_digits(root / "digits")
+        + write_cars(root / "cars.csv")
+        + write_diabetes(root / "diabetes.csv")
+    )
 
 
 def write_digits(root: str | Path) -> int:

@@ -38,7 +38,10 @@ def evaluate(
     task = tasks.get(payload.get("task") or spec.get("task"))  # classification, regression
     y_pred = task.predicted(logits)
     summary = task.metrics(y, y_pred, classes)
-    summary["loss"] = float(task.loss(logits, torch.from_numpy(y)).item())
+    objective = task.Objective(
+        str(payload["config"]["train"].get("loss", "auto")), payload.get("target")
+    )
+    summary["loss"] = float(objective.loss(logits, torch.from_numpy(y)).item())
     summary["n_test"] = len(y)
     with atomic_dir(out_dir) as tmp:
         write_json(tmp / "metrics.json", summary)

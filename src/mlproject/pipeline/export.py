@@ -19,12 +19,13 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from .. import kinds
+from .. import kinds, tasks
 from ..core.cli import entry_point
 from ..core.errors import ProjectError
 from ..core.io import atomic_path, read_json, write_json
 from ..core.lineage import dvc_tracked_info
 from ..core.paths import DATA_DVC, EVAL_METRICS, MODEL_CARD, ONNX_MODEL
+from ..tasks import torch_heads
 from .config import load_params
 from .onnx_io import (  # noqa: F401 -- export_onnx, make_portable: this module's API before
     INPUT_NAME,
@@ -45,36 +46,32 @@ class ParityError(ProjectError, RuntimeError):
     """onnxruntime and PyTorch disagree beyond the tolerance."""
 
 
-class WithProbabilities(torch.nn.Module):
-    """The deployed graph: logits and their softmax, so clients need no post-processing."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.model(x)
-        return logits, torch.softmax(logits, dim=1)
+WithProbabilities = torch_heads.WithProbabilities  # a classifier's deployed graph
 
 
 def parity(
     model: torch.nn.Module, onnx_path: Path, feed: dict[str, np.ndarray], x: torch.Tensor
 ) -> dict[str, float]:
-    """Max |onnxruntime - PyTorch| over the same rows, the graph fed `feed` and the model `x`:
-    on probabilities (the gate), and on logits, absolute and relative to the largest logit
-    (reported; logits grow with confidence, float32 rounding with them)."""
+    """Max |onnxruntime - PyTorch| over the same rows, the graph fed `feed` and the model `x`.
+    `max_abs_diff` is on the last output (a classifier's probabilities, a regression model's
+    prediction), the gate; for a classifier also on the logits, absolute and relative to the
+    largest logit (reported; logits grow with confidence, float32 rounding with them)."""
     import onnxruntime as ort
 
+    names = list(getattr(model, "output_names", (OUTPUT_NAME, PROBS_NAME)))
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    ort_logits, ort_probs = session.run([OUTPUT_NAME, PROBS_NAME], feed)
+    ours = session.run(names, feed)
     with torch.no_grad():
-        torch_logits, torch_probs = (t.numpy() for t in model(x))
-    logit_diff = float(np.abs(ort_logits - torch_logits).max())
-    return {
-        "max_abs_diff": float(np.abs(ort_probs - torch_probs).max()),
-        "logits_max_abs_diff": logit_diff,
-        "logits_max_rel_diff": logit_diff / float(np.abs(torch_logits).max()),
-    }
+        theirs = [t.numpy() for t in model(x)]
+    out = {"max_abs_diff": float(np.abs(ours[-1] - theirs[-1]).max())}
+    # A number in the target's units is compared relative to its size (float32 rounding grows
+    # with it); probabilities are at most 1, so this changes nothing for a classifier.
+    out["scale"] = max(1.0, float(np.abs(theirs[-1]).max()))
+    if len(names) > 1:
+        diff = float(np.abs(ours[0] - theirs[0]).max())
+        out[f"{names[0]}_max_abs_diff"] = diff
+        out[f"{names[0]}_max_rel_diff"] = diff / float(np.abs(theirs[0]).max())
+    return out
 
 
 def power_of_ten_bound(value: float) -> float:
@@ -95,7 +92,10 @@ def export(
     import onnxruntime
 
     trained, payload = load_checkpoint(checkpoint)
-    model = WithProbabilities(trained).eval()
+    task = tasks.get(payload.get("task"))  # classification, regression (mlproject.tasks)
+    model = task.deploy(trained).eval()
+    names = list(model.output_names)
+    width = task.num_outputs(payload["classes"])
     spec = payload["input"]
     kind = kinds.for_spec(spec)
     feed, x = kind.parity_inputs(Path(prepared), spec)
@@ -104,16 +104,19 @@ def export(
         kind.export_onnx(model, spec, tmp, int(cfg.export.opset))
         onnx.checker.check_model(str(tmp), full_check=True)
         diffs = parity(model, tmp, feed, x)
-        if not diffs["max_abs_diff"] <= float(cfg.export.parity_atol):
+        scale = diffs.pop("scale")
+        if not diffs["max_abs_diff"] <= float(cfg.export.parity_atol) * scale:
             raise ParityError(
-                f"export: onnxruntime probabilities differ from PyTorch by "
+                f"export: onnxruntime's {names[-1]} differ from PyTorch's by "
                 f"{diffs['max_abs_diff']:.3g} (> export.parity_atol = "
-                f"{cfg.export.parity_atol}); not written."
+                f"{cfg.export.parity_atol}"
+                + (f" x {scale:.3g}, the largest value" if scale > 1 else "")
+                + "); not written."
             )
         blob = tmp.read_bytes()
 
     card = {
-        "name": f"{cfg.data.name}-{type(trained).__name__.lower()}",
+        "name": f"{cfg.data.name}-{payload['config']['model']['_target_'].split('.')[-1].lower()}",
         # What the model predicts (mlproject.tasks): the report's significance test and the
         # gate's metrics follow it.
         "task": payload.get("task", "classification"),
@@ -141,22 +144,19 @@ def export(
         },
         "input": kind.card_input(spec),
         "output": {
-            "name": OUTPUT_NAME,
+            "name": names[0],
             "datatype": "FP32",
-            "shape": [-1, len(payload["classes"])],
-            "postprocess": "softmax over logits gives class probabilities",
+            "shape": [-1, width],
+            "postprocess": task.OUTPUT_NOTE,
         },
-        "outputs": [
-            {"name": name, "datatype": "FP32", "shape": [-1, len(payload["classes"])]}
-            for name in (OUTPUT_NAME, PROBS_NAME)
-        ],
+        "outputs": [{"name": name, "datatype": "FP32", "shape": [-1, width]} for name in names],
         "classes": payload["classes"],
         "export": {
             "exporter": "torch.onnx.export(dynamo=True)",
             "opset": int(cfg.export.opset),
             "dynamic_axes": {
                 name: {"0": "batch"}
-                for name in (*kind.input_names(spec), OUTPUT_NAME, PROBS_NAME)
+                for name in (*kind.input_names(spec), *names)
             },
             "torch": torch.__version__.split("+")[0],
             "onnx": onnx.__version__,
@@ -165,7 +165,7 @@ def export(
                 **{name: power_of_ten_bound(value) for name, value in diffs.items()},
                 "rounding": "each difference rounded up to a power of ten (same card on any CPU)",
                 "passed": True,  # the stage fails, writing nothing, when a diff exceeds atol
-                "on": PROBS_NAME,
+                "on": names[-1],
                 "atol": float(cfg.export.parity_atol),
                 "samples": len(x),
             },
@@ -180,8 +180,14 @@ def main() -> int:
     card = export(load_params())
     print(
         f"export: {ONNX_PATH} ({card['size_bytes'] / 1024:.0f} KiB, opset {card['export']['opset']}), "
-        f"parity max |diff| {card['parity_measured']['max_abs_diff']:.1e} on probabilities "
-        f"({card['parity_measured']['logits_max_rel_diff']:.1e} relative on logits) over "
+        f"parity max |diff| {card['parity_measured']['max_abs_diff']:.1e} on "
+        f"{card['export']['parity']['on']}"
+        + (
+            f" ({card['parity_measured']['logits_max_rel_diff']:.1e} relative on logits)"
+            if "logits_max_rel_diff" in card["parity_measured"]
+            else ""
+        )
+        + " over "
         f"{card['export']['parity']['samples']} test items; card {CARD_PATH}"
     )
     from .tracking import log_run  # MLflow, when on (imported only then)

@@ -33,7 +33,9 @@ def export_onnx(
             opset_version=opset,
             verbose=False,
             input_names=list(input_names),
-            output_names=[OUTPUT_NAME, PROBS_NAME],
+            # The task's deploy module names its outputs (mlproject.tasks: logits and
+            # probabilities, or prediction).
+            output_names=list(getattr(model, "output_names", (OUTPUT_NAME, PROBS_NAME))),
             dynamic_shapes=({0: batch},),
         )
     program.save(str(path), external_data=False)

@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -34,6 +33,7 @@ from .. import kinds, tasks
 from ..core.cli import entry_point
 from ..core.io import atomic_dir, atomic_write_bytes, read_json
 from ..core.paths import CHECKPOINT, PREPARED, TRAIN_REPORTS
+from ..tasks import classification
 from .backbones import backbone_parameters, without_downloads
 from .config import ConfigError, instantiate_model, load_params
 from .determinism import (
@@ -135,13 +135,17 @@ def train_one_epoch(
     augment=None,
     frozen=(),
     trace=None,
+    objective=None,
 ) -> dict[str, float]:
     """One epoch over this rank's shard; x, y tensors, or x a loader source and y None.
     augment: uint8 batch -> uint8 batch; frozen: parameters kept still; trace: gets (indices,
-    local loss sum, local correct, local count) of the epoch (the DDP test's debug dump)."""
+    local loss sum, local score sum, local count) of the epoch (the DDP test's debug dump);
+    objective: the task's loss and epoch metric (mlproject.tasks; default: a classifier's
+    cross-entropy and accuracy)."""
+    objective = objective or classification.Objective()
     model.train()
     total_loss = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
+    correct = objective.zero(device)
     seen = 0
     for idx, pixels, targets in _source(x, y).batches(batch_size, generator, rank, world):
         if augment is not None:
@@ -149,7 +153,7 @@ def train_one_epoch(
         inputs = normalize(pixels)
         with autocast(device, amp):
             logits = model(inputs)
-            loss = F.cross_entropy(logits, targets)
+            loss = objective.loss(logits, targets)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         for param in frozen:  # no gradient: the optimizer leaves it (and its decay) alone
@@ -157,7 +161,7 @@ def train_one_epoch(
         scaler.step(optimizer)
         scaler.update()
         total_loss += loss.detach() * len(idx)
-        correct += (logits.argmax(1) == targets).sum()
+        correct += objective.score(logits, targets)
         seen += len(idx)
         if trace is not None:
             trace.setdefault("indices", []).extend(idx.tolist())
@@ -169,7 +173,10 @@ def train_one_epoch(
     if world > 1:  # every rank saw its own shard: sum them so each reports the global epoch
         torch.distributed.all_reduce(totals)
         sync_buffers(model)
-    return {"loss": (totals[0] / totals[2]).item(), "accuracy": (totals[1] / totals[2]).item()}
+    return {
+        "loss": (totals[0] / totals[2]).item(),
+        objective.metric: objective.finish(totals[1], totals[2]).item(),
+    }
 
 
 @torch.no_grad()
@@ -184,14 +191,18 @@ def predict_logits(model, normalize, x, batch_size, device, amp=False) -> torch.
     return torch.cat(outs)
 
 
-def evaluate_split(model, normalize, x, y, batch_size, device, amp) -> dict[str, float]:
-    """Loss and accuracy on a split: x, y tensors, or x a loader source and y None."""
+def evaluate_split(
+    model, normalize, x, y, batch_size, device, amp, objective=None
+) -> dict[str, float]:
+    """Loss and the task's metric (a classifier's accuracy) on a split: x, y tensors, or x a
+    loader source and y None."""
+    objective = objective or classification.Objective()
     source = _source(x, y)
     logits = predict_logits(model, normalize, source, batch_size, device, amp)
     y = torch.from_numpy(source.labels).to(logits.device)
     return {
-        "loss": F.cross_entropy(logits, y).item(),
-        "accuracy": (logits.argmax(1) == y).float().mean().item(),
+        "loss": objective.loss(logits, y).item(),
+        objective.metric: objective.finish(objective.score(logits, y), len(y)).item(),
     }
 
 
@@ -230,9 +241,15 @@ def train(
     normalize = kind.input_module(spec).to(device)
     augment = kind.augmenter(cfg.get("augment"), spec, int(tc.seed) + rank)
 
-    model = instantiate_model(cfg.model, **kind.model_kwargs(spec, len(classes))).to(device)
+    task = tasks.for_card(meta)  # classification, regression: what is predicted (mlproject.tasks)
+    stats = task.target_stats(train_data.labels)
+    network = instantiate_model(cfg.model, **kind.model_kwargs(spec, task.num_outputs(classes)))
     frozen_epochs = int(tc.get("freeze_backbone_epochs", 0))
-    backbone = backbone_parameters(model) if frozen_epochs > 0 else []
+    backbone = backbone_parameters(network) if frozen_epochs > 0 else []
+    model = task.head(network, stats).to(device)
+    objective = task.Objective(str(tc.get("loss", "auto")), stats)
+    metric = objective.metric  # accuracy, rmse
+    short = {"accuracy": "acc"}.get(metric, metric)
     net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     optimizer = instantiate(tc.optimizer)(model.parameters())
     scheduler = instantiate(tc.scheduler)(optimizer) if tc.get("scheduler") else None
@@ -274,18 +291,19 @@ def train(
                 augment=augment,
                 frozen=backbone if epoch <= frozen_epochs else (),
                 trace=epoch_trace,
+                objective=objective,
             )
             val_m = evaluate_split(
-                model, normalize, val_data, None, int(tc.batch_size), device, amp
+                model, normalize, val_data, None, int(tc.batch_size), device, amp, objective
             )
             lr = optimizer.param_groups[0]["lr"]
             if scheduler is not None:
                 scheduler.step()
             metrics = {
                 "train/loss": train_m["loss"],
-                "train/accuracy": train_m["accuracy"],
+                f"train/{metric}": train_m[metric],
                 "val/loss": val_m["loss"],
-                "val/accuracy": val_m["accuracy"],
+                f"val/{metric}": val_m[metric],
                 "lr": lr,
             }
             if trace is not None:
@@ -304,7 +322,7 @@ def train(
             if is_main:
                 log(
                     f"epoch {epoch:3d}/{tc.epochs}  train_loss {metrics['train/loss']:.4f}  "
-                    f"val_loss {metrics['val/loss']:.4f}  val_acc {metrics['val/accuracy']:.4f}  "
+                    f"val_loss {metrics['val/loss']:.4f}  val_{short} {metrics[f'val/{metric}']:.4f}  "
                     f"lr {lr:.2e}  {time.perf_counter() - start:.2f}s{'  *' if improved else ''}"
                 )
             if stopper.should_stop:
@@ -315,16 +333,23 @@ def train(
                 break
         if live is not None:
             live.summary["best/epoch"] = best["epoch"]
-            for name in ("val/loss", "val/accuracy"):
+            for name in ("val/loss", f"val/{metric}"):
                 live.summary[f"best/{name}"] = best["metrics"][name]
             live.make_summary()
             live.end()
         if is_main:
             _save_checkpoint(
-                checkpoint, best, cfg, classes, spec, numerics(pinning, device), tasks.name_of(meta)
+                checkpoint,
+                best,
+                cfg,
+                classes,
+                spec,
+                numerics(pinning, device),
+                tasks.name_of(meta),
+                stats,
             )
             log(
-                f"best epoch {best['epoch']}: val_acc {best['metrics']['val/accuracy']:.4f}  "
+                f"best epoch {best['epoch']}: val_{short} {best['metrics'][f'val/{metric}']:.4f}  "
                 f"-> {checkpoint}"
             )
     dump_trace(trace, model)
@@ -359,6 +384,7 @@ def _save_checkpoint(
     spec: dict[str, Any],
     numerics: dict[str, str] | None = None,
     task: str = "classification",
+    target: dict[str, float] | None = None,
 ) -> None:
     payload = {
         "model_state": best["state"],
@@ -370,6 +396,8 @@ def _save_checkpoint(
         "metrics": best["metrics"],
         "numerics": numerics or {},
     }
+    if target:  # a regression target's training mean and std (the head's, restored on load)
+        payload["target"] = dict(target)
     # Saved through a buffer: torch.save names the archive after the file it writes, and the
     # atomic write's temporary name is random; in memory the name is fixed, so are the bytes.
     buffer = io.BytesIO()
@@ -381,9 +409,13 @@ def load_checkpoint(path: Path = CHECKPOINT, device: str | torch.device = "cpu")
     """Rebuild the trained model (eval mode) and return it with the checkpoint payload."""
     payload = torch.load(path, map_location=device, weights_only=True)
     spec = payload["input"]
-    model = instantiate_model(
-        OmegaConf.create(without_downloads(payload["config"]["model"])),
-        **kinds.for_spec(spec).model_kwargs(spec, len(payload["classes"])),
+    task = tasks.get(payload.get("task"))
+    model = task.head(
+        instantiate_model(
+            OmegaConf.create(without_downloads(payload["config"]["model"])),
+            **kinds.for_spec(spec).model_kwargs(spec, task.num_outputs(payload["classes"])),
+        ),
+        payload.get("target") or {},
     )
     model.load_state_dict(payload["model_state"])
     return model.to(device).eval(), payload

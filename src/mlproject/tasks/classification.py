@@ -85,12 +85,62 @@ def metrics(actual, predicted, classes: list[str] | None = None) -> dict[str, fl
 # ------------------------------------------------------------------------------ training side
 # (PyTorch, imported inside: the report job and the server import this module without it)
 
+LOSSES = ("cross_entropy",)
+OUTPUT_NOTE = "softmax over logits gives class probabilities"  # the model card's output.postprocess
+OUTPUT_NAMES = ("logits", "probabilities")  # the exported graph's outputs
 
-def loss(outputs, targets):
-    """The training loss of logits [N, classes] against class indices [N]: cross-entropy."""
-    import torch.nn.functional as F
 
-    return F.cross_entropy(outputs, targets)
+def num_outputs(classes: list[str]) -> int:
+    return len(classes)
+
+
+def target_stats(labels) -> dict[str, float]:
+    """What the head needs to know of the training targets: nothing for classes."""
+    return {}
+
+
+def head(model, stats: dict[str, float]):
+    """The trained module: the network itself (it outputs logits)."""
+    return model
+
+
+def deploy(model):
+    """The exported module: logits and their softmax, so clients need no post-processing."""
+    from .torch_heads import WithProbabilities
+
+    return WithProbabilities(model)
+
+
+class Objective:
+    """Per batch: the loss, and the epoch metric's running sum (correct predictions)."""
+
+    metric = "accuracy"
+
+    def __init__(self, loss_name: str = "auto", stats: dict[str, float] | None = None):
+        if loss_name not in ("auto", *LOSSES):
+            from ..pipeline.config import ConfigError
+
+            raise ConfigError(
+                f"train.loss is {loss_name!r}; a classifier trains with one of "
+                f"{['auto', *LOSSES]}.",
+                key="train.loss",
+            )
+
+    def loss(self, outputs, targets):
+        import torch.nn.functional as F
+
+        return F.cross_entropy(outputs, targets)
+
+    def score(self, outputs, targets):
+        return (outputs.argmax(1) == targets).sum()
+
+    def zero(self, device):
+        import torch
+
+        return torch.zeros((), device=device, dtype=torch.long)
+
+    def finish(self, score_sum, count):
+        return score_sum / count
 
 
 def predicted(outputs) -> np.ndarray:

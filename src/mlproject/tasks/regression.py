@@ -40,6 +40,83 @@ SIGNIFICANCE_METRICS = ("rmse", "mae")
 PLOT_FILES = ("plots/residuals.csv",)
 
 
+# ---------------------------------------------------------------------------- training side
+# (PyTorch, imported inside: the report job and the server import this module without it)
+
+LOSSES = ("mse", "mae", "huber")  # train.loss; auto = mse
+OUTPUT_NOTE = "the prediction, in the target's units"  # the model card's output.postprocess
+OUTPUT_NAMES = ("prediction",)  # the exported graph's output: [N, 1] in the target's units
+
+
+def num_outputs(classes: list[str]) -> int:
+    return 1
+
+
+def target_stats(labels) -> dict[str, float]:
+    """The training targets' mean and std: the network learns the standardized target."""
+    y = np.asarray(labels, dtype=np.float64)
+    return {"mean": float(y.mean()), "std": max(float(y.std()), 1e-6)}
+
+
+def head(model, stats: dict[str, float]):
+    """The trained module: the network's first output, back in the target's units."""
+    from .torch_heads import Standardized
+
+    return Standardized(model, stats["mean"], stats["std"])
+
+
+def deploy(model):
+    from .torch_heads import WithPrediction
+
+    return WithPrediction(model)
+
+
+class Objective:
+    """Per batch: the loss on the standardized target (mse, mae or huber, so that its scale and
+    huber's threshold mean the same for any target), and the squared errors in target units
+    (the epoch's rmse)."""
+
+    metric = "rmse"
+
+    def __init__(self, loss_name: str = "auto", stats: dict[str, float] | None = None):
+        name = "mse" if loss_name == "auto" else loss_name
+        if name not in LOSSES:
+            from ..pipeline.config import ConfigError
+
+            raise ConfigError(
+                f"train.loss is {loss_name!r}; a regression model trains with one of "
+                f"{['auto', *LOSSES]}.",
+                key="train.loss",
+            )
+        self.name = name
+        stats = stats or {"mean": 0.0, "std": 1.0}
+        self.mean, self.std = float(stats["mean"]), float(stats["std"])
+
+    def loss(self, outputs, targets):
+        import torch.nn.functional as F
+
+        z = (outputs[:, 0] - self.mean) / self.std
+        t = (targets.to(outputs.dtype) - self.mean) / self.std
+        fn = {"mse": F.mse_loss, "mae": F.l1_loss, "huber": F.huber_loss}[self.name]
+        return fn(z, t)
+
+    def score(self, outputs, targets):
+        return ((outputs[:, 0].float() - targets.float()) ** 2).sum()
+
+    def zero(self, device):
+        import torch
+
+        return torch.zeros((), device=device)
+
+    def finish(self, score_sum, count):
+        return (score_sum / count).sqrt()
+
+
+def predicted(outputs) -> np.ndarray:
+    """Predictions [N] of the model's outputs [N, 1] (a tensor), as numpy float64."""
+    return outputs[:, 0].double().cpu().numpy()
+
+
 # ----------------------------------------------------------------------------- test metrics
 
 

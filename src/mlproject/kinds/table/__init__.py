@@ -44,7 +44,7 @@ class Table(DataKind):
     name = "table"
     schema = TableSchema
     choices = {
-        "data.task": ("classification",),
+        "data.task": ("classification", "regression"),
         "data.missing_target": ("drop", "fail"),
         "data.duplicates": ("drop", "fail", "keep"),
     }

@@ -64,3 +64,41 @@ def write_cars(path: str | Path) -> int:
     blob = cars_csv()
     atomic_write_bytes(path, blob)
     return blob.count(b"\n") - 1
+
+
+DIABETES_COLUMNS = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6", "progression"]
+
+
+def diabetes_csv() -> bytes:
+    """The regression demo's exact CSV bytes: scikit-learn's diabetes data (442 patients, ten
+    baseline measurements, `progression` a year later), read from the raw files scikit-learn
+    ships without importing it; the numbers keep the files' own text (the target's "1.51e+02"
+    written as 151)."""
+    import gzip
+
+    spec = find_spec("sklearn")
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    found = [Path(f) / "datasets" / "data" for f in folders]
+    found = [f for f in found if (f / "diabetes_data_raw.csv.gz").is_file()]
+    if not found:
+        raise FileNotFoundError(
+            "sklearn/datasets/data/diabetes_data_raw.csv.gz not found: install the `train` extra."
+        )
+    with gzip.open(found[0] / "diabetes_data_raw.csv.gz", "rt", encoding="utf-8") as f:
+        rows = [line.split() for line in f if line.strip()]
+    with gzip.open(found[0] / "diabetes_target.csv.gz", "rt", encoding="utf-8") as f:
+        target = [format(float(line), "g") for line in f if line.strip()]
+    if len(rows) != len(target):
+        raise ValueError(f"diabetes: {len(rows)} rows of data, {len(target)} targets")
+    out = io.StringIO(newline="")
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(DIABETES_COLUMNS)
+    writer.writerows([*row, y] for row, y in zip(rows, target, strict=True))
+    return out.getvalue().encode("utf-8")
+
+
+def write_diabetes(path: str | Path) -> int:
+    """Write the regression demo to path (atomically); returns the number of rows."""
+    blob = diabetes_csv()
+    atomic_write_bytes(path, blob)
+    return blob.count(b"\n") - 1
