@@ -171,6 +171,20 @@ def table_repo(tmp_path_factory) -> Path:
     return built_once(tmp_path_factory, "table", build)
 
 
+@pytest.fixture(scope="session")
+def regression_repo(tmp_path_factory) -> Path:
+    """A project switched to the regression demo (data=diabetes, model=mlp) in which
+    `dvc repro` has run once: this worker's copy (shared by its tests; do not modify)."""
+
+    def build(repo: Path) -> None:
+        use_table_demo(make_project(repo), data="diabetes")
+        run(["dvc", "repro"], repo)
+        run(["git", "add", "-A"], repo)
+        run(["git", "commit", "-qm", "repro"], repo)
+
+    return built_once(tmp_path_factory, "diabetes", build)
+
+
 @pytest.fixture
 def project(tmp_path) -> Path:
     """A fresh project with the demo data present and nothing run yet (yours to modify)."""

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import kinds
+from .. import kinds, tasks
 from ..core.cli import entry_point
 from ..core.errors import ProjectError
 from ..core.io import read_json, write_json
@@ -126,9 +126,10 @@ def onnx_session(onnx_path: Path):
 
 
 def predict(session, feeds: Iterable[dict[str, np.ndarray]]) -> np.ndarray:
-    """Class indices the ONNX model predicts (argmax of its first output, the logits)."""
-    out = [session.run(None, feed)[0].argmax(axis=1) for feed in feeds]
-    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+    """The ONNX model's first output (logits, or a regression model's prediction), batch after
+    batch; the task (mlproject.tasks) summarizes it."""
+    out = [session.run(None, feed)[0] for feed in feeds]
+    return np.concatenate(out) if out else np.zeros((0, 1), dtype=np.float32)
 
 
 def build_profile(
@@ -138,7 +139,9 @@ def build_profile(
     settings: MonitorSettings,
 ) -> dict[str, Any]:
     """The profile from the training values of each feature (the kind's `reference`) and the
-    class indices predicted on the test split."""
+    model's first output on the test split (`predicted`: logits, or predictions), which the
+    task summarizes (a classifier: class shares; regression: the predicted value's
+    distribution)."""
     spec = card.get("input")
     rng = np.random.default_rng(settings.profile.seed)
     described = {}
@@ -148,10 +151,12 @@ def build_profile(
         described[feature["name"]] = feature_summary(
             feature, reference[feature["name"]], settings.profile, rng
         )
-    classes = list(card["classes"])
-    counts = np.bincount(np.asarray(predicted, dtype=np.int64), minlength=len(classes))
+    outputs = np.asarray(predicted)
+    if outputs.ndim == 1:  # class indices, as before the tasks (tests hand them in)
+        outputs = np.eye(len(card["classes"]), dtype=np.float32)[outputs.astype(np.int64)]
     return {
         "schema": SCHEMA_VERSION,
+        "task": tasks.name_of(card),
         "model": {"name": card.get("name"), "file": card.get("file"), "sha256": card.get("sha256")},
         "data": (card.get("lineage") or {}).get("data"),
         "input": spec,
@@ -161,13 +166,7 @@ def build_profile(
             "seed": settings.profile.seed,
         },
         "features": described,
-        "predicted": {
-            "split": "test",
-            "n": int(counts.sum()),
-            "classes": classes,
-            "counts": [int(c) for c in counts],
-            "shares": [float(c) for c in counts / max(int(counts.sum()), 1)],
-        },
+        "predicted": tasks.for_card(card).prediction_profile(outputs, card),
     }
 
 
@@ -214,7 +213,7 @@ def main() -> int:
     n_train = next(iter(result["features"].values()))["n"]
     print(
         f"profile: {PROFILE_PATH} ({len(result['features'])} features from {n_train} training {unit}, "
-        f"predicted classes of {result['predicted']['n']} test {unit}); alert reference "
+        f"predictions on {result['predicted']['n']} test {unit}); alert reference "
         f"{REFERENCE_RULES}"
     )
     return 0

@@ -266,7 +266,7 @@ def train(
         live = _open_live(live_tmp)
         if is_main:
             log(
-                f"train: {type(model).__name__} on {device} ({world} process{'es' * (world > 1)}), "
+                f"train: {type(network).__name__} on {device} ({world} process{'es' * (world > 1)}), "
                 f"{len(train_data)} train / {len(val_data)} val samples"
                 f"{' (streamed from disk)' if train_data.streamed else ''}, "
                 f"amp={'on' if amp else 'off'}"

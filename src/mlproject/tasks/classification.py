@@ -82,10 +82,46 @@ def metrics(actual, predicted, classes: list[str] | None = None) -> dict[str, fl
     return per_class_metrics(actual, predicted, classes)[0]
 
 
+# ------------------------------------------------------------------------------ monitoring
+
+
+def prediction_profile(outputs: np.ndarray, card: dict[str, Any]) -> dict[str, Any]:
+    """The reference of what the model predicts, from its first ONNX output on the test split
+    (logits [N, classes]): each class's count and share (models/reference_profile.json)."""
+    classes = list(card["classes"])
+    counts = np.bincount(np.asarray(outputs).argmax(axis=1), minlength=len(classes))
+    return {
+        "split": "test",
+        "n": int(counts.sum()),
+        "classes": classes,
+        "counts": [int(c) for c in counts],
+        "shares": [float(c) for c in counts / max(int(counts.sum()), 1)],
+    }
+
+
+def reference_rules(predicted: dict[str, Any]) -> list[dict[str, Any]]:
+    """Prometheus recording rules holding each class's share of the test split's predictions:
+    the class-share alert (deploy/prometheus/rules.yml) compares live traffic with them."""
+    classes, shares = predicted.get("classes"), predicted.get("shares")
+    if not classes or not shares or len(classes) != len(shares):
+        raise ValueError("`predicted.classes` and `predicted.shares` are needed")
+    return [
+        {
+            "record": "mlserve:reference_class_share",
+            "expr": repr(round(float(share), 6)),
+            "labels": {"class_name": str(name)},
+        }
+        for name, share in zip(classes, shares, strict=True)
+    ]
+
+
 # ------------------------------------------------------------------------------ training side
 # (PyTorch, imported inside: the report job and the server import this module without it)
 
 LOSSES = ("cross_entropy",)
+# Permutation importance (a table's explain stage): (metric, score(actual, predicted), lower is
+# better).
+IMPORTANCE = ("accuracy", lambda actual, predicted: float(np.mean(predicted == actual)), False)
 OUTPUT_NOTE = "softmax over logits gives class probabilities"  # the model card's output.postprocess
 OUTPUT_NAMES = ("logits", "probabilities")  # the exported graph's outputs
 

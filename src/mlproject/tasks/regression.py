@@ -40,10 +40,60 @@ SIGNIFICANCE_METRICS = ("rmse", "mae")
 PLOT_FILES = ("plots/residuals.csv",)
 
 
+# ------------------------------------------------------------------------------ monitoring
+
+QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+def prediction_profile(outputs: np.ndarray, card: dict[str, Any]) -> dict[str, Any]:
+    """The reference of what the model predicts, from its ONNX output on the test split
+    (predictions [N, 1]): the distribution of the predicted value."""
+    values = np.asarray(outputs, dtype=np.float64).reshape(-1)
+    if not len(values):
+        raise ValueError("no predictions on the test split")
+    return {
+        "split": "test",
+        "n": int(len(values)),
+        "mean": float(values.mean()),
+        "std": float(values.std()),
+        "min": float(values.min()),
+        "max": float(values.max()),
+        "quantiles": {f"p{round(q * 100):02d}": float(np.quantile(values, q)) for q in QUANTILES},
+        "sample": [round(float(v), 6) for v in np.sort(values)],
+    }
+
+
+def reference_rules(predicted: dict[str, Any]) -> list[dict[str, Any]]:
+    """Prometheus recording rules holding the test split's predicted-value quantiles and mean,
+    to compare live predictions with."""
+    quantiles = predicted.get("quantiles")
+    if not quantiles or "mean" not in predicted:
+        raise ValueError("`predicted.quantiles` and `predicted.mean` are needed")
+    rules = [
+        {
+            "record": "mlserve:reference_prediction_quantile",
+            "expr": repr(round(float(v), 6)),
+            "labels": {"quantile": str(int(k[1:]) / 100)},
+        }
+        for k, v in quantiles.items()
+    ]
+    rules.append(
+        {"record": "mlserve:reference_prediction_mean", "expr": repr(round(predicted["mean"], 6))}
+    )
+    return rules
+
+
 # ---------------------------------------------------------------------------- training side
 # (PyTorch, imported inside: the report job and the server import this module without it)
 
 LOSSES = ("mse", "mae", "huber")  # train.loss; auto = mse
+# Permutation importance (a table's explain stage): (metric, score(actual, predicted), lower is
+# better): how much a shuffled column raises the rmse.
+IMPORTANCE = (
+    "rmse",
+    lambda actual, predicted: float(np.sqrt(np.mean((np.asarray(predicted) - actual) ** 2))),
+    True,
+)
 OUTPUT_NOTE = "the prediction, in the target's units"  # the model card's output.postprocess
 OUTPUT_NAMES = ("prediction",)  # the exported graph's output: [N, 1] in the target's units
 

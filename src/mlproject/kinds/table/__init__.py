@@ -132,6 +132,7 @@ class Table(DataKind):
         import pandas as pd
         import torch
 
+        from ... import tasks
         from ...core.io import read_json
         from .encode import encode, labels
         from .explain import explain_table
@@ -139,13 +140,19 @@ class Table(DataKind):
         spec = payload["input"]
         meta = read_json(Path(prepared) / "meta.json")
         frame = pd.read_parquet(Path(prepared) / "test.parquet")
+        task = tasks.get(payload.get("task"))  # what a shuffled column worsens: its metric
 
         @torch.no_grad()
         def predict(rows):
-            return model(torch.from_numpy(encode(rows, spec))).argmax(1).numpy()
+            return task.predicted(model(torch.from_numpy(encode(rows, spec))))
 
         summary = explain_table(
-            predict, frame, labels(frame, meta), values.column_names(spec), out_dir
+            predict,
+            frame,
+            labels(frame, meta),
+            values.column_names(spec),
+            out_dir,
+            metric=task.IMPORTANCE,
         )
         return {
             **summary,

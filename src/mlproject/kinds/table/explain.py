@@ -30,13 +30,23 @@ class ExplainError(ProjectError, ValueError):
     """The explanation's inputs do not fit; the message names the column or the length."""
 
 
-def accuracy(predict: Callable[[Any], Any], frame, labels: np.ndarray) -> float:
+def _accuracy(labels: np.ndarray, predicted: np.ndarray) -> float:
+    return float(np.mean(predicted == labels))
+
+
+# (name, score(labels, predicted), lower is better): what a column's shuffle worsens.
+ACCURACY = (METRIC, _accuracy, False)
+
+
+def score(predict: Callable[[Any], Any], frame, labels: np.ndarray, metric=ACCURACY) -> float:
     predicted = np.asarray(predict(frame)).reshape(-1)
     if len(predicted) != len(labels):
-        raise ExplainError(
-            f"predict returned {len(predicted)} class indices for {len(labels)} rows."
-        )
-    return float(np.mean(predicted == labels))
+        raise ExplainError(f"predict returned {len(predicted)} predictions for {len(labels)} rows.")
+    return float(metric[1](labels, predicted))
+
+
+def accuracy(predict: Callable[[Any], Any], frame, labels: np.ndarray) -> float:
+    return score(predict, frame, labels, ACCURACY)
 
 
 def permutation_importance(
@@ -46,8 +56,12 @@ def permutation_importance(
     columns: Sequence[str],
     repeats: int = 5,
     seed: int = 0,
+    metric=ACCURACY,
 ) -> dict[str, Any]:
-    """Per column: the drop in accuracy when that column alone is shuffled, `repeats` times."""
+    """Per column: how much the metric worsens when that column alone is shuffled, `repeats`
+    times (a drop in accuracy; for a lower-is-better metric such as rmse, its increase)."""
+    name, _, lower_is_better = metric
+    sign = -1.0 if lower_is_better else 1.0
     frame = frame.reset_index(drop=True)
     labels = np.asarray(labels).reshape(-1)
     if len(labels) != len(frame):
@@ -61,7 +75,7 @@ def permutation_importance(
         raise ExplainError(
             f"column {missing[0]!r} is not in the frame (its columns: {', '.join(frame.columns)})."
         )
-    baseline = accuracy(predict, frame, labels)
+    baseline = score(predict, frame, labels, metric)
     results = []
     for position, column in enumerate(columns):
         rng = np.random.default_rng([seed, position])
@@ -70,7 +84,7 @@ def permutation_importance(
             shuffled = frame.copy()
             order = rng.permutation(len(frame))
             shuffled[column] = frame[column].take(order).reset_index(drop=True)
-            drops.append(baseline - accuracy(predict, shuffled, labels))
+            drops.append(sign * (baseline - score(predict, shuffled, labels, metric)))
         results.append(
             {
                 "name": column,
@@ -82,7 +96,8 @@ def permutation_importance(
     results.sort(key=lambda r: (-r["importance_mean"], r["name"]))
     return {
         "method": METHOD,
-        "metric": METRIC,
+        "metric": name,
+        "worse": "higher" if lower_is_better else "lower",
         "baseline": baseline,
         "n": len(frame),
         "repeats": repeats,
@@ -112,7 +127,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
     )
     ax.set_yticks(y, names, fontsize=8)
     ax.axvline(0.0, color="#888888", linewidth=0.8)
-    ax.set_xlabel(f"drop in {result['metric']} when the column is shuffled (mean ± std)")
+    change = "increase" if result.get("worse") == "higher" else "drop"
+    ax.set_xlabel(f"{change} in {result['metric']} when the column is shuffled (mean ± std)")
     ax.set_title(
         f"Permutation importance on {result['n']} test rows, {result['repeats']} repeats",
         fontsize=9,
@@ -130,11 +146,12 @@ def explain_table(
     out_dir: str | Path,
     repeats: int = 5,
     seed: int = 0,
+    metric=ACCURACY,
 ) -> dict[str, Any]:
     """Permutation importance of each raw column on (frame, labels); writes
     out_dir/attributions.png and out_dir/attributions.json (each atomically) and returns the
     JSON's content."""
-    result = permutation_importance(predict, frame, labels, columns, repeats, seed)
+    result = permutation_importance(predict, frame, labels, columns, repeats, seed, metric)
     out_dir = Path(out_dir)
     with atomic_path(out_dir / "attributions.png") as tmp:
         plot(result, tmp)
