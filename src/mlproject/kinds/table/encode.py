@@ -132,7 +132,9 @@ def expand(packed: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
     n = len(packed)
     out = np.zeros((n, spec["encoded_width"]), dtype=np.float32)
     rows = np.arange(n)
-    for j, (column, (start, _)) in enumerate(zip(spec["columns"], slices(spec).values(), strict=True)):
+    for j, (column, (start, _)) in enumerate(
+        zip(spec["columns"], slices(spec).values(), strict=True)
+    ):
         if column["type"] == NUMERIC:
             out[:, start] = packed[:, j]
         else:
@@ -199,6 +201,7 @@ def preprocessing_graph(spec: dict[str, Any], opset: int, ir_version: int):
         inputs.append(helper.make_tensor_value_info(column["name"], kind, ["batch", 1]))
     place = slices(spec)
     if numeric:
+
         def const(name: str, values: list[float]) -> str:
             inits.append(numpy_helper.from_array(np.array(values, np.float32), f"pre/{name}"))
             return f"pre/{name}"
@@ -221,8 +224,12 @@ def preprocessing_graph(spec: dict[str, Any], opset: int, ir_version: int):
         inits.append(numpy_helper.from_array(np.eye(k + 1, dtype=np.float32), eye))
         nodes += [
             helper.make_node(
-                "LabelEncoder", [column["name"]], [f"pre/slot{i}"], domain="ai.onnx.ml",
-                keys_strings=list(column["categories"]), values_int64s=list(range(k)),
+                "LabelEncoder",
+                [column["name"]],
+                [f"pre/slot{i}"],
+                domain="ai.onnx.ml",
+                keys_strings=list(column["categories"]),
+                values_int64s=list(range(k)),
                 default_int64=k,
             ),
             helper.make_node("Gather", [eye, f"pre/slot{i}"], [f"pre/hot{i}"], axis=0),
@@ -263,7 +270,9 @@ def export(model: Any, spec: dict[str, Any], path: str | Path, opset: int) -> No
 
     clash = {INPUT_NAME, "logits", "probabilities"} & {c["name"] for c in spec["columns"]}
     if clash:
-        raise DataError(f"columns {sorted(clash)} share a name with the model's tensors; rename them.")
+        raise DataError(
+            f"columns {sorted(clash)} share a name with the model's tensors; rename them."
+        )
     example = torch.zeros(2, spec["encoded_width"])
     with tempfile.TemporaryDirectory() as scratch:
         network = Path(scratch) / "network.onnx"

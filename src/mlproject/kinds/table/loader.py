@@ -83,9 +83,7 @@ class StreamedTable:
                 out.write(packed.tobytes())
                 del frame, packed
         with open(cache, "rb") as f:
-            self._map = (
-                mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if self.n else None
-            )
+            self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if self.n else None
         self.rows = (
             np.frombuffer(self._map, dtype=np.float32).reshape(self.n, self.width)
             if self._map is not None
