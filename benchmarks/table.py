@@ -328,8 +328,9 @@ def peak_rss(work: Path, prepared: Path, rows: int, batch_size: int, threads: in
     small = streamed_rss(prepared, batch_size, threads)
     big_root = work / "big"
     big_root.mkdir(exist_ok=True)
-    pq.write_table(generate(4 * rows, seed=1), big_root / "table.parquet")
-    frame.prepare(config(big_root, "table.parquet"), big_root / "prepared")
+    if not (big_root / "prepared" / "meta.json").exists():  # deterministic: kept in --work
+        pq.write_table(generate(4 * rows, seed=1), big_root / "table.parquet")
+        frame.prepare(config(big_root, "table.parquet"), big_root / "prepared")
     big = streamed_rss(big_root / "prepared", batch_size, threads)
     growth = big["peak_mb"] / small["peak_mb"] - 1
     lines.append(

@@ -268,7 +268,7 @@ def export(model: Any, spec: dict[str, Any], path: str | Path, opset: int) -> No
 
     from ...pipeline.export import INPUT_NAME, export_onnx
 
-    clash = {INPUT_NAME, "logits", "probabilities"} & {c["name"] for c in spec["columns"]}
+    clash = {INPUT_NAME, ENCODED, "logits", "probabilities"} & {c["name"] for c in spec["columns"]}
     if clash:
         raise DataError(
             f"columns {sorted(clash)} share a name with the model's tensors; rename them."
