@@ -344,3 +344,38 @@ def test_regression_target(cars, tmp_path):
         pq.read_table(tmp_path / "r" / "train.parquet").schema.field("Miles_per_Gallon").type
         == pa.float64()
     )
+
+
+def test_parquet_missing_spellings(tmp_path):
+    """In Parquet a missing number may be null or NaN and a missing category null or "": each
+    is missing; a dictionary-typed text column is categorical."""
+    n = 30
+    table = pa.table(
+        {
+            "x": pa.array(
+                [None if i == 3 else float("nan") if i == 4 else float(i) for i in range(n)]
+            ),
+            "c": pa.array(["" if i == 5 else None if i == 6 else "uv"[i % 2] for i in range(n)]),
+            "d": pa.array(["k", "l", "m"] * 10).dictionary_encode(),
+            "y": pa.array(["pqr"[i % 3] for i in range(n)]),
+        }
+    )
+    pq.write_table(table, tmp_path / "t.parquet")
+    cfg = {
+        "root": str(tmp_path),
+        "file": "t.parquet",
+        "target": "y",
+        "min_rows_per_class": 2,
+        "split": {"val": 0.2, "test": 0.2, "seed": 0},
+    }
+    meta = frame.prepare(cfg, tmp_path / "out")
+    columns = {c["name"]: c for c in meta["input"]["columns"]}
+    assert columns["x"]["type"] == "numeric" and columns["d"]["type"] == "categorical"
+    frames = [pd.read_parquet(tmp_path / "out" / f"{s}.parquet") for s in frame.SPLITS]
+    whole = pd.concat(frames)
+    assert whole["x"].isna().sum() == 2 and whole["c"].isna().sum() == 2
+    assert "" not in set(whole["c"].dropna())
+    train = frames[0]
+    for name in ("c", "d"):  # categories are the training split's values ("" for missing)
+        seen = {v for v in train[name].dropna()} | ({""} if train[name].isna().any() else set())
+        assert columns[name]["categories"] == sorted(seen)
