@@ -5,8 +5,8 @@
 `{train,val,test}.parquet` (the feature columns in the spec's order, numbers as float64 with NaN
 for missing, categories as strings with null for missing, then the target) and `meta.json`.
 Every bad table raises DataError naming the file, the column or row, and the fix, before
-anything is written. The work stays in Arrow and NumPy (no per-row Python) so that a
-million-row file prepares at the speed of reading it (benchmarks/table.py).
+anything is written. The work stays in Arrow and NumPy (no per-row Python); benchmarks/table.py
+measures a million-row prepare against reading the same file alone.
 """
 
 from __future__ import annotations
