@@ -15,9 +15,15 @@ from mlproject.kinds.table.values import slices
 from mlproject.pipeline.data import DataError
 
 CARS = {
-    "root": None, "file": "cars.csv", "target": "Origin", "task": "classification",
-    "categorical": ["Cylinders"], "drop": ["Name"], "duplicates": "drop",
-    "min_rows_per_class": 5, "split": {"val": 0.15, "test": 0.15, "seed": 42},
+    "root": None,
+    "file": "cars.csv",
+    "target": "Origin",
+    "task": "classification",
+    "categorical": ["Cylinders"],
+    "drop": ["Name"],
+    "duplicates": "drop",
+    "min_rows_per_class": 5,
+    "split": {"val": 0.15, "test": 0.15, "seed": 42},
 }
 
 
@@ -46,20 +52,33 @@ def held_out(out: Path) -> pd.DataFrame:
 
 
 def test_fit_on_training_split_only():
-    train = pd.DataFrame({
-        "a": [1.0, np.nan, 3.0, 10.0],
-        "c": pd.Series(["x", None, "z", "x"], dtype="str"),
-        "y": ["p", "q", "p", "q"],
-    })
+    train = pd.DataFrame(
+        {
+            "a": [1.0, np.nan, 3.0, 10.0],
+            "c": pd.Series(["x", None, "z", "x"], dtype="str"),
+            "y": ["p", "q", "p", "q"],
+        }
+    )
     spec = encode.fit(train, ["a"], ["c"], "y", "classification")
     a, c = spec["columns"]
     assert a == {
-        "name": "a", "type": "numeric", "datatype": "FP32", "fill": 3.0,
-        "mean": float(np.mean([1, 3, 3, 10])), "std": float(np.std([1, 3, 3, 10])),
-        "min": 1.0, "max": 10.0, "missing_rate": 0.25,
+        "name": "a",
+        "type": "numeric",
+        "datatype": "FP32",
+        "fill": 3.0,
+        "mean": pytest.approx(np.mean([1, 3, 3, 10]), rel=1e-12),
+        "std": pytest.approx(np.std([1, 3, 3, 10]), rel=1e-12),
+        "min": 1.0,
+        "max": 10.0,
+        "missing_rate": 0.25,
     }
-    assert c == {"name": "c", "type": "categorical", "datatype": "BYTES",
-                 "categories": ["", "x", "z"], "missing_rate": 0.25}
+    assert c == {
+        "name": "c",
+        "type": "categorical",
+        "datatype": "BYTES",
+        "categories": ["", "x", "z"],
+        "missing_rate": 0.25,
+    }
     assert spec["kind"] == "table" and spec["target"] == "y"
     assert spec["encoded_width"] == 1 + 4
     constant = encode.fit(pd.DataFrame({"a": [2.0, 2.0]}), ["a"], [], "y", "classification")
@@ -80,11 +99,15 @@ def test_fit_categories_come_from_train(prepared):
 
 def test_encode_layout_missing_and_unseen():
     spec = encode.fit(
-        pd.DataFrame({"c": ["b", "a", "b"], "n": [0.0, 2.0, 4.0]}), ["n"], ["c"], "y",
+        pd.DataFrame({"c": ["b", "a", "b"], "n": [0.0, 2.0, 4.0]}),
+        ["n"],
+        ["c"],
+        "y",
         "classification",
     )
-    df = pd.DataFrame({"c": pd.Series(["a", "b", "zz", None], dtype="str"),
-                       "n": [2.0, np.nan, 4.0, 0.0]})
+    df = pd.DataFrame(
+        {"c": pd.Series(["a", "b", "zz", None], dtype="str"), "n": [2.0, np.nan, 4.0, 0.0]}
+    )
     x = encode.encode(df, spec)
     assert x.dtype == np.float32 and x.shape == (4, 4)
     assert slices(spec) == {"c": (0, 3), "n": (3, 4)}
@@ -96,9 +119,11 @@ def test_encode_layout_missing_and_unseen():
 
 
 def test_encode_spells_non_text_categories_like_category_value():
-    spec = {"kind": "table", "columns": [
-        {"name": "k", "type": "categorical", "categories": ["4", "8", "True"]}],
-        "encoded_width": 4}
+    spec = {
+        "kind": "table",
+        "columns": [{"name": "k", "type": "categorical", "categories": ["4", "8", "True"]}],
+        "encoded_width": 4,
+    }
     x = encode.encode(pd.DataFrame({"k": [8, 4.0, True, 5]}, dtype=object), spec)
     np.testing.assert_array_equal(x.argmax(1), [1, 0, 2, 3])
 
@@ -191,9 +216,15 @@ def test_export_graph_contract(prepared, exported):
         for c in meta["input"]["columns"]
     }
     assert [(o.name, o.type, o.shape[1]) for o in session.get_outputs()] == [
-        ("logits", "tensor(float)", 3), ("probabilities", "tensor(float)", 3)]
-    row = {c["name"]: (np.array([[np.nan]], np.float32) if c["type"] == "numeric"
-                       else np.array([[""]], object)) for c in meta["input"]["columns"]}
+        ("logits", "tensor(float)", 3),
+        ("probabilities", "tensor(float)", 3),
+    ]
+    row = {
+        c["name"]: (
+            np.array([[np.nan]], np.float32) if c["type"] == "numeric" else np.array([[""]], object)
+        )
+        for c in meta["input"]["columns"]
+    }
     (probs,) = session.run(["probabilities"], row)  # an all-missing row still scores
     assert probs.shape == (1, 3) and abs(float(probs.sum()) - 1) < 1e-5
 
@@ -234,8 +265,9 @@ def test_streamed_equals_in_memory(small_groups):
     spec = meta["input"]
     memory = open_split(prepared, "train", {"in_memory": True}, cpu, spec, meta)
     streamed = open_split(prepared, "train", {"in_memory": False}, cpu, spec, meta)
-    auto = open_split(prepared, "train", {"in_memory": "auto", "memory_budget_mb": 0}, cpu,
-                      spec, meta)
+    auto = open_split(
+        prepared, "train", {"in_memory": "auto", "memory_budget_mb": 0}, cpu, spec, meta
+    )
     assert (memory.streamed, streamed.streamed, auto.streamed) == (False, True, True)
     assert len(memory) == len(streamed) == meta["rows"]["train"]
     assert memory.labels.dtype == streamed.labels.dtype == np.int64
@@ -244,8 +276,9 @@ def test_streamed_equals_in_memory(small_groups):
     np.testing.assert_array_equal(memory.x.numpy(), encode.encode(frame_, spec))
     for rank in (0, 1):
         a, b = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
-        batches = list(zip(memory.batches(50, a, rank, 2), streamed.batches(50, b, rank, 2),
-                           strict=True))
+        batches = list(
+            zip(memory.batches(50, a, rank, 2), streamed.batches(50, b, rank, 2), strict=True)
+        )
         assert len(batches) == int(np.ceil(len(memory) / 2 / 50))
         for (i1, x1, y1), (i2, x2, y2) in batches:
             assert torch.equal(i1, i2) and torch.equal(x1, x2) and torch.equal(y1, y2)
