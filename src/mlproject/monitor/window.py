@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import tasks
 from ..core.errors import ProjectError
 from .profile import monitoring, predict
 
@@ -129,15 +130,15 @@ def read_inputs(path: str | Path, card: dict[str, Any], session) -> Window:
     kind = monitoring(card.get("input"))
     try:
         values, feeds = kind.read_inputs(path, card)
-        indices = predict(session, feeds)
+        outputs = predict(session, feeds)
     except (ProjectError, OSError) as exc:
         if isinstance(exc, DriftInputError):
             raise
         raise DriftInputError(str(exc)) from exc
-    classes = card["classes"]
+    predicted = tasks.for_card(card).prediction_labels(outputs, card)  # classes, or numbers
     return Window(
         source=f"{kind.UNIT} {path}",
         features=values,
-        predicted=[classes[i] for i in indices],
-        info={"records": len(indices), "models": {card.get("sha256", ""): len(indices)}},
+        predicted=predicted,
+        info={"records": len(predicted), "models": {card.get("sha256", ""): len(predicted)}},
     )

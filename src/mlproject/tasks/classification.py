@@ -99,6 +99,12 @@ def prediction_profile(outputs: np.ndarray, card: dict[str, Any]) -> dict[str, A
     }
 
 
+def prediction_labels(outputs: np.ndarray, card: dict[str, Any]) -> list[str]:
+    """What the server logs as `predicted` for the first ONNX output (logits): class names."""
+    classes = card["classes"]
+    return [classes[i] for i in np.asarray(outputs).argmax(axis=1)]
+
+
 def reference_rules(predicted: dict[str, Any]) -> list[dict[str, Any]]:
     """Prometheus recording rules holding each class's share of the test split's predictions:
     the class-share alert (deploy/prometheus/rules.yml) compares live traffic with them."""

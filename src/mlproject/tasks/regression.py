@@ -63,6 +63,11 @@ def prediction_profile(outputs: np.ndarray, card: dict[str, Any]) -> dict[str, A
     }
 
 
+def prediction_labels(outputs: np.ndarray, card: dict[str, Any]) -> list[float]:
+    """The predicted values of the ONNX output (predictions [N, 1])."""
+    return [float(v) for v in np.asarray(outputs, dtype=np.float64).reshape(-1)]
+
+
 def reference_rules(predicted: dict[str, Any]) -> list[dict[str, Any]]:
     """Prometheus recording rules holding the test split's predicted-value quantiles and mean,
     to compare live predictions with."""
