@@ -325,7 +325,7 @@ def predlog_cost(model_path: Path, card_path: Path) -> dict[str, float]:
         )
         for _ in range(n)
     ]
-    results = [model.run(x) for x in xs]
+    results = [model.run({model.inputs[0].name: x}) for x in xs]
     with tempfile.TemporaryDirectory() as tmp:
         log = PredictionLog(
             LogConfig(

@@ -14,6 +14,8 @@ The serving protocol every kind's `serving` module answers (mlproject.serve asks
       .read_predict(request, max_batch) -> (names, feed, n, logged)    (async)
                                 a /predict body -> one name per item, the feed, ...
       .batch_items(path, batch) -> iterator of (ids, feed, n)  `make predict`'s input
+      .nan_literals             whether /infer's JSON may hold NaN (JSON has none; tritonclient
+                                writes it for np.nan), read by a slower parser when present
       .log_options()            keyword arguments of serve.predlog.PredictionLog
       .submit_log(log, route, logged, results)   hand a request's items to the log
 
@@ -86,6 +88,8 @@ def _unreadable(name: str, data: bytes, exc: BaseException | None) -> str:
 
 
 class ImagesServing:
+    nan_literals = False  # JSON's NaN is not a pixel value: a request with one is invalid JSON
+
     def __init__(self, spec: InputSpec, inputs: list):
         self.spec = spec
         self.inputs = inputs
