@@ -329,3 +329,24 @@ def test_tritonclient_sends_one_input_per_column(model_files, binary):
         )
         with pytest.raises(InferenceServerException, match="Maker"):
             client.infer(NAME, inputs[1:])  # Maker left out
+
+
+def test_serving_a_table_imports_no_training_stack(model_files):
+    """The server image has no PyTorch, pandas or pyarrow: a table model is served without."""
+    import subprocess
+    import sys
+
+    model, card = model_files
+    code = f"""
+import sys
+from mlproject.serve.app import create_app
+from mlproject.serve.settings import Settings
+app = create_app(Settings(model={str(model)!r}, card={str(card)!r}))
+assert app.state.server.model.name
+bad = sorted(m for m in sys.modules if m.split('.')[0] in {{'torch', 'hydra', 'dvc',
+             'omegaconf', 'sklearn', 'pandas', 'pyarrow'}})
+print('LOADED', bad)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "LOADED []" in out.stdout, out.stdout

@@ -468,7 +468,10 @@ class TableServing:
         if suffix == ".parquet":
             ids, values, n = self._parquet(path)
         elif suffix in (".csv", ".txt"):
-            text = path.read_text(encoding="utf-8-sig")
+            try:
+                text = path.read_text(encoding="utf-8-sig")
+            except UnicodeDecodeError:
+                raise RequestError(400, f"{path}: not UTF-8 text; expected a CSV file") from None
             reader = csv.reader(io.StringIO(text))
             header = [h.strip() for h in next(reader, None) or []]
             if not header:
