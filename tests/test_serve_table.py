@@ -104,6 +104,18 @@ def test_infer_json_columns_in_any_order_with_nulls_and_unseen_categories(client
         np.testing.assert_allclose(probabilities(r.json()), want, rtol=1e-5, atol=1e-6)
 
 
+def test_infer_mlserver_pandas_convention_takes_the_checked_path_to_the_same_answer(client):
+    """MLServer's table convention (parameters.content_type "pd", flat data under an [N, 1]
+    shape) is not the usual request: the checked decoder reads it, to the same numbers."""
+    inputs = [
+        {**t, "data": [v for (v,) in t["data"]], "parameters": {"content_type": "pd"}}
+        for t in tensors(ROWS)
+    ]
+    r = client.post(INFER, json={"inputs": inputs, "parameters": {"content_type": "pd"}})
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose(probabilities(r.json()), reference(ROWS), rtol=1e-5, atol=1e-6)
+
+
 def test_infer_binary_extension_fp32_and_length_prefixed_bytes(client):
     header, blobs = [], []
     for name in COLUMNS[::-1]:
@@ -267,33 +279,31 @@ def test_predict_bad_csv_is_named_by_file_row_and_column(client):
 
 
 def test_prediction_log_records_the_raw_row(client):
-    client.post(INFER, json={"inputs": tensors(ROWS[1:2])})
-    client.post("/predict", json={"rows": ROWS[2:4]})
+    # Weights no other test sends: this test's records, whatever ran before.
+    rows = [{**r, "Weight_in_lbs": r["Weight_in_lbs"] + 0.5} for r in ROWS[1:4]]
+    client.post(INFER, json={"inputs": tensors(rows[:1])})
+    client.post("/predict", json={"rows": rows[1:]})
     path = client.log_dir / "predictions.jsonl"
-    deadline = time.monotonic() + 20
-    records = []
-    while time.monotonic() < deadline:
-        records = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
-        if sum(r["route"] in ("infer", "predict") for r in records) >= 3:
-            break
+    weights = [r["Weight_in_lbs"] for r in rows]
+    deadline, mine = time.monotonic() + 20, {}
+    while time.monotonic() < deadline and len(mine) < 3:
         time.sleep(0.1)
-    mine = [r for r in records if r["features"]["Weight_in_lbs"] in (2046.0, 2130.0, 2372.0)]
-    by_weight = {r["features"]["Weight_in_lbs"]: r for r in mine}
-    assert by_weight[2046.0]["route"] == "infer"
-    assert by_weight[2046.0]["features"] == {
+        records = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+        mine = {r["features"]["Weight_in_lbs"]: r for r in records}
+        mine = {w: mine[w] for w in weights if w in mine}
+    assert [mine[w]["route"] for w in weights] == ["infer", "predict", "predict"]
+    assert mine[weights[0]]["features"] == {
         "Horsepower": None,
         "Cylinders": "4",
-        "Weight_in_lbs": 2046.0,
+        "Weight_in_lbs": 2046.5,
         "Maker": "vw",
     }
-    assert by_weight[2130.0]["features"]["Cylinders"] == "7"  # unseen, logged as sent
-    assert (
-        by_weight[2372.0]["features"]["Maker"] is None and by_weight[2372.0]["route"] == "predict"
-    )
-    want = reference(ROWS[1:4])
-    for row, w in zip((2046.0, 2130.0, 2372.0), want, strict=True):
-        assert by_weight[row]["predicted"] == CLASSES[int(w.argmax())]
-        assert by_weight[row]["confidence"] == pytest.approx(w.max(), rel=1e-4)
+    assert mine[weights[1]]["features"]["Cylinders"] == "7"  # unseen, logged as sent
+    assert mine[weights[2]]["features"]["Maker"] is None
+    for w, want in zip(weights, reference(rows), strict=True):
+        assert mine[w]["predicted"] == CLASSES[int(want.argmax())]
+        assert mine[w]["confidence"] == pytest.approx(want.max(), rel=1e-4)
+        assert mine[w]["model"] == NAME
 
 
 # --- a standard client on a real socket ---------------------------------------------------------
