@@ -239,6 +239,13 @@ class ImagesServing:
         return [name for name, _ in items], {self._name: x}, len(x), pixels
 
     # --------------------------------------------------------------- make predict
+    def _file_pixels(self, path: Path) -> np.ndarray:
+        try:
+            return self.pixels_from_file(path.read_bytes(), str(path))
+        except RequestError as exc:  # the server's advice (curl -F ...) does not fit here
+            why = exc.message.split("; send an image file")[0]
+            raise RequestError(400, f"{why}; replace or remove the file") from None
+
     def batch_items(self, path: Path, batch: int) -> Iterator[tuple[list[str], dict, int]]:
         """An image file, or every image file under a folder (sorted, recursively): ids are
         the paths relative to the folder (the file name for one file)."""
@@ -256,6 +263,6 @@ class ImagesServing:
             files, ids = [path], [path.name]
         for start in range(0, len(files), batch):
             chunk = files[start : start + batch]
-            pixels = np.stack([self.pixels_from_file(p.read_bytes(), str(p)) for p in chunk])
+            pixels = np.stack([self._file_pixels(p) for p in chunk])
             x = normalize(pixels, self.spec.mean, self.spec.std)
             yield ids[start : start + batch], {self._name: x}, len(x)
