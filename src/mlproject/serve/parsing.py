@@ -92,12 +92,12 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     return body[:n], body[n:]
 
 
-def _load_json(text: bytes, what: str, nan_literals: bool = False) -> Any:
+def _load_json(text: bytes, what: str, kind: Any = None) -> Any:
     try:
         # orjson also rejects NaN and Infinity literals, which JSON does not allow.
         return orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        if nan_literals:  # the kind reads NaN as a missing value: the slow parser allows it
+        if kind is not None and kind.nan_literals:  # NaN is a missing value for this kind
             try:
                 return json.loads(text)
             except (ValueError, UnicodeDecodeError):
@@ -168,7 +168,7 @@ def check_shape(shape: Any, where: str, spec: list[int], max_batch: int) -> None
 
 
 def parse_infer_request(header: bytes, binary: bytes, model: Model, max_batch: int) -> InferRequest:
-    req = _load_json(header, "request body", model.kind.nan_literals)
+    req = _load_json(header, "request body", model.kind)
     if type(req) is not dict:
         raise RequestError(400, "request body: expected a JSON object with 'inputs'")
     request_id = req.get("id")
