@@ -360,3 +360,24 @@ print('LOADED', bad)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "LOADED []" in out.stdout, out.stdout
+
+
+def test_rows_chunk_round_trips_and_rejects_damage():
+    import io
+
+    from mlproject.serve.predlog import Rows, encode_rows_chunk, read_chunk
+
+    ts, routes = np.array([1.5, 2.5]), np.array([0, 1], dtype=np.uint8)
+    rows = Rows(["Horsepower", "Maker"], [[130.0, None], ["ford", None]])
+    scores = np.array([[0.2, 0.3, 0.5], [0.6, 0.3, 0.1]], dtype=np.float32)
+    blob = b"".join(bytes(memoryview(b)) for b in encode_rows_chunk(ts, routes, rows, scores))
+    stream = io.BytesIO(blob + blob)
+    for _ in range(2):
+        got = read_chunk(stream)
+        np.testing.assert_array_equal(got[0], ts)
+        np.testing.assert_array_equal(got[1], routes)
+        assert got[2] == rows
+        np.testing.assert_array_equal(got[3], scores)
+    assert read_chunk(stream) is None
+    with pytest.raises(ValueError, match="truncated chunk"):
+        read_chunk(io.BytesIO(blob[:-1]))
