@@ -381,3 +381,49 @@ def test_rows_chunk_round_trips_and_rejects_damage():
     assert read_chunk(stream) is None
     with pytest.raises(ValueError, match="truncated chunk"):
         read_chunk(io.BytesIO(blob[:-1]))
+
+
+@pytest.mark.slow
+def test_openapi_fuzz_of_a_table_server_finds_no_server_error(model_files, tmp_path):
+    """schemathesis against the documented routes of a table model's server (the /predict body
+    is the table kind's): no 5xx, every answer as documented, invalid data rejected."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from mlproject.serve.client import count_5xx
+    from mlproject.serve.process import ServerProcess
+
+    checks = (
+        "not_a_server_error,status_code_conformance,content_type_conformance,"
+        "response_schema_conformance,negative_data_rejection"
+    )
+    with ServerProcess(*model_files) as server:
+        out = subprocess.run(
+            [
+                str(Path(sys.executable).parent / "schemathesis"),
+                "run",
+                f"{server.url}/openapi.json",
+                "--checks",
+                checks,
+                "--max-examples",
+                "25",
+                "--seed",
+                "1",
+                "--phases",
+                "examples,coverage,fuzzing",
+                "--generation-database",
+                "none",
+                "--request-timeout",
+                "10",
+                "--no-color",
+                "--report-dir",
+                str(tmp_path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            cwd=tmp_path,
+        )
+        assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-2000:]
+        assert count_5xx(server.url) == 0

@@ -20,7 +20,7 @@ from starlette.responses import Response
 from .encoding import JSON_TYPE
 from .errors import RequestError
 from .model import Model
-from .openapi import PREDICT_DOC, PREDICT_RESPONSE
+from .openapi import PREDICT_RESPONSE
 
 
 async def read_form(
@@ -102,7 +102,8 @@ def add_routes(app: FastAPI) -> None:
         tags=["Friendly API"],
         summary="Classify items: image files or pixel arrays; table rows (JSON) or a CSV file",
         responses=PREDICT_RESPONSE,
-        openapi_extra=PREDICT_DOC,
+        # The body is the kind's: image files or pixel arrays, table rows or CSV files.
+        openapi_extra=app.state.server.model.kind.predict_doc,
     )
     app.add_api_route(
         "/model",

@@ -138,33 +138,21 @@ PREDICT_DOC = {
                     "type": "object",
                     "required": ["files"],
                     "properties": {
-                        "files": {
-                            "type": "array",
-                            "items": {"type": "string", "format": "binary"},
-                            "description": "image files (an image model), or CSV files with a "
-                            "header row (a table model)",
-                        }
+                        "files": {"type": "array", "items": {"type": "string", "format": "binary"}}
                     },
                 }
             },
             JSON_TYPE: {
                 "schema": {
                     "type": "object",
-                    "description": "`instances` for an image model, `rows` for a table model "
-                    "(GET /v2/models/{name} lists its columns)",
+                    "required": ["instances"],
                     "properties": {
                         "instances": {
                             "type": "array",
                             "description": "images as pixel arrays, values 0..255: [height][width] "
                             "(grayscale) or [height][width][channels] (channels 1, 3 or 4)",
                             "items": {"type": "array"},
-                        },
-                        "rows": {
-                            "type": "array",
-                            "description": "table rows, one object per row: column -> number, "
-                            "string or null (missing)",
-                            "items": {"type": "object"},
-                        },
+                        }
                     },
                 },
                 "example": {"instances": [[[0, 255], [255, 0]]]},

@@ -14,6 +14,7 @@ The serving protocol every kind's `serving` module answers (mlproject.serve asks
       .read_predict(request, max_batch) -> (names, feed, n, logged)    (async)
                                 a /predict body -> one name per item, the feed, ...
       .batch_items(path, batch) -> iterator of (ids, feed, n)  `make predict`'s input
+      .predict_doc              /predict's request body, for the OpenAPI document
       .nan_literals             whether /infer's JSON may hold NaN (JSON has none; tritonclient
                                 writes it for np.nan), read by a slower parser when present
       .log_options()            keyword arguments of serve.predlog.PredictionLog
@@ -36,6 +37,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ...core.preprocess import ImageError, InputSpec, normalize, open_image, to_pixels
 from ...serve.errors import RequestError
+from ...serve.openapi import PREDICT_DOC
 from ...serve.parsing import INT_ONLY, check_shape, tensor_data
 
 # Decoding is bounded before it starts: a small PNG can declare a huge canvas.
@@ -89,6 +91,7 @@ def _unreadable(name: str, data: bytes, exc: BaseException | None) -> str:
 
 class ImagesServing:
     nan_literals = False  # JSON's NaN is not a pixel value: a request with one is invalid JSON
+    predict_doc = PREDICT_DOC  # /predict's request body in the OpenAPI document
 
     def __init__(self, spec: InputSpec, inputs: list):
         self.spec = spec

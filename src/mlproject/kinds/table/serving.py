@@ -150,9 +150,46 @@ def category_text(text: str) -> str:
     return category_value(value) if math.isfinite(value) else text
 
 
+PREDICT_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["files"],
+                    "properties": {
+                        "files": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": "CSV files with a header row naming the columns",
+                        }
+                    },
+                }
+            },
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["rows"],
+                    "properties": {
+                        "rows": {
+                            "type": "array",
+                            "description": "one object per row: column -> number, string or "
+                            "null (missing); GET /v2/models/{name} lists the columns",
+                            "items": {"type": "object"},
+                        }
+                    },
+                }
+            },
+        },
+    }
+}
+
+
 class TableServing:
     # tritonclient writes np.nan as the NaN literal in JSON mode: read it as a missing number.
     nan_literals = True
+    predict_doc = PREDICT_DOC
 
     def __init__(self, spec: dict[str, Any], inputs: list):
         self.spec = spec
