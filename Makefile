@@ -192,6 +192,14 @@ IMAGE ?= mlproject-serve:latest
 serve: install ## Serve the ONNX model on HOST:PORT (127.0.0.1:8000)
 	python -m mlproject.serve --model $(MODEL) --card $(CARD) --host $(HOST) --port $(PORT)
 
+# Batch scoring with onnxruntime and the card only (no PyTorch): a folder of images or one image,
+# or a CSV/Parquet table; one row per item (id, class, probability). MODEL, CARD as for serve.
+OUTPUT ?= reports/predictions.csv
+.PHONY: predict
+predict: install ## Batch scoring: INPUT=<file or folder> OUTPUT=<csv>
+	@test -n "$(INPUT)" || { echo "error: give INPUT=<file or folder> (and OUTPUT=<csv>)" >&2; exit 2; }
+	python -m mlproject.serve.predict --input "$(INPUT)" --output "$(OUTPUT)" --model $(MODEL) --card $(CARD)
+
 # Without a Docker engine it prints the command to run where one is.
 .PHONY: docker-build
 docker-build: ## Build the serving image (IMAGE)

@@ -19,6 +19,15 @@ servers against each other) shows the noise floor next to the cost.
 Then startup-to-ready time, resident memory, and the checks against the targets. Bounded: it
 stops by itself (about 6 minutes with the defaults).
 
+The table case (issue 20): /infer with a 1-row table request (one input per column) against a
+hand-written Starlette + orjson + onnxruntime server for the same ONNX file
+(benchmarks/peer_table_server.py), at 1, 8 and 32 connections, rounds interleaved as above. The
+model is --table-model/--table-card, else models/ when its card is a table's, else the tests'
+fixture model (tests/serve_table_model.py: four columns, LabelEncoder + one-hot, MatMul,
+Softmax). `--table-only` runs this case alone (no pipeline outputs or PyTorch needed):
+
+    python benchmarks/serve.py --table-only [--rounds 3] [--duration 2]
+
 Needs the pipeline's outputs (models/model.onnx, models/model_card.json, outputs/model.pt:
 `make repro`) and `wrk` (Debian/Ubuntu: apt-get install wrk).
 
@@ -50,6 +59,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CONCURRENCY = (1, 8, 32)
 PEER = "hand-written peer"
 PEER_FILE = "benchmarks/peer_server.py: Starlette + orjson + onnxruntime"
+TABLE_INFER, TABLE_PEER = "/v2 infer (table)", "hand-written peer (table)"
+TABLE_PEER_FILE = "benchmarks/peer_table_server.py"
 BOUNDARY = "mlprojectbenchboundary"
 
 WRK_SCRIPT = """
@@ -325,7 +336,7 @@ def predlog_cost(model_path: Path, card_path: Path) -> dict[str, float]:
         )
         for _ in range(n)
     ]
-    results = [model.run(x) for x in xs]
+    results = [model.run({model.inputs[0].name: x}) for x in xs]
     with tempfile.TemporaryDirectory() as tmp:
         log = PredictionLog(
             LogConfig(
@@ -361,6 +372,114 @@ def predlog_cost(model_path: Path, card_path: Path) -> dict[str, float]:
         writer_us = (time.process_time() - start) / (20 * n) * 1e6
         appender.close()
     return {"submit_us": submit_us, "handoff_us": handoff_us, "writer_us": writer_us}
+
+
+def table_model_files(model: Path | None, card: Path | None, tmp: Path) -> tuple[Path, Path]:
+    """The table model to measure: the one given, models/ when it is a table's, else the
+    tests' fixture model built into tmp."""
+    if model is not None and card is not None:
+        return model, card
+    default = Path("models/model_card.json")
+    if default.exists() and json.loads(default.read_text())["input"].get("kind") == "table":
+        return Path("models/model.onnx"), default
+    sys.path.insert(0, str(ROOT / "tests"))
+    from serve_table_model import build
+
+    return build(tmp / "table")
+
+
+def table_infer_body(card: dict) -> bytes:
+    """One row, one [1, 1] input per column: a typical value (the training fill, the first
+    category), as a client would send it."""
+    inputs = []
+    for c in card["input"]["columns"]:
+        if c["type"] == "numeric":
+            value, datatype = round(float(c["fill"]), 3), "FP32"
+        else:
+            value, datatype = next((v for v in c["categories"] if v), "x"), "BYTES"
+        inputs.append({"name": c["name"], "shape": [1, 1], "datatype": datatype, "data": [[value]]})
+    return json.dumps({"inputs": inputs}).encode()
+
+
+def run_table(model: Path, card_path: Path, duration: int, rounds: int) -> dict:
+    """/infer with a 1-row table request vs the hand-written table peer, rounds interleaved."""
+    card = json.loads(card_path.read_text())
+    path = f"/v2/models/{card['name']}/infer"
+    body = (table_infer_body(card), "application/json")
+    peer_cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks/peer_table_server.py"),
+        "--model",
+        str(model),
+        "--card",
+        str(card_path),
+    ]
+    load = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory() as tmpdir, contextlib.ExitStack() as stack:
+        tmp = Path(tmpdir)
+        main = stack.enter_context(ServerProcess(model, card_path))
+        peer = stack.enter_context(ServerProcess(command=peer_cmd))
+        plan = [(TABLE_INFER, main), (TABLE_PEER, peer)]
+        for _, server in plan:
+            wrk(server, path, *body, 8, 1, tmp)
+        runs = {t: {c: [] for c in CONCURRENCY} for t, _ in plan}
+        for r in range(rounds):
+            for c in CONCURRENCY:
+                for title, server in plan[:: 1 if r % 2 == 0 else -1]:  # alternate the order
+                    runs[title][c].append(wrk(server, path, *body, c, duration, tmp))
+            print(f"  table round {r + 1}/{rounds} done", file=sys.stderr)
+        server_5xx = count_5xx(main.url)
+    rows = {
+        title: {c: max(rs, key=lambda r: r["rps"]) for c, rs in by_c.items()}
+        for title, by_c in runs.items()
+    }
+    for title, by_c in runs.items():
+        for c, rs in by_c.items():
+            rows[title][c] = {**rows[title][c], "errors": sum(r["errors"] for r in rs)}
+    return {
+        "model": card["name"],
+        "columns": len(card["input"]["columns"]),
+        "rows": rows,
+        "paired_rps": _paired(runs, TABLE_INFER, TABLE_PEER, "rps"),
+        "server_5xx": server_5xx,
+        "loadavg": (load, os.getloadavg()[0]),
+        "duration_s": duration,
+        "rounds": rounds,
+        "cpus": os.cpu_count(),
+    }
+
+
+def report_table(result: dict) -> str:
+    rows = result["rows"]
+    ratio = {c: rows[TABLE_INFER][c]["rps"] / rows[TABLE_PEER][c]["rps"] for c in CONCURRENCY}
+    paired = {c: float(np.median(v)) for c, v in result["paired_rps"].items()}
+    errors = sum(r["errors"] for by in rows.values() for r in by.values())
+    lines = [
+        f"Table model {result['model']} ({result['columns']} columns), /infer with a 1-row "
+        f"request (one [1, 1] input per column, JSON), best of {result['rounds']} rounds x "
+        f"{result['duration_s']} s, {result['cpus']} CPUs, load average "
+        f"{result['loadavg'][0]:.1f} -> {result['loadavg'][1]:.1f}; against the hand-written "
+        f"peer ({TABLE_PEER_FILE}: Starlette + orjson + onnxruntime), same run:",
+        f"{'':<27}" + "".join(f"{f'c={c} req/s':>11}{'p50':>7}{'p99':>7}" for c in CONCURRENCY),
+    ]
+    for title in (TABLE_INFER, TABLE_PEER):
+        lines.append(
+            f"{title:<27}"
+            + "".join(
+                f"{rows[title][c]['rps']:>11.0f}{rows[title][c]['p50_ms']:>7.2f}"
+                f"{rows[title][c]['p99_ms']:>7.2f}"
+                for c in CONCURRENCY
+            )
+        )
+    ok = min(ratio.values()) >= 0.85
+    lines += [
+        f"{'ratio (target >= 0.85)':<27}" + "".join(f"{ratio[c]:>25.2f}" for c in CONCURRENCY),
+        f"{'  (median of paired rounds)':<27}"
+        + "".join(f"{paired[c]:>25.2f}" for c in CONCURRENCY),
+        f"table infer/peer req/s: {'ok' if ok else 'MISSED'}; errors (wrk: socket + non-2xx) "
+        f"{errors}; 5xx counted by the server {result['server_5xx']:.0f}",
+    ]
+    return "\n".join(lines)
 
 
 def report(result: dict) -> str:
@@ -521,10 +640,22 @@ def main() -> int:
         help="rounds of the logging on/off comparison (4 servers x 3 concurrencies each)",
     )
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--table-model", type=Path, help="a table model (default: see above)")
+    parser.add_argument("--table-card", type=Path, help="its card")
+    parser.add_argument("--table-only", action="store_true", help="run the table case alone")
+    parser.add_argument("--no-table", dest="table", action="store_false", help="skip it")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("error: wrk not found; install it (apt-get install wrk)", file=sys.stderr)
         return 2
+    if args.table_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            files = table_model_files(args.table_model, args.table_card, Path(tmp))
+            table = run_table(*files, args.duration, args.rounds)
+        print(report_table(table))
+        if args.json:
+            args.json.write_text(json.dumps({"table": table}, indent=2) + "\n")
+        return 0
     for path in (args.model, args.card, args.checkpoint):
         if not path.exists():
             print(f"error: {path} not found; run `make repro` first", file=sys.stderr)
@@ -539,6 +670,11 @@ def main() -> int:
         args.log_rounds,
     )
     print(report(result))
+    if args.table:
+        with tempfile.TemporaryDirectory() as tmp:
+            files = table_model_files(args.table_model, args.table_card, Path(tmp))
+            result["table"] = run_table(*files, args.duration, args.rounds)
+        print("\n" + report_table(result["table"]))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0

@@ -163,15 +163,18 @@ def test_requests_ready_together_share_one_run(pipeline_repo):
     runs = []
     batcher = Batcher(model, max_rows=8, on_run=lambda s, rows: runs.append(rows))
     xs = [
-        np.random.default_rng(i).standard_normal((n, 1, 8, 8)).astype(np.float32)
+        {"input": np.random.default_rng(i).standard_normal((n, 1, 8, 8)).astype(np.float32)}
         for i, n in enumerate([1, 2, 1, 3, 1, 1, 4])
     ]
 
+    def run(x):
+        return batcher.run(x, len(x["input"]))
+
     async def burst():
-        await batcher.run(xs[0])  # a lone request runs at once...
+        await run(xs[0])  # a lone request runs at once...
         lone = list(runs)
-        await asyncio.gather(batcher.run(xs[0]), batcher.run(xs[1]))  # ...this turn had two
-        return lone, await asyncio.gather(*(batcher.run(x) for x in xs))
+        await asyncio.gather(run(xs[0]), run(xs[1]))  # ...this turn had two
+        return lone, await asyncio.gather(*(run(x) for x in xs))
 
     lone, results = asyncio.run(burst())
     assert lone == [1]
@@ -290,7 +293,10 @@ def test_prediction_log_rotates_within_bounds(pipeline_repo, tmp_path):
     x = normalize(pixels, model.spec.mean, model.spec.std)
     for i in range(60):
         log.submit(
-            "predict" if i % 2 else "infer", pixels if i % 2 else x, i % 2 == 0, model.run(x)
+            "predict" if i % 2 else "infer",
+            pixels if i % 2 else x,
+            i % 2 == 0,
+            model.run({"input": x}),
         )
     log.close()
     files = rotated_names(tmp_path, 2)

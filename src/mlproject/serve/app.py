@@ -13,6 +13,7 @@ import os
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -47,31 +48,28 @@ class Server:
     batcher: Batcher | None = None
     _logits_index: int = field(default=0)
 
-    async def infer(self, api: str, x: np.ndarray, pixels: np.ndarray | None = None):
-        """The model's outputs for the float32 batch x, observed in metrics and the prediction
-        log (with the uint8 pixels when the caller has them, else x is un-normalized there)."""
+    async def infer(self, api: str, feed: dict[str, np.ndarray], n: int, logged: Any = None):
+        """The model's outputs for the feed's n rows (as the kind decoded them), observed in
+        metrics and the prediction log (`logged`: what the kind has the log record of them)."""
         mode = self.settings.inference
         if mode == "batch":
-            results = await self.batcher.run(x)
+            results = await self.batcher.run(feed, n)
         elif mode == "inline":
-            results, seconds = self._timed_run(x)
-            self.metrics.observe_run(seconds, len(x))
+            results, seconds = self._timed_run(feed)
+            self.metrics.observe_run(seconds, n)
         else:  # metrics are observed on the event loop's thread, not the worker's
-            results, seconds = await run_in_threadpool(self._timed_run, x)
-            self.metrics.observe_run(seconds, len(x))
+            results, seconds = await run_in_threadpool(self._timed_run, feed)
+            self.metrics.observe_run(seconds, n)
         # argmax of logits equals argmax of probabilities: no softmax on the hot path.
         predicted = results[self._logits_index].argmax(axis=1)
         self.metrics.observe_items(api, predicted, self.model.classes)
         if self.predlog is not None:
-            if pixels is None:
-                self.predlog.submit(api, x, True, results)
-            else:
-                self.predlog.submit(api, pixels, False, results)
+            self.model.kind.submit_log(self.predlog, api, logged, results)
         return results
 
-    def _timed_run(self, x: np.ndarray) -> tuple[list[np.ndarray], float]:
+    def _timed_run(self, feed: dict[str, np.ndarray]) -> tuple[list[np.ndarray], float]:
         start = time.perf_counter()
-        results = self.model.run(x)
+        results = self.model.run(feed)
         return results, time.perf_counter() - start
 
 
@@ -183,11 +181,10 @@ def create_app(settings: Settings | None = None, model: Model | None = None) -> 
                 keep=settings.prediction_log_files,
                 scores_are_logits=scores_are_logits,
             ),
-            mean=model.spec.mean,
-            std=model.spec.std,
             scores_index=scores_index,
             on_written=metrics.predlog_records.inc,
             on_dropped=metrics.predlog_dropped.inc,
+            **model.kind.log_options(),
         )
         try:
             server.predlog.check()
@@ -215,7 +212,7 @@ def create_app(settings: Settings | None = None, model: Model | None = None) -> 
         title=f"{model.name} inference server",
         version=__version__,
         lifespan=lifespan,
-        description="Open Inference Protocol (KServe V2 / Triton) and a friendly image API "
+        description="Open Inference Protocol (KServe V2 / Triton) and a friendly API "
         f"for the ONNX model `{model.name}` (sha256 {model.card['sha256'][:12]}).",
     )
     app.state.server = server

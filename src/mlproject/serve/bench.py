@@ -11,9 +11,11 @@ from fastapi import FastAPI, Request
 from starlette.responses import Response
 
 from .encoding import JSON_TYPE, encode_infer_response, response_headers
-from .model import Model
+from .model import V2_TO_NUMPY, Model
 from .parsing import InferRequest, requested_outputs
 from .protocol import AsgiRoute, read_body
+
+DTYPES = {**V2_TO_NUMPY, "BYTES": object}
 
 
 class ConstantEndpoint:
@@ -33,18 +35,23 @@ class ConstantEndpoint:
 
 class FloorEndpoint:
     """The benchmark's floor (BENCH_ENDPOINT=1): the least work any JSON /infer must do on this
-    stack, and nothing else. It decodes the JSON, builds the tensor, runs the model once and
-    encodes both outputs, but checks nothing, batches nothing and counts nothing. /infer cannot
-    be faster than this row; the gap between it and the constant endpoint is the model's share."""
+    stack, and nothing else. It decodes the JSON, builds the tensors (one per input), runs the
+    model once and encodes both outputs, but checks nothing, batches nothing and counts
+    nothing. /infer cannot be faster than this row; the gap between it and the constant endpoint
+    is the model's share."""
 
     def __init__(self, model: Model):
         self.model = model
         self.version = model.version
+        self.dtypes = {t.name: DTYPES.get(t.datatype, object) for t in model.inputs}
 
     async def __call__(self, scope, receive, send) -> None:
-        tensor = orjson.loads(await read_body(receive))["inputs"][0]
-        x = np.asarray(tensor["data"], dtype=np.float32).reshape(tensor["shape"])
-        results = self.model.run(x)
+        tensors = orjson.loads(await read_body(receive))["inputs"]
+        feed = {
+            t["name"]: np.asarray(t["data"], dtype=self.dtypes[t["name"]]).reshape(t["shape"])
+            for t in tensors
+        }
+        results = self.model.run(feed)
         content = orjson.dumps(
             {
                 "model_name": self.model.name,
@@ -66,10 +73,9 @@ def add_bench_routes(app: FastAPI, model: Model) -> None:
     serve, made like the inference route), POST /bench/floor (the least model work on the same
     route) and POST /bench/constant-fastapi (the constant from an ordinary FastAPI route, for
     comparison). None is in the OpenAPI schema."""
-    x = np.zeros([1, *model.input.shape[1:]], dtype=np.float32)
-    content, _ = encode_infer_response(
-        model, InferRequest(x=x, outputs=requested_outputs({}, {}, model)), model.run(x)
-    )
+    feed = model.kind.warmup(1)
+    request = InferRequest(feed, 1, None, requested_outputs({}, {}, model))
+    content, _ = encode_infer_response(model, request, model.run(feed))
     # First in the route list: matched before anything else, /infer included.
     for path, endpoint in (
         ("/bench/constant", ConstantEndpoint(content)),

@@ -1,8 +1,10 @@
 """The served model: one onnxruntime session per process, described by the export stage's card.
 
 Loading checks that the ONNX file is the one the card describes (sha256), reads input and output
-names, datatypes and shapes from the session itself, and runs a warm-up so the first request
-does not pay for memory-arena growth.
+names, datatypes and shapes from the session itself, binds the data kind's serving side
+(`mlproject.kinds.for_spec(card["input"]).serving.bind`: it checks the inputs and decodes
+requests; see mlproject.kinds.images.serving for the protocol) and runs a warm-up so the first
+request does not pay for memory-arena growth.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from ..core.preprocess import InputSpec
+from .. import kinds
 
 # ONNX element type strings (as onnxruntime reports them) -> Open Inference Protocol datatypes.
 ORT_TO_V2 = {
@@ -32,6 +34,7 @@ ORT_TO_V2 = {
     "tensor(uint8)": "UINT8",
     "tensor(uint16)": "UINT16",
     "tensor(bool)": "BOOL",
+    "tensor(string)": "BYTES",
 }
 V2_TO_NUMPY = {
     "FP32": np.dtype("<f4"),
@@ -68,23 +71,22 @@ class Model:
     session: ort.InferenceSession
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
-    spec: InputSpec
+    kind: Any  # the data kind's serving side, bound to this model (see load_model)
     threads: int
     load_seconds: float = 0.0
     output_index: dict[str, int] = field(default_factory=dict)
     # What run() hands onnxruntime, worked out once (its wrapper would rebuild the list per run).
-    _input_name: str = field(init=False, repr=False)
     _output_names: list[str] = field(init=False, repr=False)
     output_names: tuple[str, ...] = field(init=False, repr=False)
-    # [1, C, H, W]: the shape of a one-item request, the usual one (None: dynamic sizes).
-    one_item_shape: list[int] | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._input_name = self.inputs[0].name
         self._output_names = [t.name for t in self.outputs]
         self.output_names = tuple(self._output_names)
-        rest = self.inputs[0].shape[1:]
-        self.one_item_shape = [1, *rest] if all(d >= 0 for d in rest) else None
+
+    @property
+    def spec(self) -> Any:
+        """The kind's parsed input spec (images: core.preprocess.InputSpec; a table: the dict)."""
+        return self.kind.spec
 
     # Read on every request: worked out once.
     @cached_property
@@ -100,13 +102,10 @@ class Model:
     def classes(self) -> list[str]:
         return self.card["classes"]
 
-    @cached_property
-    def input(self) -> TensorSpec:
-        return self.inputs[0]
-
-    def run(self, x: np.ndarray) -> list[np.ndarray]:
-        """All outputs for a float32 batch [N, C, H, W], in `self.outputs` order."""
-        return self.session.run(self._output_names, {self._input_name: x})
+    def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """All outputs for a feed (input name -> batch, as the kind decodes requests), in
+        `self.outputs` order."""
+        return self.session.run(self._output_names, feed)
 
     @property
     def logits_index(self) -> int:
@@ -135,7 +134,7 @@ class Model:
             "name": self.name,
             "versions": [self.version],
             "platform": "onnxruntime_onnx",
-            "inputs": [t.to_json() for t in self.inputs],
+            "inputs": [t.to_json() for t in self.kind.inputs],
             "outputs": [t.to_json() for t in self.outputs],
         }
 
@@ -196,22 +195,21 @@ def load_model(
         raise ModelLoadError(f"{model_path}: onnxruntime cannot load it ({exc})") from None
     inputs = [_tensor_spec(n) for n in session.get_inputs()]
     outputs = [_tensor_spec(n) for n in session.get_outputs()]
-    if len(inputs) != 1 or inputs[0].datatype != "FP32" or len(inputs[0].shape) != 4:
-        raise ModelLoadError(
-            f"{model_path}: expected one FP32 input [N, C, H, W], got "
-            f"{[t.to_json() for t in inputs]}"
-        )
+    try:
+        bound = kinds.for_spec(card["input"]).serving.bind(card, inputs)
+    except (ValueError, KeyError, TypeError) as exc:
+        detail = f"no {exc} in the card's input" if isinstance(exc, KeyError) else exc
+        raise ModelLoadError(f"{model_path}: {detail}") from None
     model = Model(
         card=card,
         session=session,
         inputs=inputs,
         outputs=outputs,
-        spec=InputSpec.from_card(card),
+        kind=bound,
         threads=threads,
         output_index={t.name: i for i, t in enumerate(outputs)},
     )
-    spec = model.spec
     for n in warmup_batches:
-        model.run(np.zeros([n, spec.channels, spec.height, spec.width], dtype=np.float32))
+        model.run(bound.warmup(n))
     model.load_seconds = time.perf_counter() - start
     return model

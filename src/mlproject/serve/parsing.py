@@ -11,7 +11,7 @@ names the field it rejects (`inputs[0].shape`), as the protocol's `{"error": ...
 
 from __future__ import annotations
 
-import math
+import json
 import warnings
 import zlib
 from collections.abc import Sequence
@@ -22,7 +22,7 @@ import numpy as np
 import orjson
 
 from .errors import RequestError
-from .model import V2_TO_NUMPY, Model
+from .model import Model
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,9 @@ class RequestedOutput:
 
 @dataclass
 class InferRequest:
-    x: np.ndarray  # float32 [N, C, H, W]
+    feed: dict[str, np.ndarray]  # the ONNX feed, input name -> array, built by the kind
+    n: int  # rows (items) in the batch
+    logged: Any  # what the prediction log records of it (the kind's choice)
     outputs: Sequence[RequestedOutput]
     id: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
@@ -44,7 +46,7 @@ class InferRequest:
 # cast says nothing more (np.errstate would silence it, at the cost of half the array's build).
 warnings.filterwarnings("ignore", "overflow encountered in cast", RuntimeWarning, __name__)
 
-_INT_ONLY = frozenset([int])
+INT_ONLY = frozenset([int])
 _DEFAULT_OUTPUTS: dict[tuple[tuple[str, ...], bool], tuple[RequestedOutput, ...]] = {}
 
 
@@ -90,15 +92,20 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     return body[:n], body[n:]
 
 
-def _load_json(text: bytes, what: str) -> Any:
+def _load_json(text: bytes, what: str, kind: Any = None) -> Any:
     try:
         # orjson also rejects NaN and Infinity literals, which JSON does not allow.
         return orjson.loads(text)
     except orjson.JSONDecodeError as exc:
+        if kind is not None and kind.nan_literals:  # NaN is a missing value for this kind
+            try:
+                return json.loads(text)
+            except (ValueError, UnicodeDecodeError):
+                pass
         raise RequestError(400, f"{what}: invalid JSON ({exc})") from None
 
 
-def _tensor_data(
+def tensor_data(
     tensor: dict, where: str, count: int, dtype: np.dtype, binary: bytes, offset: int
 ) -> tuple[np.ndarray, int]:
     """The tensor's values (flat), from `data` or from the binary section; new offset."""
@@ -143,9 +150,9 @@ def _tensor_data(
     return values, offset
 
 
-def _check_shape(shape: Any, where: str, spec: list[int], max_batch: int) -> None:
+def check_shape(shape: Any, where: str, spec: list[int], max_batch: int) -> None:
     # JSON numbers parse to int, float or bool (not an int here): compare types exactly.
-    if type(shape) is not list or not _INT_ONLY.issuperset(map(type, shape)):
+    if type(shape) is not list or not INT_ONLY.issuperset(map(type, shape)):
         raise RequestError(400, f"{where}.shape: expected an array of integers")
     if len(shape) != len(spec) or any(
         d >= 0 and s != d for s, d in zip(shape[1:], spec[1:], strict=True)
@@ -161,7 +168,7 @@ def _check_shape(shape: Any, where: str, spec: list[int], max_batch: int) -> Non
 
 
 def parse_infer_request(header: bytes, binary: bytes, model: Model, max_batch: int) -> InferRequest:
-    req = _load_json(header, "request body")
+    req = _load_json(header, "request body", model.kind)
     if type(req) is not dict:
         raise RequestError(400, "request body: expected a JSON object with 'inputs'")
     request_id = req.get("id")
@@ -175,44 +182,14 @@ def parse_infer_request(header: bytes, binary: bytes, model: Model, max_batch: i
     inputs = req.get("inputs")
     if type(inputs) is not list or not inputs:
         raise RequestError(400, "inputs: expected a non-empty array of tensors")
-    spec = model.input
-    x, offset = None, 0
-    for i, tensor in enumerate(inputs):
-        if type(tensor) is not dict:
-            raise RequestError(
-                400, f"inputs[{i}]: expected an object with name, shape, datatype, data"
-            )
-        name = tensor.get("name")
-        if name != spec.name:
-            raise RequestError(
-                400, f"inputs[{i}].name: unknown input {name!r}; the model takes {spec.name!r}"
-            )
-        if x is not None:
-            raise RequestError(400, f"inputs[{i}].name: input {name!r} given twice")
-        datatype = tensor.get("datatype")
-        if datatype != spec.datatype:
-            raise RequestError(
-                400, f"inputs[{i}].datatype: expected {spec.datatype}, got {datatype!r}"
-            )
-        shape = tensor.get("shape")
-        # The usual request, checked in two steps: one item of the model's own size.
-        if shape != model.one_item_shape or not _INT_ONLY.issuperset(map(type, shape)):
-            _check_shape(shape, f"inputs[{i}]", spec.shape, max_batch)
-        values, offset = _tensor_data(
-            tensor, f"inputs[{i}]", math.prod(shape), V2_TO_NUMPY[datatype], binary, offset
-        )
-        # A float64 sum is finite exactly when every value is (float32 sums cannot overflow
-        # it; NaN and infinities propagate), at half the cost of isfinite().all().
-        if not math.isfinite(values.sum(dtype=np.float64)):
-            raise RequestError(400, f"inputs[{i}].data: contains NaN or infinity")
-        x = values.reshape(shape)
+    feed, n, logged, offset = model.kind.decode_infer(inputs, binary, max_batch)
     if offset != len(binary):
         raise RequestError(
             400,
             f"request body: {len(binary) - offset} bytes of binary data "
             "beyond the tensors' binary_data_size",
         )
-    return InferRequest(x, requested_outputs(req, params, model), request_id, params)
+    return InferRequest(feed, n, logged, requested_outputs(req, params, model), request_id, params)
 
 
 def requested_outputs(req: dict, params: dict, model: Model) -> Sequence[RequestedOutput]:

@@ -114,7 +114,7 @@ class InferEndpoint:
         body = decode_body(await read_body(receive), encoding, settings.max_body_bytes)
         header, binary = split_body(body, header_length)
         req = parse_infer_request(header, binary, model, settings.max_batch)
-        results = await server.infer("infer", req.x)
+        results = await server.infer("infer", req.feed, req.n, req.logged)
         content, json_length = encode_infer_response(model, req, results)
         headers = response_headers(content, json_length)
         await send({"type": "http.response.start", "status": 200, "headers": headers})

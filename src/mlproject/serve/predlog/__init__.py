@@ -35,12 +35,15 @@ stays under PREDICTION_LOG_MAX_BYTES. A record:
 
 `features` are computed on the model-sized uint8 pixels: for /predict the preprocessed image
 before normalization, for /infer the tensor un-normalized with the card's mean and std.
+A table's record has the raw row instead (`submit_rows`, a rows chunk in wire.py):
+`"features": {"Horsepower": 130.0, "Origin": "USA", "Cylinders": null, ...}`, a number, a string
+or null (missing) per column, as the client sent it.
 """
 
 from __future__ import annotations
 
 from .queue import PredictionLog
-from .wire import encode_chunk, read_chunk
+from .wire import Rows, encode_chunk, encode_rows_chunk, read_chunk
 from .writer import FILE_NAME, LineFormatter, LogConfig, RotatingAppender, rotated_names
 
 __all__ = [
@@ -49,7 +52,9 @@ __all__ = [
     "LogConfig",
     "PredictionLog",
     "RotatingAppender",
+    "Rows",
     "encode_chunk",
+    "encode_rows_chunk",
     "read_chunk",
     "rotated_names",
 ]

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .wire import ROUTE_CODES, encode_chunk, write_all
+from .wire import ROUTE_CODES, Rows, encode_chunk, encode_rows_chunk, write_all
 from .writer import FILE_NAME, LogConfig
 
 FLUSH_INTERVAL = 0.1  # seconds between the hand-off thread's wake-ups
@@ -30,7 +30,7 @@ class Pending(NamedTuple):
 
     ts: float
     route: int  # a code of wire.ROUTES
-    x: np.ndarray  # the model's input, [n, C, H, W]
+    x: np.ndarray | dict  # images: the model's input [n, C, H, W]; a table: its feed (columns)
     normalized: bool  # float input to un-normalize (/infer), or uint8 pixels already (/predict)
     scores: np.ndarray  # [n, K]
 
@@ -42,14 +42,15 @@ class PredictionLog:
         self,
         config: LogConfig,
         *,
-        mean: tuple[float, ...],
-        std: tuple[float, ...],
         scores_index: int,
+        mean: tuple[float, ...] = (0.0,),
+        std: tuple[float, ...] = (1.0,),
         queue_size: int = 100_000,
         on_written: Callable[[int], None] | None = None,
         on_dropped: Callable[[int], None] | None = None,
     ):
-        """`config`: what the writer process needs; mean and std un-normalize /infer's tensors;
+        """`config`: what the writer process needs; mean and std un-normalize /infer's image
+        tensors (a table's rows are logged as sent);
         scores_index: which of the model's outputs is logged as class scores; on_written and
         on_dropped count records (called from the hand-off thread and the request path)."""
         self.config = replace(
@@ -112,6 +113,20 @@ class PredictionLog:
         if n == HIGH_WATER:  # once per crossing, not per record
             self.wake.set()
 
+    def submit_rows(self, route: str, feed: dict, results: list[np.ndarray]) -> None:
+        """Like submit, for a table: `feed` holds one [n, 1] array per column (float32, NaN for
+        missing; strings, "" for missing), logged as the raw row."""
+        pending = self.pending
+        n = len(pending)
+        if n >= self.queue_size or self.broken:
+            self.on_dropped(len(results[self.scores_index]))
+            return
+        pending.append(
+            Pending(time.time(), ROUTE_CODES[route], feed, False, results[self.scores_index])
+        )
+        if n == HIGH_WATER:
+            self.wake.set()
+
     def close(self, timeout: float = 30.0) -> None:
         """Write everything submitted so far, then stop the thread and the writer process."""
         if self.thread is None:
@@ -147,12 +162,15 @@ class PredictionLog:
             self._send([pending.popleft() for _ in range(n)])
 
     def _send(self, entries: list[Pending]) -> None:
-        items = sum(len(e.x) for e in entries)
+        items = sum(len(e.scores) for e in entries)
         if self.broken:
             self.on_dropped(items)
             return
         try:
-            buffers = [b for group in self.groups(entries) for b in encode_chunk(*group)]
+            if type(entries[0].x) is dict:  # table rows: their own chunk form
+                buffers = encode_rows_chunk(*self.rows_group(entries))
+            else:
+                buffers = [b for group in self.groups(entries) for b in encode_chunk(*group)]
         except Exception as exc:  # a bug here must not take the server down: count, go on
             print(f"prediction log: {items} records not logged ({exc!r})", file=sys.stderr)
             self.on_dropped(items)
@@ -209,3 +227,21 @@ class PredictionLog:
             pixels[~rows] = x[~rows]
         scores = np.concatenate([e.scores for e in entries])
         return np.asarray(ts, dtype=np.float64), np.asarray(routes, dtype=np.uint8), pixels, scores
+
+    @staticmethod
+    def rows_group(entries: list[Pending]) -> tuple:
+        """(ts, routes, Rows, scores) of table requests: each column's values as the client
+        sent them (NaN and "" back to None: missing)."""
+        counts = [len(e.scores) for e in entries]
+        ts = np.repeat([e.ts for e in entries], counts)
+        routes = np.repeat([e.route for e in entries], counts)
+        names = list(entries[0].x)
+        values = []
+        for name in names:
+            column = np.concatenate([e.x[name] for e in entries]).reshape(-1)
+            if column.dtype.kind == "f":
+                values.append([None if v != v else v for v in column.astype(np.float64).tolist()])
+            else:
+                values.append([v or None for v in column.tolist()])
+        scores = np.concatenate([e.scores for e in entries])
+        return ts, routes.astype(np.uint8), Rows(names, values), scores

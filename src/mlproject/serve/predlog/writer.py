@@ -19,7 +19,7 @@ from typing import BinaryIO
 import numpy as np
 
 from ...monitor.features import FEATURES, image_features
-from .wire import ROUTES, read_chunk
+from .wire import ROUTES, Rows, read_chunk
 
 FILE_NAME = "predictions.jsonl"
 
@@ -102,6 +102,7 @@ class LineFormatter:
             f'"model": {json.dumps(config.model_name)}, '
             f'"model_sha256": {json.dumps(config.model_sha256)}'
         )
+        self.head = head
         self.template = (
             '{"ts": %.6f, '
             + head
@@ -116,20 +117,49 @@ class LineFormatter:
         self.route_names = np.array(ROUTES, dtype=object)
         self.logits = config.scores_are_logits
 
-    def text(
-        self, ts: np.ndarray, routes: np.ndarray, pixels: np.ndarray, scores: np.ndarray
-    ) -> str:
-        """The lines of n items: float64 timestamps [n], route codes [n], uint8 pixels
-        [n, C, H, W] and class scores [n, K]."""
-        n = len(ts)
-        if n == 0:
-            return ""
-        features = image_features(pixels)
+    def predictions(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted class index and its probability per item."""
         if self.logits:
             z = np.exp(scores - scores.max(axis=1, keepdims=True))
             scores = z / z.sum(axis=1, keepdims=True)
         predicted = scores.argmax(axis=1)
-        confidence = scores[np.arange(n), predicted].astype(np.float64)
+        return predicted, scores[np.arange(len(scores)), predicted].astype(np.float64)
+
+    def rows_text(self, ts: np.ndarray, routes: np.ndarray, rows: Rows, scores: np.ndarray) -> str:
+        """A table's lines: `features` is the raw row, column -> number, string or null."""
+        predicted, confidence = self.predictions(scores)
+        numbers = [bool(v) and any(isinstance(x, float) for x in v) for v in rows.values]
+        # float32 as sent: 7 significant digits give back the number the client wrote.
+        columns = [
+            [None if x is None else float(f"{x:.7g}") for x in v] if is_number else v
+            for v, is_number in zip(rows.values, numbers, strict=True)
+        ]
+        lines = []
+        for i, t in enumerate(ts.tolist()):
+            c = float(confidence[i])
+            lines.append(
+                f'{{"ts": {t:.6f}, {self.head}, "route": "{ROUTES[routes[i]]}", "features": '
+                + json.dumps(
+                    {name: col[i] for name, col in zip(rows.columns, columns, strict=True)}
+                )
+                + f', "predicted": {self.class_json[predicted[i]]}, "confidence": '
+                + (f"{c:.6g}" if np.isfinite(c) else "null")
+                + "}\n"
+            )
+        return "".join(lines)
+
+    def text(
+        self, ts: np.ndarray, routes: np.ndarray, pixels: np.ndarray | Rows, scores: np.ndarray
+    ) -> str:
+        """The lines of n items: float64 timestamps [n], route codes [n], uint8 pixels
+        [n, C, H, W] (or a table's Rows) and class scores [n, K]."""
+        n = len(ts)
+        if n == 0:
+            return ""
+        if isinstance(pixels, Rows):
+            return self.rows_text(ts, routes, pixels, scores)
+        features = image_features(pixels)
+        predicted, confidence = self.predictions(scores)
         conf: list = confidence.tolist()
         template = self.template_finite
         if not np.isfinite(confidence).all():
