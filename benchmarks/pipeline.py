@@ -123,9 +123,9 @@ def training_loop(repo: Path) -> tuple[float, float, float]:
     import torch.nn.functional as F
 
     from mlproject.core.io import read_json
+    from mlproject.kinds.images.modules import Normalizer
     from mlproject.pipeline.config import instantiate_model, load_params
     from mlproject.pipeline.data import load_split
-    from mlproject.kinds.images.modules import Normalizer
     from mlproject.pipeline.train import evaluate_split, train_one_epoch
 
     torch.manual_seed(0)

@@ -21,7 +21,12 @@ from tooling import free_port, wait_for_http
 pytestmark = pytest.mark.slow
 
 BUCKET = "mlproject"
-OUTPUTS = ("models/model.onnx", "outputs/model.pt", "reports/eval/metrics.json", "data/digits/0/0000.png")
+OUTPUTS = (
+    "models/model.onnx",
+    "outputs/model.pt",
+    "reports/eval/metrics.json",
+    "data/digits/0/0000.png",
+)
 
 
 @pytest.fixture(scope="module")

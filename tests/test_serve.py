@@ -147,7 +147,11 @@ def test_predict_matches_the_evaluate_stage(server, pipeline_repo, card):
 
 
 def test_predict_json_pixels_equal_the_file(server, pipeline_repo):
-    path = pipeline_repo / "data/digits/3" / sorted((pipeline_repo / "data/digits/3").iterdir())[0].name
+    path = (
+        pipeline_repo
+        / "data/digits/3"
+        / sorted((pipeline_repo / "data/digits/3").iterdir())[0].name
+    )
     pixels = np.asarray(Image.open(path).convert("L"))
     body, headers = multipart([(path.name, path.read_bytes())])
     by_file = json.loads(request(server, "POST", "/predict?top_k=10", body, headers)[2])

@@ -4,6 +4,7 @@ code edit; then the pipeline, the ONNX graph on raw rows, the PR report and gate
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import sys
@@ -98,6 +99,101 @@ def test_report_and_gate_on_a_branch(table_repo, tmp_path):
     report = read(repo / "reports/pr/report.json")
     assert report["metrics"], report
     assert "significance" in report
-    gate = run([sys.executable, "-m", "mlproject.report", "gate", "--base", "main"], repo, check=False)
+    gate = run(
+        [sys.executable, "-m", "mlproject.report", "gate", "--base", "main"], repo, check=False
+    )
     assert gate.returncode == 1, gate.stdout + gate.stderr
     assert "accuracy" in gate.stdout + gate.stderr
+
+
+def test_the_server_predict_and_monitor_work_on_raw_rows(table_repo, tmp_path):
+    """`make serve` on the table model with tritonclient and /predict, the release smoke test,
+    `make predict` on the CSV, then `make monitor` on the traffic the server logged."""
+    import os
+
+    import pandas as pd
+    import tritonclient.http as triton
+
+    from mlproject.ops.smoke import smoke
+    from mlproject.serve.client import request
+    from mlproject.serve.process import ServerProcess
+
+    card = read(table_repo / "models/model_card.json")
+    test = pd.read_parquet(table_repo / "outputs/prepared/test.parquet")
+    logs = tmp_path / "logs"
+    with ServerProcess(
+        table_repo / "models/model.onnx",
+        table_repo / "models/model_card.json",
+        env={"PREDICTION_LOG": str(logs)},
+        cwd=table_repo,
+    ) as server:
+        client = triton.InferenceServerClient(f"{server.host}:{server.port}")
+        meta = client.get_model_metadata(card["name"])
+        assert {i["name"]: i["datatype"] for i in meta["inputs"]} == {
+            t["name"]: t["datatype"] for t in card["input"]["inputs"]
+        }
+        rows = test.head(4)
+        inputs = []
+        for column in card["input"]["columns"]:
+            values = rows[column["name"]]
+            if column["type"] == "numeric":
+                t = triton.InferInput(column["name"], [len(rows), 1], "FP32")
+                t.set_data_from_numpy(values.to_numpy(np.float32).reshape(-1, 1))
+            else:
+                t = triton.InferInput(column["name"], [len(rows), 1], "BYTES")
+                t.set_data_from_numpy(
+                    np.array([v if v is not None else "" for v in values], dtype=object).reshape(
+                        -1, 1
+                    )
+                )
+            inputs.append(t)
+        result = client.infer(card["name"], inputs)
+        probs = result.as_numpy("probabilities")
+        assert probs.shape == (4, 3) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+
+        records = json.loads(test.drop(columns=["Origin"]).head(120).to_json(orient="records"))
+
+        def post(rows):
+            body = json.dumps({"rows": rows}).encode()
+            headers = {"Content-Type": "application/json"}
+            status, _, answer = request(server.host, server.port, "POST", "/predict", body, headers)
+            return status, answer
+
+        status, body = post(records)
+        assert status == 200, body
+        answers = json.loads(body)["predictions"]
+        assert len(answers) == 120 and all(a["class"] in card["classes"] for a in answers)
+        bad = dict(records[0])
+        del bad["Horsepower"]
+        status, body = post([bad])
+        assert status == 400 and b"Horsepower" in body
+        smoke(f"http://{server.host}:{server.port}", card, wait_s=10)
+
+    out = tmp_path / "predictions.csv"
+    made = run(
+        ["make", "predict", "INPUT=data/cars.csv", f"OUTPUT={out}"],
+        table_repo,
+        env={**os.environ, "PATH": f"{sys.prefix}/bin:{os.environ['PATH']}"},
+    )
+    assert made.returncode == 0
+    scored = list(csv.DictReader(out.open()))
+    assert len(scored) == 406 and {r["class"] for r in scored} <= set(card["classes"])
+
+    report = tmp_path / "monitor"
+    monitored = run(
+        [
+            sys.executable,
+            "-m",
+            "mlproject.monitor.drift",
+            "--logs",
+            str(logs),
+            "--out",
+            str(report),
+        ],
+        table_repo,
+        check=False,
+    )
+    assert monitored.returncode in (0, 1), monitored.stdout + monitored.stderr
+    drift = read(report / "drift.json")
+    named = json.dumps(drift)
+    assert all(f'"{c["name"]}"' in named for c in card["input"]["columns"])

@@ -4,13 +4,13 @@ the image it built, and tests run it against a local server)."""
 
 from __future__ import annotations
 
-import io
 import json
 import time
 import urllib.error
 import urllib.request
 from typing import Any
 
+from .. import kinds
 from ..core.errors import ProjectError
 
 
@@ -33,14 +33,6 @@ def http(
         return exc.code, exc.read()
 
 
-def png(height: int, width: int, channels: int) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.new({1: "L", 3: "RGB"}[channels], (width, height)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def smoke(base_url: str, card: dict[str, Any], wait_s: float = 60) -> dict[str, Any]:
     """Health, one Open Inference Protocol inference and one /predict against a running server."""
     deadline = time.monotonic() + wait_s
@@ -53,18 +45,9 @@ def smoke(base_url: str, card: dict[str, Any], wait_s: float = 60) -> dict[str, 
         if time.monotonic() > deadline:
             raise SmokeError(f"{base_url}/v2/health/ready: not ready after {wait_s:.0f} s.")
         time.sleep(0.5)
-    spec, classes = card["input"], card["classes"]
-    shape = [1, spec["channels"], spec["height"], spec["width"]]
-    payload = {
-        "inputs": [
-            {
-                "name": spec["name"],
-                "shape": shape,
-                "datatype": "FP32",
-                "data": [0.0] * (shape[1] * shape[2] * shape[3]),
-            }
-        ]
-    }
+    classes = card["classes"]
+    # What to send is the data kind's (mlproject.kinds): a blank image, or one table row.
+    payload, form, content_type = kinds.for_spec(card["input"]).serving.smoke_requests(card)
     status, body = http(
         "POST",
         f"{base_url}/v2/models/{card['name']}/infer",
@@ -75,21 +58,14 @@ def smoke(base_url: str, card: dict[str, Any], wait_s: float = 60) -> dict[str, 
         raise SmokeError(f"infer: HTTP {status}: {body[:300]!r}")
     outputs = json.loads(body)["outputs"]
     logits = next((o for o in outputs if o["name"] == card["output"]["name"]), outputs[0])
-    if logits["shape"] != [1, len(classes)]:
-        raise SmokeError(f"infer: output shape {logits['shape']}, expected [1, {len(classes)}]")
-    boundary = "mlprojectsmoke"
-    form = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; '
-        f'filename="blank.png"\r\nContent-Type: image/png\r\n\r\n'
-    ).encode()
-    form += (
-        png(spec["height"], spec["width"], spec["channels"]) + f"\r\n--{boundary}--\r\n".encode()
-    )
+    width = card["output"]["shape"][-1]  # the classes, or one predicted number
+    if logits["shape"] != [1, width]:
+        raise SmokeError(f"infer: output shape {logits['shape']}, expected [1, {width}]")
     status, body = http(
         "POST",
         f"{base_url}/predict",
         form,
-        {"Content-Type": f"multipart/form-data; boundary={boundary}"},
+        {"Content-Type": content_type},
     )
     if status != 200:
         raise SmokeError(f"predict: HTTP {status}: {body[:300]!r}")

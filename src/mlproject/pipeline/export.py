@@ -154,10 +154,7 @@ def export(
         "export": {
             "exporter": "torch.onnx.export(dynamo=True)",
             "opset": int(cfg.export.opset),
-            "dynamic_axes": {
-                name: {"0": "batch"}
-                for name in (*kind.input_names(spec), *names)
-            },
+            "dynamic_axes": {name: {"0": "batch"} for name in (*kind.input_names(spec), *names)},
             "torch": torch.__version__.split("+")[0],
             "onnx": onnx.__version__,
             "onnxruntime": onnxruntime.__version__,

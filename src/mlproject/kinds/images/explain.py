@@ -90,7 +90,9 @@ def plot(pixels: np.ndarray, attributions: np.ndarray, titles: list[str], path: 
     plt.close(fig)
 
 
-def explain(model: torch.nn.Module, payload: dict[str, Any], prepared: Path, out_dir: Path) -> dict[str, Any]:
+def explain(
+    model: torch.nn.Module, payload: dict[str, Any], prepared: Path, out_dir: Path
+) -> dict[str, Any]:
     from .modules import Normalizer
 
     classes, spec = payload["classes"], payload["input"]

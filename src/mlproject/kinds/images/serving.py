@@ -269,3 +269,35 @@ class ImagesServing:
             pixels = np.stack([self._file_pixels(p) for p in chunk])
             x = normalize(pixels, self.spec.mean, self.spec.std)
             yield ids[start : start + batch], {self._name: x}, len(x)
+
+
+def smoke_requests(card: dict[str, Any]) -> tuple[dict[str, Any], bytes, str]:
+    """What `make smoke` (mlproject.ops.smoke) sends a running server: an Open Inference
+    Protocol request of one blank image tensor, and a /predict body (a blank PNG upload) with
+    its Content-Type."""
+    import io
+
+    from PIL import Image
+
+    spec = card["input"]
+    shape = [1, spec["channels"], spec["height"], spec["width"]]
+    infer = {
+        "inputs": [
+            {
+                "name": spec.get("name", "input"),
+                "shape": shape,
+                "datatype": "FP32",
+                "data": [0.0] * (shape[1] * shape[2] * shape[3]),
+            }
+        ]
+    }
+    buffer = io.BytesIO()
+    mode = {1: "L", 3: "RGB"}[spec["channels"]]
+    Image.new(mode, (spec["width"], spec["height"])).save(buffer, format="PNG")
+    boundary = "mlprojectsmoke"
+    form = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; '
+        f'filename="blank.png"\r\nContent-Type: image/png\r\n\r\n'
+    ).encode()
+    form += buffer.getvalue() + f"\r\n--{boundary}--\r\n".encode()
+    return infer, form, f"multipart/form-data; boundary={boundary}"

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import warnings
 from collections.abc import Iterator
@@ -631,3 +632,24 @@ def _number_value(value: Any, where: str) -> float:
     if abs(value) > FP32_MAX:
         raise RequestError(400, f"{where}: {value!r} is beyond FP32's range (or infinite)")
     return float(value)
+
+
+def smoke_requests(card: dict[str, Any]) -> tuple[dict[str, Any], bytes, str]:
+    """What `make smoke` (mlproject.ops.smoke) sends a running server: an Open Inference
+    Protocol request of one row (one input per column: each number its training median, each
+    category its first training value), and the same row as a /predict JSON body."""
+    row: dict[str, Any] = {}
+    inputs = []
+    for column in card["input"]["columns"]:
+        if column["type"] == "numeric":
+            value: Any = float(column.get("fill") or 0.0)
+            datatype = "FP32"
+        else:
+            value = (column.get("categories") or [""])[0]
+            datatype = "BYTES"
+        row[column["name"]] = value
+        inputs.append(
+            {"name": column["name"], "shape": [1, 1], "datatype": datatype, "data": [value]}
+        )
+    body = json.dumps({"rows": [row]}).encode()
+    return {"inputs": inputs}, body, "application/json"
