@@ -151,7 +151,9 @@ def test_the_server_predict_and_monitor_work_on_raw_rows(table_repo, tmp_path):
         probs = result.as_numpy("probabilities")
         assert probs.shape == (4, 3) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
 
-        records = json.loads(test.drop(columns=["Origin"]).head(120).to_json(orient="records"))
+        # Traffic like training's, enough for the monitor's window (monitor.drift.min_records).
+        traffic = pd.read_parquet(table_repo / "outputs/prepared/train.parquet").head(120)
+        records = json.loads(traffic.drop(columns=["Origin"]).to_json(orient="records"))
 
         def post(rows):
             body = json.dumps({"rows": rows}).encode()
@@ -159,9 +161,11 @@ def test_the_server_predict_and_monitor_work_on_raw_rows(table_repo, tmp_path):
             status, _, answer = request(server.host, server.port, "POST", "/predict", body, headers)
             return status, answer
 
-        status, body = post(records)
-        assert status == 200, body
-        answers = json.loads(body)["predictions"]
+        answers = []
+        for start in range(0, len(records), 60):  # MAX_BATCH is 64
+            status, body = post(records[start : start + 60])
+            assert status == 200, body
+            answers += json.loads(body)["predictions"]
         assert len(answers) == 120 and all(a["class"] in card["classes"] for a in answers)
         bad = dict(records[0])
         del bad["Horsepower"]
