@@ -332,6 +332,10 @@ bench-report: data ## Benchmark the PR report and the PR workflow's steps
 bench-serve: install ## Benchmark serving (wrk): /infer vs a hand-written server
 	python benchmarks/serve.py $(ARGS)
 
+.PHONY: bench-table
+bench-table: install ## Benchmark tables: prepare, an epoch, streaming memory
+	python benchmarks/table.py $(ARGS)
+
 .PHONY: bench-monitor
 bench-monitor: data ## Benchmark the drift check over 10,000 records (target <= 5 s)
 	dvc repro --quiet profile  # the model, the reference profile and the prepared images it reads
