@@ -133,7 +133,8 @@ def test_predict_matches_the_evaluate_stage(server, pipeline_repo, card):
     got = []
     for start in range(0, len(files), MAX_BATCH):
         chunk = files[start : start + MAX_BATCH]
-        body, headers = multipart([(f, (pipeline_repo / "data" / f).read_bytes()) for f in chunk])
+        root = pipeline_repo / card["params"]["data"]["root"]  # data/digits
+        body, headers = multipart([(f, (root / f).read_bytes()) for f in chunk])
         status, _, raw = request(server, "POST", "/predict?top_k=2", body, headers)
         assert status == 200, raw
         result = json.loads(raw)
