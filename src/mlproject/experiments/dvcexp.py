@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from .. import tasks
 from ..core.errors import ProjectError
 from ..core.io import atomic_write_text
 from ..report.gate import GateConfig
@@ -104,11 +105,15 @@ def dvc(
 
 @dataclass(frozen=True)
 class Objective:
-    """The metric that ranks experiments: the gate's first metric, in its metrics file."""
+    """The metric that ranks experiments, in its metrics file and direction, and the metric
+    training prints per epoch (`val_acc`, `val_rmse`) with its direction, which HPO's pruner
+    reads (`epoch_value`)."""
 
     metric: str
     metrics_file: str
     higher_is_better: bool
+    epoch_metric: str = "accuracy"
+    epoch_higher_is_better: bool = True
 
     @property
     def direction(self) -> str:
@@ -117,21 +122,50 @@ class Objective:
     def better(self, a: float, b: float) -> bool:
         return a > b if self.higher_is_better else a < b
 
+    def epoch_value(self, val_loss: float, val_metric: float) -> float:
+        """What a trial reports for one epoch, comparable across trials in the study's direction:
+        the validation loss when the objective is a loss; otherwise the epoch metric (accuracy,
+        rmse: in the target's units whatever `train.loss` is), negated when it runs the other
+        way (r2 maximized while training prints rmse)."""
+        if "loss" in self.metric:
+            return -val_loss if self.higher_is_better else val_loss
+        same = self.epoch_higher_is_better == self.higher_is_better
+        return val_metric if same else -val_metric
+
 
 def objective(params: dict[str, Any] | None = None, metric: str | None = None) -> Objective:
-    """The gate's first metric (gate.min, then gate.max, then gate.max_regression), or `metric`."""
+    """The ranking metric: `metric` when given, else the gate's first metric of the project's
+    task (its own rules `gate.<task>` merged over the shared ones: min, then max, then
+    max_regression; another task's metrics skipped) that runs the way training does (the
+    task's per-epoch metric: accuracy up, rmse down); else that per-epoch metric itself. So the
+    shipped gate ranks a classifier by accuracy (maximized) and a regression model by rmse
+    (minimized): its only regression rule, the floor r2 >= 0, is a sanity check, and ranks the
+    same models in the same order on one test split anyway."""
     if params is None:
         params = yaml.safe_load(Path(PARAMS).read_text()) or {}
     gate = GateConfig.from_params(params)
+    task = tasks.for_config((params or {}).get("data") or {})
+    epoch_metric = task.Objective.metric
+    trains_up = gate.direction(epoch_metric) != "lower"
     if metric is None:
-        names = [*gate.min, *gate.max, *gate.max_regression]
-        if not names:
+        named = [
+            m for rule in ("min", "max", "max_regression") for m in gate.rules(task.NAME, rule)
+        ]
+        mine = [m for m in named if tasks.owner(m) in (None, task.NAME)]
+        if not named:
             raise ExperimentError(
                 f"{PARAMS}: the gate names no metric (gate.min, gate.max, gate.max_regression); "
                 "add one, or pass --metric."
             )
-        metric = names[0]
-    return Objective(metric, gate.metrics_file, gate.direction(metric) != "lower")
+        same_way = [m for m in mine if (gate.direction(m) != "lower") == trains_up]
+        metric = same_way[0] if same_way else epoch_metric
+    return Objective(
+        metric,
+        gate.metrics_file,
+        gate.direction(metric) != "lower",
+        epoch_metric,
+        trains_up,
+    )
 
 
 # ----------------------------------------------------------------------- dvc exp show --json

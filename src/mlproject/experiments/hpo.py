@@ -7,7 +7,9 @@ The space (conf/hpo/*.yaml) names each key's range; each trial runs `dvc exp run
 (outside the workspace, so trials can run side by side and the workspace stays as it was), is
 listed by `dvc exp show`, and is cached like any experiment. The study lives in
 `.hpo/<study>.db` (SQLite): a rerun continues it up to TRIALS finished trials. A trial reports its
-per-epoch validation metric from the training's progress lines, so the pruner can stop it early.
+per-epoch validation metric from the training's progress lines (val_acc, val_rmse: see
+Objective.epoch_value), so the pruner can stop it early. The study's metric and direction are
+dvcexp.objective's: accuracy maximized for a classifier, rmse minimized for regression.
 Writes reports/hpo/: best.yaml (the overrides to apply), trials.csv, trials.md, history.png and
 importance.png.
 """
@@ -31,11 +33,14 @@ from ..core.cli import entry_point
 from ..core.io import atomic_write_text
 from .dvcexp import ExperimentError, Objective, dvc_env, linked_checkouts, objective
 from .space import Space, load_space
+from .sweep import composed
 
 STORE = Path(".hpo")
 OUT = Path("reports/hpo")
 # train's progress line: "epoch   3/20  train_loss 0.41  val_loss 0.35  val_acc 0.9012  lr ..."
-EPOCH = re.compile(r"^epoch\s+(\d+)/\d+\s.*?val_loss ([-\d.e+]+)\s+val_acc ([-\d.e+]+)")
+# (a regression model prints val_rmse in place of val_acc): epoch, val_loss, the epoch metric.
+NUMBER = r"([-+]?(?:[\d.]+(?:e[-+]?\d+)?|nan|inf))"
+EPOCH = re.compile(rf"^epoch\s+(\d+)/\d+\s.*?val_loss {NUMBER}\s+val_[a-z0-9_]+ {NUMBER}")
 
 
 def run_trial(
@@ -61,7 +66,6 @@ def run_trial(
         start_new_session=True,  # a pruned trial's whole process group is stopped
     )
     tail: list[str] = []
-    column = 3 if target.higher_is_better else 2  # val_acc when maximizing, val_loss otherwise
     pruned = False
     assert proc.stdout is not None
     try:
@@ -71,7 +75,8 @@ def run_trial(
             if not found or pruned:
                 continue
             epoch = int(found.group(1))
-            trial.report(float(found.group(column)), epoch)
+            value = target.epoch_value(float(found.group(2)), float(found.group(3)))
+            trial.report(value, epoch)
             if trial.should_prune():
                 echo(f"trial {trial.number}: pruned at epoch {epoch}")
                 pruned = True
@@ -175,7 +180,8 @@ def search(
     if shard is not None:
         space.study = f"{space.study}-{shard}"
         space.sampler = {**space.sampler, "seed": (space.sampler.get("seed") or 0) + shard}
-    target = objective(metric=metric or space.metric)
+    # The params every trial starts from: a `fixed` data=... decides the task, hence the metric.
+    target = objective(composed(space.fixed), metric=metric or space.metric)
     study = study_for(space, target)
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     done = len(study.get_trials(deepcopy=False, states=finished))

@@ -6,7 +6,8 @@
 `run` expands the grid (Hydra's sweep syntax, as `dvc exp run` does), leaves out the combinations
 that already have a finished experiment on this commit, queues the rest (`dvc exp run --queue`),
 runs them with `dvc queue start -j JOBS`, shows a progress line until they are done, and prints the
-experiments ranked by the quality gate's first metric, the best marked `*`. Stages whose inputs
+experiments ranked by the quality gate's first metric for the task (dvcexp.objective: accuracy
+maximized for a classifier, rmse minimized for regression), the best marked `*`. Stages whose inputs
 did not change are restored from DVC's run cache, not run again.
 
 DVC's task queue is known to stall (treeverse/dvc#8165, #10398, #10562: the worker finishes one or
@@ -198,7 +199,7 @@ def sweep(
 ) -> int:
     """Queue the grid's unfinished combinations, run them, print the ranked table."""
     grid = expand(overrides)
-    target = objective(metric=metric)
+    target = grid_objective(grid, metric)
     done = {} if rerun else match(grid, experiments())
     todo = [c for i, c in enumerate(grid) if i not in done]
     print(
@@ -232,6 +233,12 @@ def sweep(
         )
         return 1
     return 0
+
+
+def grid_objective(grid: list[list[str]], metric: str | None = None) -> Objective:
+    """The ranking metric of the grid's experiments: the gate's and task's of the params its
+    first combination composes (a grid that sets `data=diabetes` ranks by rmse, minimized)."""
+    return objective(composed(grid[0]), metric=metric)
 
 
 def show(grid: list[list[str]], target: Objective, md: bool = False) -> str:
@@ -305,8 +312,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.command == "shard":
         return shard(args.overrides, args.index, args.total)
-    target = objective(metric=args.metric)
     grid = expand(args.overrides)
+    target = grid_objective(grid, args.metric)
     if args.command == "best":
         print(best(grid, target).name)
         return 0
