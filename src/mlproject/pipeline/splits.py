@@ -20,10 +20,12 @@ LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # a zip local file header, before its
 
 
 class SplitWriter:
-    """`with SplitWriter(path, n, (C, H, W)) as w: w.write(chunk, labels)` chunk after chunk."""
+    """`with SplitWriter(path, n, (C, H, W)) as w: w.write(chunk, labels)` chunk after chunk.
+    Labels are int64 class indices, or `labels_dtype` (float32 regression targets)."""
 
-    def __init__(self, path: Path, n: int, shape: tuple[int, ...]):
+    def __init__(self, path: Path, n: int, shape: tuple[int, ...], labels_dtype=np.int64):
         self.path, self.n, self.shape = Path(path), n, tuple(shape)
+        self.labels_dtype = np.dtype(labels_dtype)
         self.labels: list[np.ndarray] = []
         self.written = 0
 
@@ -39,7 +41,7 @@ class SplitWriter:
         if pixels.shape[1:] != self.shape or pixels.dtype != np.uint8:
             raise ValueError(f"{self.path}: chunk {pixels.shape} {pixels.dtype} != {self.shape}")
         self._member.write(np.ascontiguousarray(pixels).tobytes("C"))
-        self.labels.append(np.asarray(labels, dtype=np.int64))
+        self.labels.append(np.asarray(labels, dtype=self.labels_dtype))
         self.written += len(pixels)
 
     def __exit__(self, kind, value, traceback) -> None:
@@ -48,7 +50,7 @@ class SplitWriter:
             if self.written != self.n:
                 self._zip.close()
                 raise ValueError(f"{self.path}: wrote {self.written} of {self.n} images")
-            labels = np.concatenate(self.labels) if self.labels else np.empty(0, np.int64)
+            labels = np.concatenate(self.labels) if self.labels else np.empty(0, self.labels_dtype)
             with self._zip.open("y.npy", "w", force_zip64=True) as member:
                 np.lib.format.write_array(member, labels)
         self._zip.close()

@@ -1,8 +1,9 @@
-"""The images kind: a folder of class folders (data/<root>/<class>/<image>), a fixed-size
-uint8 [C, H, W] input standardized per channel, CNNs or MLPs on it.
+"""The images kind: a folder of class folders (data/<root>/<class>/<image>), or for
+`task: regression` images anywhere under root with a CSV of their numbers (targets.py); a
+fixed-size uint8 [C, H, W] input standardized per channel, CNNs or MLPs on it.
 
-The implementations live in this package (prepare.py, explain.py, modules.py, serving.py,
-monitoring.py) and in the image-folder modules of the pipeline it builds on (pipeline/data.py,
+The implementations live in this package (prepare.py, targets.py, explain.py, modules.py,
+serving.py, monitoring.py) and in the image-folder modules of the pipeline it builds on (pipeline/data.py,
 splits.py, loader.py, augment.py, core/preprocess.py).
 """
 
@@ -24,6 +25,9 @@ class ImagesSchema:
     name: str = "digits"
     kind: str = "images"
     root: str = "data/digits"
+    # classification: class folders; regression: a number per image, from `targets`.
+    task: str = "classification"
+    targets: Any = None  # regression: a CSV under root of (image path under root, value)
     extensions: list[str] = field(default_factory=lambda: [".png"])
     image_size: list[int] = field(default_factory=lambda: [8, 8])
     channels: int = 1
@@ -40,6 +44,7 @@ class Images(DataKind):
     name = "images"
     schema = ImagesSchema
     choices = {"data.resize": ("stretch", "pad"), "data.channels": (1, 3)}
+    tasks = ("classification", "regression")  # data.task; absent: classification
 
     def check_config(self, data_cfg: Any, source: str) -> None:
         from ...pipeline.config import ConfigError
@@ -49,6 +54,31 @@ class Images(DataKind):
             raise ConfigError(
                 f"{source}: 'data.image_size' must be [height, width], got {list(size)}.",
                 key="data.image_size",
+            )
+        task = data_cfg.get("task", "classification")
+        if task not in self.tasks:
+            raise ConfigError(
+                f"{source}: 'data.task' is {task!r}; expected one of {self.tasks}.",
+                key="data.task",
+            )
+        regression = task == "regression"
+        targets = data_cfg.get("targets")
+        if regression and not targets:
+            raise ConfigError(
+                f"{source}: 'data.targets' is empty; task regression reads each image's number "
+                "from a CSV under data.root (e.g. targets: targets.csv).",
+                key="data.targets",
+            )
+        if not regression and targets:
+            raise ConfigError(
+                f"{source}: 'data.targets' is set for task classification, whose labels are the "
+                "class folders; set task: regression, or remove data.targets.",
+                key="data.targets",
+            )
+        if targets and (Path(str(targets)).is_absolute() or ".." in Path(str(targets)).parts):
+            raise ConfigError(
+                f"{source}: 'data.targets' is {targets!r}; name a file under data.root.",
+                key="data.targets",
             )
 
     def model_kwargs(self, spec: dict[str, Any], num_outputs: int) -> dict[str, Any]:

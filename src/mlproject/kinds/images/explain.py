@@ -24,7 +24,12 @@ MAX_SAMPLES = 10
 
 
 def pick_samples(labels: np.ndarray, max_samples: int = MAX_SAMPLES) -> np.ndarray:
-    """Index of the first test image of each class (in class order), at most max_samples."""
+    """Index of the first test image of each class (in class order), at most max_samples; for
+    numeric targets (regression), images spread evenly from the lowest target to the highest."""
+    if np.issubdtype(labels.dtype, np.floating):
+        order = np.argsort(labels, kind="stable")
+        picks = np.unique(np.linspace(0, len(order) - 1, min(max_samples, len(order))).round())
+        return order[picks.astype(np.int64)].astype(np.int64)
     firsts = [int(np.flatnonzero(labels == c)[0]) for c in np.unique(labels)]
     return np.array(firsts[:max_samples], dtype=np.int64)
 
@@ -32,25 +37,32 @@ def pick_samples(labels: np.ndarray, max_samples: int = MAX_SAMPLES) -> np.ndarr
 def attribute(
     model: torch.nn.Module, pixels: torch.Tensor, n_steps: int = N_STEPS
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Integrated Gradients of the predicted logit w.r.t. the pixels (0..255 float).
+    """Integrated Gradients of the predicted logit (or a regression model's one output) w.r.t.
+    the pixels (0..255 float).
 
-    Returns attributions [N, C, H, W], predicted class, softmax confidence, convergence delta.
+    Returns attributions [N, C, H, W], the predicted class (or value), the softmax confidence
+    (NaN for one output) and the convergence delta.
     """
     from captum.attr import IntegratedGradients
 
     x = pixels.float()
     with torch.no_grad():
-        probs = torch.softmax(model(x), dim=1)
-    predicted = probs.argmax(1)
+        outputs = model(x)
+    if outputs.shape[1] == 1:  # a number, not logits: attribute the prediction itself
+        target = torch.zeros(len(x), dtype=torch.int64)
+        predicted, confidence = outputs[:, 0], torch.full((len(x),), float("nan"))
+    else:
+        probs = torch.softmax(outputs, dim=1)
+        target = predicted = probs.argmax(1)
+        confidence = probs.gather(1, predicted[:, None])[:, 0]
     ig = IntegratedGradients(model)
     attributions, delta = ig.attribute(
         x,
         baselines=torch.zeros_like(x),
-        target=predicted,
+        target=target,
         n_steps=n_steps,
         return_convergence_delta=True,
     )
-    confidence = probs.gather(1, predicted[:, None])[:, 0]
     return (
         attributions.detach().numpy(),
         predicted.numpy(),
@@ -59,7 +71,13 @@ def attribute(
     )
 
 
-def plot(pixels: np.ndarray, attributions: np.ndarray, titles: list[str], path: Path) -> None:
+def plot(
+    pixels: np.ndarray,
+    attributions: np.ndarray,
+    titles: list[str],
+    path: Path,
+    target: str = "predicted class",
+) -> None:
     """Inputs above their attribution maps, at most 5 samples a row (reads well side by side)."""
     import matplotlib
 
@@ -82,9 +100,7 @@ def plot(pixels: np.ndarray, attributions: np.ndarray, titles: list[str], path: 
         bound = float(np.abs(attr).max()) or 1.0
         bottom.imshow(attr, cmap="bwr", vmin=-bound, vmax=bound)
         top.set_title(titles[i], fontsize=7)
-    fig.suptitle(
-        "Integrated Gradients of the predicted class\n(red: for it, blue: against)", fontsize=8
-    )
+    fig.suptitle(f"Integrated Gradients of the {target}\n(red: for it, blue: against)", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100, metadata={"Software": None})
     plt.close(fig)
@@ -100,34 +116,45 @@ def explain(
     index = pick_samples(y)
     pipeline = torch.nn.Sequential(Normalizer(spec["mean"], spec["std"]), model).eval()
     attributions, predicted, confidence, delta = attribute(pipeline, torch.from_numpy(x[index]))
+
+    def name(value) -> Any:  # a class name, or a regression model's number
+        return classes[int(value)] if classes else round(float(value), 6)
+
     samples = [
         {
             "test_index": int(i),
-            "actual": classes[y[i]],
-            "predicted": classes[p],
-            "confidence": round(float(c), 6),
+            "actual": name(y[i]),
+            "predicted": name(p),
+            **({"confidence": round(float(c), 6)} if classes else {}),
             "convergence_delta": round(float(d), 6),
         }
         for i, p, c, d in zip(index, predicted, confidence, delta, strict=True)
     ]
     summary = {
         "method": "captum.attr.IntegratedGradients",
-        "target": "predicted class",
+        "target": "predicted class" if classes else "predicted value",
         "baseline": "black image",
         "n_steps": N_STEPS,
         "image": "attributions.png",
         "samples": samples,
     }
-    titles = [f"{s['actual']} -> {s['predicted']}\n{s['confidence']:.2f}" for s in samples]
+    titles = [
+        f"{s['actual']} -> {s['predicted']}\n{s['confidence']:.2f}"
+        if classes
+        else f"{s['actual']:.3g} -> {s['predicted']:.3g}"
+        for s in samples
+    ]
     with atomic_dir(out_dir) as tmp:
-        plot(x[index], attributions, titles, tmp / "attributions.png")
+        plot(x[index], attributions, titles, tmp / "attributions.png", summary["target"])
         write_json(tmp / "attributions.json", summary)
     return summary
 
 
 def describe(summary: dict[str, Any]) -> str:
-    wrong = sum(s["actual"] != s["predicted"] for s in summary["samples"])
-    return (
-        f"{len(summary['samples'])} test images, {wrong} misclassified; "
-        f"Integrated Gradients, {N_STEPS} steps"
-    )
+    samples = summary["samples"]
+    if summary["target"] == "predicted value":
+        error = float(np.mean([abs(s["actual"] - s["predicted"]) for s in samples]))
+        what = f"mean absolute error {error:.4g}"
+    else:
+        what = f"{sum(s['actual'] != s['predicted'] for s in samples)} misclassified"
+    return f"{len(samples)} test images, {what}; Integrated Gradients, {N_STEPS} steps"

@@ -1,10 +1,13 @@
 """Prepare an image folder (the images kind's side of stage `prepare`): validate the raw image
-folder and make a stratified train/val/test split.
+folder and make a stratified train/val/test split; or, for `task: regression`, read each image's
+number from the targets file (targets.py) and make a seeded shuffle split.
 
 Outputs (all written atomically): outputs/prepared/{train,val,test}.npz with uint8 pixels
-[N, C, H, W] and int64 labels, written in chunks of images so that a dataset larger than memory
-prepares (and trains, see loader.py) without loading whole, and meta.json with the class list, the per-channel normalization
-statistics of the training split, the counts and the file list of every split.
+[N, C, H, W] and int64 labels (float32 targets for regression), written in chunks of images so
+that a dataset larger than memory prepares (and trains, see loader.py) without loading whole, and
+meta.json with the class list (empty for regression, which adds `task` and `target`), the
+per-channel normalization statistics of the training split, the counts and the file list of
+every split.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ import numpy as np
 from omegaconf import DictConfig
 
 from ...core.io import atomic_dir, write_json
-from ...pipeline.data import discover, load_pixels, stratified_split
+from ...pipeline.data import Dataset, discover, load_pixels, stratified_split
 from ...pipeline.splits import SplitWriter
+from .targets import discover_targets, random_split
 
 CHUNK = 512  # images loaded at a time
 
@@ -27,8 +31,14 @@ def prepare(cfg: DictConfig, out_dir: Path, chunk: int = CHUNK) -> dict[str, Any
     data = cfg.data
     height, width = (int(v) for v in data.image_size)
     channels = int(data.channels)
-    dataset = discover(data.root, list(data.extensions), int(data.min_images_per_class))
-    splits = stratified_split(dataset.labels, data.split.val, data.split.test, data.split.seed)
+    if data.get("task", "classification") == "regression":  # a number per image (targets.py)
+        found = discover_targets(data.root, str(data.targets), list(data.extensions))
+        dataset = Dataset([], found.files, found.values)
+        splits = random_split(len(found.files), data.split.val, data.split.test, data.split.seed)
+    else:  # class folders
+        found = None
+        dataset = discover(data.root, list(data.extensions), int(data.min_images_per_class))
+        splits = stratified_split(dataset.labels, data.split.val, data.split.test, data.split.seed)
 
     stats = PixelStats(channels)
     train_digests: set[bytes] = set()
@@ -36,7 +46,8 @@ def prepare(cfg: DictConfig, out_dir: Path, chunk: int = CHUNK) -> dict[str, Any
     with atomic_dir(out_dir) as tmp:
         # Image by image, chunk by chunk: a split never sits in memory whole (splits.py).
         for name, idx in splits.items():  # train first: the leakage check needs its digests
-            with SplitWriter(tmp / f"{name}.npz", len(idx), (channels, height, width)) as out:
+            shape = (channels, height, width)
+            with SplitWriter(tmp / f"{name}.npz", len(idx), shape, dataset.labels.dtype) as out:
                 for start in range(0, len(idx), chunk):
                     part = idx[start : start + chunk]
                     files = [dataset.files[i] for i in part]
@@ -52,6 +63,7 @@ def prepare(cfg: DictConfig, out_dir: Path, chunk: int = CHUNK) -> dict[str, Any
         mean, std = stats.mean_std()
         meta = {
             "kind": "images",
+            **({} if found is None else {"task": "regression", "target": found.name}),
             "classes": dataset.classes,
             "input": {
                 "kind": "images",
@@ -62,10 +74,7 @@ def prepare(cfg: DictConfig, out_dir: Path, chunk: int = CHUNK) -> dict[str, Any
                 "mean": [round(float(v), 6) for v in mean],
                 "std": [round(float(v), 6) for v in std],
             },
-            "counts": {
-                name: np.bincount(dataset.labels[idx], minlength=len(dataset.classes)).tolist()
-                for name, idx in splits.items()
-            },
+            "counts": _counts(dataset, splits, found),
             "leakage": {"duplicate_images_across_splits": duplicates},
             "files": {
                 name: [dataset.files[i].relative_to(root).as_posix() for i in idx]
@@ -74,6 +83,24 @@ def prepare(cfg: DictConfig, out_dir: Path, chunk: int = CHUNK) -> dict[str, Any
         }
         write_json(tmp / "meta.json", meta)
     return meta
+
+
+def _counts(dataset: Dataset, splits: dict[str, np.ndarray], found) -> dict[str, Any]:
+    """Per split: images per class, or for regression the count and range of the targets."""
+    if found is None:
+        return {
+            name: np.bincount(dataset.labels[idx], minlength=len(dataset.classes)).tolist()
+            for name, idx in splits.items()
+        }
+    return {
+        name: {
+            "n": len(idx),
+            "mean": round(float(dataset.labels[idx].astype(np.float64).mean()), 6),
+            "min": round(float(dataset.labels[idx].min()), 6),
+            "max": round(float(dataset.labels[idx].max()), 6),
+        }
+        for name, idx in splits.items()
+    }
 
 
 class PixelStats:
@@ -97,8 +124,15 @@ class PixelStats:
 
 
 def describe(meta: dict[str, Any]) -> str:
-    sizes = ", ".join(f"{k} {sum(v)}" for k, v in meta["counts"].items())
+    counts = meta["counts"]
+    if meta.get("task") == "regression":
+        sizes = ", ".join(f"{k} {v['n']}" for k, v in counts.items())
+        train = counts["train"]
+        what = f"target {meta['target']!r} (train {train['min']:.4g} to {train['max']:.4g})"
+    else:
+        sizes = ", ".join(f"{k} {sum(v)}" for k, v in counts.items())
+        what = f"{len(meta['classes'])} classes"
     return (
-        f"prepare: {len(meta['classes'])} classes; {sizes}; "
+        f"prepare: {what}; {sizes}; "
         f"{meta['leakage']['duplicate_images_across_splits']} cross-split duplicates"
     )
