@@ -120,9 +120,14 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"{t['chi2_pvalue']} with Jensen-Shannon distance >= {t['jensen_shannon']}, or when "
         f"new categories hold >= {t['new_category_share']} of the window; any feature when its "
         f"missing rate moves by >= {t['missing_shift']}. Input drift needs "
-        f"{t['min_drifted_features']} drifted feature(s); predicted classes drift when "
-        f"chi-square p < {t['chi2_pvalue']} with total variation >= {t['class_shift']}, "
-        "a predicted value as a numeric feature does (its p-value corrected with theirs).",
+        f"{t['min_drifted_features']} drifted feature(s); "
+        + (
+            "the predicted value drifts as a numeric feature does (its p-value corrected with "
+            "theirs)."
+            if result["predictions"].get("type") == "numeric"
+            else f"predicted classes drift when chi-square p < {t['chi2_pvalue']} with total "
+            f"variation >= {t['class_shift']}."
+        ),
         "",
     ]
     return "\n".join(lines)
