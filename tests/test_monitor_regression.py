@@ -23,7 +23,7 @@ import yaml
 
 from mlproject import tasks
 from mlproject.core.io import read_json
-from mlproject.monitor import drift, profile
+from mlproject.monitor import drift, profile, quality
 from mlproject.monitor.alert_rules import reference_rules
 from mlproject.monitor.quality import ActualsError, read_actuals
 from mlproject.monitor.settings import MonitorSettings
@@ -188,6 +188,30 @@ def test_a_logged_prediction_that_is_not_a_number_is_named(reg, tmp_path, capsys
     err = capsys.readouterr().err
     assert "predictions.jsonl.1:4" in err and "'high'" in err
     assert not out.exists()
+
+
+def test_null_predictions_count_as_missing_and_are_not_scored(reg, tmp_path):
+    """The server logs a non-finite prediction (a broken model) as null: drift sees the
+    predicted value's missing rate move, live quality scores only the numbers."""
+    recs = records(reg)
+    for r in recs[:60]:
+        r["predicted"] = None
+    logs = write_logs(tmp_path / "logs", recs)
+    window = drift.read_logs(logs, 10_000, reg["profile"]["input"], "regression")
+    p = drift.detect(reg["profile"], window, MonitorSettings().drift)["predictions"]
+    assert p["missing_rate_current"] == pytest.approx(60 / N_LOGGED)
+    assert "missing rate" in p["reasons"] and p["drift"] is True
+    truth = [(f"t-{i}", repr(float(a))) for i, a in enumerate(reg["actual"])]
+    q = quality.live_quality(
+        write_actuals(tmp_path / "actuals.csv", truth),
+        window,
+        "regression",
+        None,
+        tmp_path / "absent.json",
+    )
+    assert (q["matched"], q["without_prediction"], q["test"]) == (67, 60, None)
+    err = [recs[i]["predicted"] - reg["actual"][i] for i in range(60, 67)]
+    assert q["metrics"]["rmse"] == pytest.approx(math.sqrt(np.mean(np.square(err))))
 
 
 # ------------------------------------------------------------------------------ alert rules

@@ -138,14 +138,15 @@ def prediction_lines(p: dict[str, Any]) -> list[str]:
     state = "drift" if p["drift"] else "no drift"
     if p.get("type") == "numeric":
         if p["ks_statistic"] is None:
-            return ["", f"Predicted values: none in the window: {state}."]
+            return ["", f"Predicted values: none in the window (all null): {state}."]
         why = f" ({', '.join(p['reasons'])})" if p.get("reasons") else ""
         lines = [
             "",
             f"Predicted values: KS statistic {p['ks_statistic']:.3f} (p-value "
             f"{number(p['pvalue'], '.2e')}, corrected {number(p['pvalue_adjusted'], '.2e')}), "
             f"PSI {p['psi']:.3f}, mean {p['reference_mean']:.4g} (test split) → "
-            f"{p['current_mean']:.4g} (window): {state}{why}.",
+            f"{p['current_mean']:.4g} (window), {p['missing_rate_current']:.1%} null: "
+            f"{state}{why}.",
             "",
             "| quantile | test split | window |",
             "|---|---:|---:|",
@@ -190,6 +191,12 @@ def quality_lines(q: dict[str, Any] | None) -> list[str]:
         f"({q['logged_ids']} logged ids"
         + (f", {q['repeated_ids']} logged more than once and left out" if q["repeated_ids"] else "")
         + f"); the test split's from {q['test_source']}"
+        + (
+            f"; {q['without_prediction']} matched record(s) hold no prediction (null) and are "
+            "not scored"
+            if q.get("without_prediction")
+            else ""
+        )
         + ("" if test else " (not found)")
         + ".",
         "",
@@ -257,6 +264,7 @@ def plot_predicted_values(profile: dict[str, Any], window: Window, path: Path) -
 
     ref = np.asarray(profile["predicted"]["sample"], dtype=np.float64)
     cur = np.asarray(window.predicted, dtype=np.float64)
+    cur = cur[~np.isnan(cur)]  # logged null: no prediction
     both = np.concatenate([ref, cur])
     lo, hi = both.min(), both.max()
     bins = np.linspace(lo, hi if hi > lo else lo + 1e-6, 31)

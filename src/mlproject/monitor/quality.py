@@ -106,13 +106,21 @@ def live_quality(
             f"{actuals_path}: none of its {len(actuals)} ids is in the prediction logs "
             f"({window.source}; e.g. {unknown[0]!r}); are they the server's request ids?"
         )
+    # NaN: a prediction the model could not make (logged as null); scored apart, counted.
+    scored = [key for key in matched if window.logged[key] == window.logged[key]]
+    if not scored:
+        raise ActualsError(
+            f"{actuals_path}: the {len(matched)} logged records it matches hold no prediction "
+            "(null: not finite); nothing to score."
+        )
     live = module.live_metrics(
-        [actuals[key] for key in matched], [window.logged[key] for key in matched], classes
+        [actuals[key] for key in scored], [window.logged[key] for key in scored], classes
     )
     return {
         "actuals": str(actuals_path),
         "n_actuals": len(actuals),
         "matched": len(matched),
+        "without_prediction": len(matched) - len(scored),
         "unknown": len(unknown),
         "unknown_ids": unknown[:LISTED_UNKNOWN],
         "logged_ids": len(window.logged),

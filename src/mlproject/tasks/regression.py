@@ -76,13 +76,14 @@ def prediction_labels(outputs: np.ndarray, card: dict[str, Any]) -> list[float]:
 
 
 def logged_prediction(value: Any) -> float:
-    """A prediction-log record's `predicted` as the monitor compares it: a finite number."""
-    if isinstance(value, (bool, str)) or value is None:
+    """A prediction-log record's `predicted` as the monitor compares it: a number, NaN for
+    null (the server logs a non-finite prediction as null: drift counts it missing)."""
+    if value is None:
+        return math.nan
+    if isinstance(value, (bool, str, list, dict)):
         raise ValueError(f"'predicted' is {value!r}, not a number (a regression model's log)")
     number = float(value)
-    if not math.isfinite(number):
-        raise ValueError(f"'predicted' is {value!r}, not a finite number")
-    return number
+    return number if math.isfinite(number) else math.nan
 
 
 def parse_actual(text: str) -> float:
