@@ -9,6 +9,7 @@ splits); the prediction logs are written here in the server's record format
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import math
 import os
@@ -404,6 +405,44 @@ def test_live_rmse_and_mae_from_later_ground_truth(reg, tmp_path):
     md = (out / "drift.md").read_text()
     assert "Live quality: 68 of 71 actuals matched a logged prediction; 3 unknown" in md
     assert f"| rmse | {q['metrics']['rmse']:.4g} | {test['rmse']:.4g} |" in md
+
+
+def test_the_servers_own_log_joins_with_ground_truth(reg, tmp_path):
+    """The real app (in-process) logs the test rows, two per /predict request with an
+    X-Request-ID; actuals keyed `<request id>#<i>` join every one, and the live rmse and mae
+    are the evaluate stage's (the same rows, the same model)."""
+    if importlib.util.find_spec("mlproject.tasks.regression_serving") is None:
+        pytest.skip("the server does not serve a regression model yet (regression-serve)")
+    from starlette.testclient import TestClient
+
+    from mlproject.serve.app import create_app
+    from mlproject.serve.settings import Settings
+
+    repo, logs = reg["repo"], tmp_path / "logs"
+    settings = Settings(
+        model=repo / "models" / "model.onnx",
+        card=repo / "models" / "model_card.json",
+        reference_profile=reg["profile_path"],
+        prediction_log=logs,
+    )
+    truth = []
+    with TestClient(create_app(settings)) as client:
+        for k in range(2):  # twice over: 134 records, above min_records
+            for i in range(0, len(reg["rows"]), 2):
+                chunk = reg["rows"][i : i + 2]
+                rid = f"r{k}-{i}"
+                r = client.post("/predict", json={"rows": chunk}, headers={"X-Request-ID": rid})
+                assert r.is_success, r.text
+                if k == 0:
+                    ids = [f"{rid}#{j}" for j in range(len(chunk))] if len(chunk) > 1 else [rid]
+                    truth += [(key, repr(float(reg["actual"][i + j]))) for j, key in enumerate(ids)]
+    actuals = write_actuals(tmp_path / "actuals.csv", truth)
+    window = drift.read_logs(logs, 10_000, reg["profile"]["input"], "regression")
+    q = quality.live_quality(
+        actuals, window, "regression", None, repo / "reports" / "eval" / "metrics.json"
+    )
+    assert (q["matched"], q["unknown"], q["logged_ids"]) == (67, 0, 134)
+    assert q["metrics"] == pytest.approx(q["test"], rel=1e-5)
 
 
 @pytest.mark.parametrize(
