@@ -407,12 +407,14 @@ def test_live_rmse_and_mae_from_later_ground_truth(reg, tmp_path):
     assert f"| rmse | {q['metrics']['rmse']:.4g} | {test['rmse']:.4g} |" in md
 
 
+@pytest.mark.skipif(
+    importlib.util.find_spec("mlproject.tasks.regression_serving") is None,
+    reason="the server does not serve a regression model yet (branch regression-serve)",
+)
 def test_the_servers_own_log_joins_with_ground_truth(reg, tmp_path):
     """The real app (in-process) logs the test rows, two per /predict request with an
     X-Request-ID; actuals keyed `<request id>#<i>` join every one, and the live rmse and mae
     are the evaluate stage's (the same rows, the same model)."""
-    if importlib.util.find_spec("mlproject.tasks.regression_serving") is None:
-        pytest.skip("the server does not serve a regression model yet (regression-serve)")
     from starlette.testclient import TestClient
 
     from mlproject.serve.app import create_app
