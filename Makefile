@@ -221,13 +221,15 @@ k8s-render: install ## Print a stage's Kubernetes manifests: STAGE_K8S=prod
 # monitor: LOGS=<folder with predictions.jsonl> or DATA=<image folder>; the report goes to MONITOR_OUT.
 LOGS ?=
 DATA ?=
+# ACTUALS=<csv id,actual>: ground truth for logged predictions (with LOGS): live quality.
+ACTUALS ?=
 MONITOR_OUT ?= reports/monitor
 MONITOR_SOURCE = $(if $(LOGS),--logs "$(LOGS)",$(if $(DATA),--data "$(DATA)"))
 
 # Exit 0: no drift, 1: drift, 2: bad input. The report goes to MONITOR_OUT.
 .PHONY: monitor
-monitor: install ## Drift vs the training profile: LOGS=<dir> | DATA=<dir>
-	python -m mlproject.monitor.drift $(MONITOR_SOURCE) --out "$(MONITOR_OUT)"
+monitor: install ## Drift vs the training profile: LOGS=<dir> | DATA=<dir> [ACTUALS=<csv id,actual>]
+	python -m mlproject.monitor.drift $(MONITOR_SOURCE) $(if $(ACTUALS),--actuals "$(ACTUALS)") --out "$(MONITOR_OUT)"
 
 # Starting the workflow needs gh and GH_TOKEN.
 .PHONY: monitor-retrain

@@ -1,7 +1,10 @@
-"""The Prometheus recording rules that hold the served model's reference: each class's share of
-its predictions on the test split. The `profile` stage writes them beside the profile, so they
-always follow the model in the working tree (another machine's retrain included); the class-share
-alert in deploy/prometheus/rules.yml compares live traffic with them."""
+"""The Prometheus recording rules that hold the served model's reference, as its task words it
+(`tasks.<task>.reference_rules`): a classifier's share of each class among its predictions on the
+test split, or a regression model's predicted-value quantiles, mean and interquartile range. The
+`profile` stage writes them beside the profile, so they always follow the model in the working
+tree (another machine's retrain included); the class-share alert and the prediction-distribution
+alert in deploy/prometheus/rules.yml compare live traffic with them (each finds series only for
+its own task's model)."""
 
 from __future__ import annotations
 
@@ -17,8 +20,8 @@ REFERENCE_RULES = Path("deploy/prometheus/reference.rules.yml")
 
 
 def reference_rules(profile: dict) -> str:
-    """Recording rules holding each class's share of predictions on the test split, so the
-    class-share alert compares live traffic with the model being served."""
+    """The reference rules of the profile's task (class shares, or predicted-value quantiles),
+    as a rule file, so the alerts compare live traffic with the model being served."""
     predicted = profile.get("predicted") or {}
     try:  # the task's rules (mlproject.tasks): class shares, or predicted-value quantiles
         rules = tasks.get(profile.get("task")).reference_rules(predicted)

@@ -3,6 +3,7 @@
 Usage:
     python -m mlproject.monitor.drift --logs /var/log/model     # prediction logs (JSONL)
     python -m mlproject.monitor.drift --data path/to/inputs     # an image folder, a CSV/Parquet
+    python -m mlproject.monitor.drift --logs DIR --actuals actuals.csv   # + live quality
 
 Per feature (image summaries, a table's columns), with a test fitted to its type:
 numeric: the two-sample Kolmogorov-Smirnov test (scipy.stats.ks_2samp) of the values present
@@ -11,8 +12,12 @@ bins; categorical: Pearson's chi-square test of the window's frequencies against
 (categories never seen in training pooled in one bucket) with the Jensen-Shannon distance
 (base 2) as effect size, and the share of new categories (counted and listed). The per-feature
 p-values are corrected for their number (Benjamini-Hochberg by default, or Bonferroni), and
-every feature reports the change of its missing rate. Predicted classes: chi-square against the
-test split's predicted-class shares, with the total variation distance as effect size.
+every feature reports the change of its missing rate. Predictions, as the profile's task
+summarized them: a classifier's classes by chi-square against the test split's predicted-class
+shares, with the total variation distance as effect size; a regression model's predicted value
+by the numeric tests against the test split's predictions (KS and PSI), its p-value corrected
+together with the features'. With --actuals (a CSV `id,actual`), live quality: the logged
+predictions whose ground truth is known, scored beside the test split (mlproject.monitor.quality).
 Thresholds come from `monitor.drift` in params.yaml. Writes drift.json, drift.md and plots to
 --out, then exits 0 (no drift), 1 (drift) or 2 (bad input: the message names the file, line or
 key).
@@ -29,9 +34,9 @@ import numpy as np
 
 from ..core.cli import entry_point
 from ..core.io import read_json
-from ..core.paths import MONITOR_REPORTS
+from ..core.paths import EVAL_METRICS, MONITOR_REPORTS
 from ..core.proc import run as run_command
-from .drift_report import write_report
+from .drift_report import prediction_subject, write_report
 from .profile import (
     CARD_PATH,
     CATEGORICAL,
@@ -42,6 +47,7 @@ from .profile import (
     monitoring,
     onnx_session,
 )
+from .quality import live_quality
 from .settings import DriftSettings, load_settings
 from .window import (  # noqa: F401  (the names other code imports from here)
     LOG_NAME,
@@ -57,6 +63,7 @@ PSI_EPSILON = 1e-4
 # Sample sizes above which the exact KS distribution is too slow to compute; asymptotic is accurate.
 KS_EXACT_MAX = 1_000_000
 NEW = "(new)"  # the bucket of categories never seen in training
+PREDICTED = "(predicted)"  # a numeric prediction's name in the corrected family of p-values
 LISTED_NEW = 20  # new categories listed by name per column (all are counted)
 
 
@@ -195,9 +202,10 @@ def verdict(r: dict[str, Any], s: DriftSettings) -> list[str]:
 
 
 def features_drift(
-    profile: dict[str, Any], window: Window, s: DriftSettings
+    profile: dict[str, Any], window: Window, s: DriftSettings, also: dict[str, Any] | None = None
 ) -> dict[str, dict[str, Any]]:
-    """Every profile feature's tests, corrected p-values and verdict."""
+    """Every profile feature's tests, corrected p-values and verdict; `also` ({name: result})
+    joins the family the correction runs over and gets its verdict too (a numeric prediction)."""
     results = {}
     for i, (name, ref) in enumerate(profile["features"].items()):
         values = window.column(i, name)
@@ -205,19 +213,36 @@ def features_drift(
             results[name] = categorical_drift(ref, values)
         else:
             results[name] = numeric_drift(ref, values)
-    tested = [name for name, r in results.items() if r["pvalue"] is not None]
-    adjusted = adjust([results[name]["pvalue"] for name in tested], s.correction)
-    for r in results.values():
+    family = results | (also or {})
+    tested = [name for name, r in family.items() if r["pvalue"] is not None]
+    adjusted = adjust([family[name]["pvalue"] for name in tested], s.correction)
+    for r in family.values():
         r["pvalue_adjusted"] = None
     for name, p in zip(tested, adjusted, strict=True):
-        results[name]["pvalue_adjusted"] = p
-    for r in results.values():
+        family[name]["pvalue_adjusted"] = p
+    for r in family.values():
         r["reasons"] = verdict(r, s)
         r["drift"] = bool(r["reasons"])
     return results
 
 
+def numeric_prediction_drift(ref: dict[str, Any], predicted: list[float]) -> dict[str, Any]:
+    """A regression model's predicted values against the test split's, tested as a numeric
+    feature is (KS on every test prediction, PSI on its quantile bins); the verdict comes with
+    the features' correction. Adds the window's quantiles beside the reference's."""
+    values = np.asarray(predicted, dtype=np.float64)
+    out = numeric_drift(ref, values)
+    present = values[~np.isnan(values)]
+    out["reference_quantiles"] = dict(ref.get("quantiles", {}))
+    out["current_quantiles"] = {
+        key: float(np.quantile(present, int(key[1:]) / 100)) if len(present) else None
+        for key in ref.get("quantiles", {})
+    }
+    return out
+
+
 def prediction_drift(ref: dict[str, Any], predicted: list[str], s: DriftSettings) -> dict[str, Any]:
+    """Predicted classes against the test split's shares: chi-square and total variation."""
     from scipy.stats import chisquare
 
     classes = list(ref["classes"])
@@ -240,6 +265,8 @@ def prediction_drift(ref: dict[str, Any], predicted: list[str], s: DriftSettings
         test is not None and test.pvalue < s.chi2_pvalue and tvd >= s.class_shift
     )
     return {
+        "type": "classes",
+        "test": "chi-square",
         "chi2_statistic": float(test.statistic) if test else None,
         "chi2_pvalue": float(test.pvalue) if test else None,
         "total_variation": tvd,
@@ -252,17 +279,28 @@ def prediction_drift(ref: dict[str, Any], predicted: list[str], s: DriftSettings
     }
 
 
-def detect(profile: dict[str, Any], window: Window, s: DriftSettings) -> dict[str, Any]:
-    """The drift verdict for a window against the profile (a JSON-ready dict)."""
+def detect(
+    profile: dict[str, Any],
+    window: Window,
+    s: DriftSettings,
+    quality: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The drift verdict for a window against the profile (a JSON-ready dict); `quality`, the
+    live quality of mlproject.monitor.quality, goes in as it is."""
     n = window.n
     if n < s.min_records:
         raise DriftInputError(
             f"{window.source}: {n} records, fewer than "
             f"monitor.drift.min_records = {s.min_records}; wait for more data."
         )
-    features = features_drift(profile, window, s)
+    ref = profile["predicted"]
+    if ref.get("type") == "numeric":  # a predicted number: one more numeric column
+        predictions = numeric_prediction_drift(ref, window.predicted)
+        features = features_drift(profile, window, s, also={PREDICTED: predictions})
+    else:
+        predictions = prediction_drift(ref, window.predicted, s)
+        features = features_drift(profile, window, s)
     drifted = [name for name, r in features.items() if r["drift"]]
-    predictions = prediction_drift(profile["predicted"], window.predicted, s)
     input_drift = len(drifted) >= s.min_drifted_features
     return {
         "drift": input_drift or predictions["drift"],
@@ -280,14 +318,19 @@ def detect(profile: dict[str, Any], window: Window, s: DriftSettings) -> dict[st
         "thresholds": vars(s).copy(),
         "features": features,
         "predictions": predictions,
+        "quality": quality,
     }
+
+
+def drifted_names(result: dict[str, Any]) -> list[str]:
+    """The drifted features, then the predictions ("predicted classes", "predicted values")."""
+    subject = prediction_subject(result["predictions"])
+    return result["drifted_features"] + ([subject] if result["prediction_drift"] else [])
 
 
 def dispatch_retraining(result: dict[str, Any], workflow: str = "retrain.yml") -> None:
     """Start the retraining workflow with the GitHub CLI (needs GH_TOKEN with actions: write)."""
-    reason = "drift: " + ", ".join(
-        result["drifted_features"] + (["predicted classes"] if result["prediction_drift"] else [])
-    )
+    reason = "drift: " + ", ".join(drifted_names(result))
     run_command(["gh", "workflow", "run", workflow, "--field", f"reason={reason}"], capture=False)
 
 
@@ -303,11 +346,17 @@ def run(
     card_path: Path,
     onnx_path: Path,
     plots: bool = True,
+    actuals: str | Path | None = None,
+    metrics_path: Path = EVAL_METRICS,
 ) -> dict[str, Any]:
     settings = load_settings(params).drift
     profile = load_profile(profile_path)
+    if actuals and not logs:
+        raise DriftInputError(
+            f"--actuals {actuals}: ground truth joins the prediction logs' ids; give --logs."
+        )
     if logs:
-        window = read_logs(logs, settings.window, profile.get("input"))
+        window = read_logs(logs, settings.window, profile.get("input"), profile.get("task"))
     else:
         if not card_path.is_file() or not onnx_path.is_file():
             raise DriftInputError(
@@ -315,7 +364,11 @@ def run(
                 "for a folder or file of inputs; run `dvc pull` or `make fetch-model`."
             )
         window = read_inputs(data, read_json(card_path), onnx_session(onnx_path))
-    result = detect(profile, window, settings)
+    quality = None
+    if actuals:
+        classes = profile["predicted"].get("classes")
+        quality = live_quality(actuals, window, profile.get("task"), classes, metrics_path)
+    result = detect(profile, window, settings, quality)
     write_report(result, profile, window, out_dir, plots)
     return result
 
@@ -337,6 +390,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--card", type=Path, default=CARD_PATH)
     parser.add_argument("--model", type=Path, default=ONNX_PATH)
+    parser.add_argument(
+        "--actuals",
+        help="a CSV `id,actual` of ground truth for logged predictions (with --logs): live "
+        "quality beside the test split's",
+    )
+    parser.add_argument(
+        "--metrics", type=Path, default=EVAL_METRICS, help="the test split's metrics"
+    )
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument(
         "--trigger-retrain",
@@ -353,15 +414,22 @@ def main(argv: list[str] | None = None) -> int:
         args.card,
         args.model,
         plots=not args.no_plots,
+        actuals=args.actuals,
+        metrics_path=args.metrics,
     )
-    drifted = result["drifted_features"] + (
-        ["predicted classes"] if result["prediction_drift"] else []
-    )
+    drifted = drifted_names(result)
     print(
         f"monitor: {result['window']['n']} records from {result['window']['source']}: "
         + (f"DRIFT in {', '.join(drifted)}" if result["drift"] else "no drift")
         + f"; report {args.out / 'drift.md'}"
     )
+    if result["quality"]:
+        q = result["quality"]
+        live = ", ".join(f"{k} {v:.4g}" for k, v in q["metrics"].items())
+        print(
+            f"monitor: live quality on {q['matched']} of {q['n_actuals']} actuals "
+            f"({q['unknown']} unknown ids): {live}"
+        )
     if result["drift"] and args.trigger_retrain:
         dispatch_retraining(result)
         print("monitor: retraining workflow started (gh workflow run retrain.yml)")

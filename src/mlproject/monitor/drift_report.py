@@ -1,5 +1,5 @@
-"""The drift report: drift.json, drift.md (a row per feature) and two plots (input features,
-predicted classes)."""
+"""The drift report: drift.json, drift.md (a row per feature, the predictions, the live quality)
+and two plots (input features; predicted classes, or a regression model's predicted values)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import numpy as np
 from ..core.io import atomic_dir, write_json
 from .window import Window
 
+# The predictions' plot, by the summary's type (drift.json `predictions.type`).
+PREDICTION_PLOTS = {"classes": "classes.png", "numeric": "predicted.png"}
 CORRECTION_NAMES = {
     "benjamini-hochberg": "Benjamini-Hochberg (false discovery rate)",
     "bonferroni": "Bonferroni",
@@ -25,6 +27,11 @@ def number(value: Any, fmt: str) -> str:
         if value is None or (isinstance(value, float) and math.isnan(value))
         else format(value, fmt)
     )
+
+
+def prediction_subject(p: dict[str, Any]) -> str:
+    """What the predictions are, in words: "predicted classes" or "predicted values"."""
+    return "predicted values" if p.get("type") == "numeric" else "predicted classes"
 
 
 def feature_row(name: str, r: dict[str, Any]) -> str:
@@ -62,7 +69,8 @@ def render_markdown(result: dict[str, Any]) -> str:
         "",
         f"- Window: {w['n']} records from {w['source']}",
         f"- Reference: model `{model.get('name')}` (sha256 {str(model.get('sha256'))[:12]}), "
-        f"{ref['n_train']} training {unit}, predicted classes of {ref['n_test']} test {unit}",
+        f"{ref['n_train']} training {unit}, {prediction_subject(result['predictions'])} of "
+        f"{ref['n_test']} test {unit}",
     ]
     other = [m for m in w.get("models", {}) if m and m != model.get("sha256")]
     if other:
@@ -97,25 +105,14 @@ def render_markdown(result: dict[str, Any]) -> str:
             )
             for name, new in listed.items()
         ]
-    p = result["predictions"]
-    chi2 = "n/a" if p["chi2_pvalue"] is None else f"{p['chi2_pvalue']:.2e}"
-    lines += [
-        "",
-        f"Predicted classes: chi-square p-value {chi2}, total variation distance "
-        f"{p['total_variation']:.3f}: {'drift' if p['drift'] else 'no drift'}.",
-    ]
-    if p["unknown_classes"]:
-        lines.append(f"Classes the reference does not know: {p['unknown_classes']}.")
-    lines += ["", "| class | reference share | current share |", "|---|---:|---:|"]
-    lines += [
-        f"| {c} | {a:.3f} | {b:.3f} |"
-        for c, a, b in zip(p["classes"], p["reference_shares"], p["current_shares"], strict=True)
-    ]
+    lines += prediction_lines(result["predictions"])
+    lines += quality_lines(result.get("quality"))
     lines += [
         "",
         "![Input features](features.png)",
         "",
-        "![Predicted classes](classes.png)",
+        f"![{prediction_subject(result['predictions']).capitalize()}]"
+        f"({PREDICTION_PLOTS[result['predictions'].get('type', 'classes')]})",
         "",
         f"Thresholds (monitor.drift), p-values corrected by {correction} over the features: "
         f"a numeric feature drifts when KS p < {t['ks_pvalue']} with statistic >= "
@@ -123,11 +120,93 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"{t['chi2_pvalue']} with Jensen-Shannon distance >= {t['jensen_shannon']}, or when "
         f"new categories hold >= {t['new_category_share']} of the window; any feature when its "
         f"missing rate moves by >= {t['missing_shift']}. Input drift needs "
-        f"{t['min_drifted_features']} drifted feature(s); predicted classes drift when "
-        f"chi-square p < {t['chi2_pvalue']} with total variation >= {t['class_shift']}.",
+        f"{t['min_drifted_features']} drifted feature(s); "
+        + (
+            "the predicted value drifts as a numeric feature does (its p-value corrected with "
+            "theirs)."
+            if result["predictions"].get("type") == "numeric"
+            else f"predicted classes drift when chi-square p < {t['chi2_pvalue']} with total "
+            f"variation >= {t['class_shift']}."
+        ),
         "",
     ]
     return "\n".join(lines)
+
+
+def prediction_lines(p: dict[str, Any]) -> list[str]:
+    """The predictions' paragraph and table: class shares, or a predicted value's quantiles."""
+    state = "drift" if p["drift"] else "no drift"
+    if p.get("type") == "numeric":
+        if p["ks_statistic"] is None:
+            return ["", f"Predicted values: none in the window (all null): {state}."]
+        why = f" ({', '.join(p['reasons'])})" if p.get("reasons") else ""
+        lines = [
+            "",
+            f"Predicted values: KS statistic {p['ks_statistic']:.3f} (p-value "
+            f"{number(p['pvalue'], '.2e')}, corrected {number(p['pvalue_adjusted'], '.2e')}), "
+            f"PSI {p['psi']:.3f}, mean {p['reference_mean']:.4g} (test split) → "
+            f"{p['current_mean']:.4g} (window), {p['missing_rate_current']:.1%} null: "
+            f"{state}{why}.",
+            "",
+            "| quantile | test split | window |",
+            "|---|---:|---:|",
+        ]
+        current = p.get("current_quantiles", {})
+        return lines + [
+            f"| {key} | {value:.4g} | {number(current.get(key), '.4g')} |"
+            for key, value in p.get("reference_quantiles", {}).items()
+        ]
+    chi2 = "n/a" if p["chi2_pvalue"] is None else f"{p['chi2_pvalue']:.2e}"
+    lines = [
+        "",
+        f"Predicted classes: chi-square p-value {chi2}, total variation distance "
+        f"{p['total_variation']:.3f}: {state}.",
+    ]
+    if p["unknown_classes"]:
+        lines.append(f"Classes the reference does not know: {p['unknown_classes']}.")
+    lines += ["", "| class | reference share | current share |", "|---|---:|---:|"]
+    return lines + [
+        f"| {c} | {a:.3f} | {b:.3f} |"
+        for c, a, b in zip(p["classes"], p["reference_shares"], p["current_shares"], strict=True)
+    ]
+
+
+def quality_lines(q: dict[str, Any] | None) -> list[str]:
+    """Live quality (with --actuals): the join's counts and each metric, live beside test."""
+    if not q:
+        return []
+    unknown = (
+        f"; {q['unknown']} unknown to the logs"
+        + (f" (e.g. {', '.join(f'`{i}`' for i in q['unknown_ids'])})" if q["unknown_ids"] else "")
+        if q["unknown"]
+        else ""
+    )
+    test = q.get("test") or {}
+    lines = [
+        "",
+        f"### Live quality: {q['matched']} of {q['n_actuals']} actuals matched a logged "
+        f"prediction{unknown}",
+        "",
+        f"Ground truth from {q['actuals']}, joined on the logged records' ids "
+        f"({q['logged_ids']} logged ids"
+        + (f", {q['repeated_ids']} logged more than once and left out" if q["repeated_ids"] else "")
+        + f"); the test split's from {q['test_source']}"
+        + (
+            f"; {q['without_prediction']} matched record(s) hold no prediction (null) and are "
+            "not scored"
+            if q.get("without_prediction")
+            else ""
+        )
+        + ("" if test else " (not found)")
+        + ".",
+        "",
+        "| metric | live | test split |",
+        "|---|---:|---:|",
+    ]
+    return lines + [
+        f"| {name} | {value:.4g} | {number(test.get(name), '.4g')} |"
+        for name, value in q["metrics"].items()
+    ]
 
 
 def plot_features(profile: dict[str, Any], window: Window, path: Path) -> None:
@@ -176,6 +255,29 @@ def plot_features(profile: dict[str, Any], window: Window, path: Path) -> None:
     plt.close(fig)
 
 
+def plot_predicted_values(profile: dict[str, Any], window: Window, path: Path) -> None:
+    """Histograms of the test split's predicted values and the window's."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ref = np.asarray(profile["predicted"]["sample"], dtype=np.float64)
+    cur = np.asarray(window.predicted, dtype=np.float64)
+    cur = cur[~np.isnan(cur)]  # logged null: no prediction
+    both = np.concatenate([ref, cur])
+    lo, hi = both.min(), both.max()
+    bins = np.linspace(lo, hi if hi > lo else lo + 1e-6, 31)
+    fig, ax = plt.subplots(figsize=(5, 2.8))
+    ax.hist(ref, bins=bins, density=True, alpha=0.5, label="reference (test split)")
+    ax.hist(cur, bins=bins, density=True, alpha=0.5, label="window")
+    ax.set_xlabel("predicted value")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80, metadata={"Software": None})
+    plt.close(fig)
+
+
 def plot_classes(result: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -207,4 +309,8 @@ def write_report(
         (tmp / "drift.md").write_text(render_markdown(result), encoding="utf-8")
         if plots:
             plot_features(profile, window, tmp / "features.png")
-            plot_classes(result, tmp / "classes.png")
+            name = PREDICTION_PLOTS[result["predictions"].get("type", "classes")]
+            if name == "classes.png":
+                plot_classes(result, tmp / name)
+            else:
+                plot_predicted_values(profile, window, tmp / name)

@@ -5,8 +5,10 @@ and gives their training values (images: per-image summaries; a table: its raw c
 numeric feature the profile records moments and quantiles, quantile bin edges with the training
 share of each bin (for PSI), a sample of values (for the Kolmogorov-Smirnov test) and, where
 values may be missing, the missing rate; per categorical feature the training categories, their
-frequencies and the missing rate. From the test split it records the distribution of the classes
-the exported ONNX model predicts. The profile carries the model's input spec, so drift on logs
+frequencies and the missing rate. From the test split it records what the exported ONNX model
+predicts, as its task (`mlproject.tasks`) summarizes it: a classifier's class shares, or a
+regression model's predicted value summarized as a numeric feature is (`type: numeric`), which
+drift then tests as one. The profile carries the model's input spec, so drift on logs
 needs nothing else, and is written next to the model (models/reference_profile.json).
 """
 
@@ -166,7 +168,9 @@ def build_profile(
             "seed": settings.profile.seed,
         },
         "features": described,
-        "predicted": tasks.for_card(card).prediction_profile(outputs, card),
+        "predicted": tasks.for_card(card).prediction_profile(
+            outputs, card, bins=settings.profile.bins
+        ),
     }
 
 

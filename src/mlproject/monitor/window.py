@@ -1,7 +1,10 @@
 """The window of production data that drift compares with the reference profile: the newest
 records of the prediction logs (predictions.jsonl and its rotations), or a folder or file of
-inputs (images, a CSV) whose classes the ONNX model predicts. The model's data kind reads the
-features of a record or of the inputs (`mlproject.kinds.<kind>.monitoring`)."""
+inputs (images, a CSV) that the ONNX model predicts. The model's data kind reads the features
+of a record or of the inputs (`mlproject.kinds.<kind>.monitoring`); its task reads the record's
+`predicted` (`mlproject.tasks.<task>.logged_prediction`: a class name, or a number). Records
+carry the request's `"id"` (mlproject.serve.predlog), which live quality joins with later
+ground truth (mlproject.monitor.quality)."""
 
 from __future__ import annotations
 
@@ -26,16 +29,21 @@ class DriftInputError(ProjectError, ValueError):
 
 @dataclass
 class Window:
-    """What is compared with the profile: input features and predicted class names.
+    """What is compared with the profile: input features and predictions (class names, or a
+    regression model's numbers).
 
     `features` is {name: values} (numeric: float64, NaN = missing; categorical: strings,
     "" = missing), or a 2-D array with one column per profile feature, in the profile's order.
+    `logged` is {record id: prediction} over every record read from the logs, the window's and
+    older ones (ground truth arrives late), less ids logged more than once (counted in
+    `info["repeated_ids"]`); empty for inputs, which have no ids.
     """
 
     source: str
     features: Any
-    predicted: list[str]
+    predicted: list[Any]
     info: dict[str, Any] = field(default_factory=dict)
+    logged: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -64,10 +72,15 @@ def log_files(folder: Path) -> list[Path]:
     return files
 
 
-def parse_record(line: str, where: str, kind, spec) -> tuple[float, list[Any], str, str]:
+def parse_record(
+    line: str, where: str, kind, spec, task=None
+) -> tuple[float, list[Any], Any, str, str | None]:
+    """(ts, feature values, prediction, model sha256, id or None) of one logged line."""
+    task = task or tasks.get(None)
     try:
         rec = json.loads(line)
-        ts, features, predicted = float(rec["ts"]), rec["features"], str(rec["predicted"])
+        ts, features = float(rec["ts"]), rec["features"]
+        predicted = task.logged_prediction(rec["predicted"])
     except json.JSONDecodeError as exc:
         raise DriftInputError(f"{where}: not valid JSON ({exc.msg}).") from exc
     except KeyError as exc:
@@ -83,14 +96,28 @@ def parse_record(line: str, where: str, kind, spec) -> tuple[float, list[Any], s
         ) from exc
     except (TypeError, ValueError, AttributeError) as exc:
         raise DriftInputError(f"{where}: bad value in record's features ({exc}).") from exc
-    return ts, values, predicted, str(rec.get("model_sha256", ""))
+    record_id = rec.get("id")
+    return (
+        ts,
+        values,
+        predicted,
+        str(rec.get("model_sha256", "")),
+        (None if record_id is None else str(record_id)),
+    )
 
 
-def read_logs(folder: str | Path, window: int, spec: dict[str, Any] | None = None) -> Window:
+def read_logs(
+    folder: str | Path,
+    window: int,
+    spec: dict[str, Any] | None = None,
+    task: str | None = None,
+) -> Window:
     """The newest `window` records of the prediction logs in `folder`; `spec` (the profile's
-    `input`) says which kind reads their features (None: images)."""
+    `input`) says which kind reads their features (None: images), `task` (the profile's) how
+    to read their predictions (None: class names)."""
     folder = Path(folder)
     kind = monitoring(spec)
+    reader = tasks.get(task)
     names = [f["name"] for f in kind.features(spec)]
     records = []
     partial = 0
@@ -102,9 +129,12 @@ def read_logs(folder: str | Path, window: int, spec: dict[str, Any] | None = Non
             partial += 1
         for number, line in enumerate(lines[:-1], start=1):
             if line.strip():
-                records.append(parse_record(line, f"{path}:{number}", kind, spec))
+                records.append(parse_record(line, f"{path}:{number}", kind, spec, reader))
     if not records:
         raise DriftInputError(f"{folder}: the prediction logs hold no complete records.")
+    ids = Counter(r[4] for r in records if r[4] is not None)
+    repeated = {i for i, n in ids.items() if n > 1}
+    logged = {r[4]: r[2] for r in records if r[4] is not None and r[4] not in repeated}
     records.sort(key=lambda r: r[0])
     records = records[-window:]
     columns = list(zip(*(r[1] for r in records), strict=True))
@@ -121,7 +151,9 @@ def read_logs(folder: str | Path, window: int, spec: dict[str, Any] | None = Non
             "last_ts": records[-1][0],
             "skipped_partial_lines": partial,
             "models": dict(Counter(r[3] for r in records).most_common()),
+            "repeated_ids": len(repeated),
         },
+        logged=logged,
     )
 
 

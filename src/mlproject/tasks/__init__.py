@@ -18,6 +18,15 @@ Every task module is torch-free (the report job and the server import it) and pr
     compare(actual, base_pred, head_pred, resamples, seed) -> significance dict
     significance_lead(sig) -> str                           the report's first sentence about it
 
+and, for the monitor (mlproject.monitor):
+
+    prediction_profile(outputs, card, bins) -> dict   the test split's predictions, summarized
+    prediction_labels(outputs, card) -> list          what the server logs as `predicted`
+    reference_rules(predicted) -> [recording rule]    the alerts' reference (deploy/prometheus)
+    logged_prediction(value) -> class name | number   a log record's `predicted`, read
+    parse_actual(text) -> class name | number         a cell of `make monitor ACTUALS=`
+    LIVE_METRICS, live_metrics(actual, predicted, classes) -> {metric: value}   live quality
+
 The training side (loss, head, export) is added to the same modules, importing torch lazily.
 """
 

@@ -85,9 +85,10 @@ def metrics(actual, predicted, classes: list[str] | None = None) -> dict[str, fl
 # ------------------------------------------------------------------------------ monitoring
 
 
-def prediction_profile(outputs: np.ndarray, card: dict[str, Any]) -> dict[str, Any]:
+def prediction_profile(outputs: np.ndarray, card: dict[str, Any], bins: int = 10) -> dict[str, Any]:
     """The reference of what the model predicts, from its first ONNX output on the test split
-    (logits [N, classes]): each class's count and share (models/reference_profile.json)."""
+    (logits [N, classes]): each class's count and share (models/reference_profile.json).
+    `bins` (monitor.profile.bins) is for numeric predictions: classes need none."""
     classes = list(card["classes"])
     counts = np.bincount(np.asarray(outputs).argmax(axis=1), minlength=len(classes))
     return {
@@ -103,6 +104,38 @@ def prediction_labels(outputs: np.ndarray, card: dict[str, Any]) -> list[str]:
     """What the server logs as `predicted` for the first ONNX output (logits): class names."""
     classes = card["classes"]
     return [classes[i] for i in np.asarray(outputs).argmax(axis=1)]
+
+
+def logged_prediction(value: Any) -> str:
+    """A prediction-log record's `predicted` as the monitor compares it: the class name."""
+    return str(value)
+
+
+def parse_actual(text: str) -> str:
+    """A ground-truth value of `make monitor ACTUALS=` (a CSV cell): a class name."""
+    name = text.strip()
+    if not name:
+        raise ValueError("empty, expected a class name")
+    return name
+
+
+LIVE_METRICS = ("accuracy", "f1_macro")  # what live quality reports beside the test split's
+
+
+def live_metrics(actual: list[str], predicted: list[str], classes=None) -> dict[str, float]:
+    """Accuracy and macro F1 of logged predictions against later ground truth, both class names.
+    F1 is averaged over the classes met in either (scikit-learn's default labels), in the model's
+    `classes` order, then any other name (a class the model cannot predict counts as wrong)."""
+    met = set(actual) | set(predicted)
+    known = [name for name in classes or [] if name in met]
+    names = known + sorted(met - set(known))
+    index = {name: i for i, name in enumerate(names)}
+    out = metrics(
+        np.array([index[a] for a in actual], dtype=np.int64),
+        np.array([index[p] for p in predicted], dtype=np.int64),
+        names,
+    )
+    return {name: out[name] for name in LIVE_METRICS}
 
 
 def reference_rules(predicted: dict[str, Any]) -> list[dict[str, Any]]:

@@ -45,13 +45,18 @@ PLOT_FILES = ("plots/residuals.csv",)
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 
-def prediction_profile(outputs: np.ndarray, card: dict[str, Any]) -> dict[str, Any]:
+def prediction_profile(outputs: np.ndarray, card: dict[str, Any], bins: int = 10) -> dict[str, Any]:
     """The reference of what the model predicts, from its ONNX output on the test split
-    (predictions [N, 1]): the distribution of the predicted value."""
+    (predictions [N, 1]): the predicted value's distribution, summarized as a numeric input
+    column is (`type: numeric`: moments, quantiles, `bins` quantile bins with their shares for
+    PSI, every value for the KS test), so drift tests it as one."""
     values = np.asarray(outputs, dtype=np.float64).reshape(-1)
     if not len(values):
         raise ValueError("no predictions on the test split")
+    edges = np.unique(np.quantile(values, np.linspace(0, 1, bins + 1)[1:-1]))
+    counts = np.bincount(np.digitize(values, edges), minlength=len(edges) + 1)
     return {
+        "type": "numeric",
         "split": "test",
         "n": int(len(values)),
         "mean": float(values.mean()),
@@ -59,6 +64,8 @@ def prediction_profile(outputs: np.ndarray, card: dict[str, Any]) -> dict[str, A
         "min": float(values.min()),
         "max": float(values.max()),
         "quantiles": {f"p{round(q * 100):02d}": float(np.quantile(values, q)) for q in QUANTILES},
+        "bin_edges": [float(e) for e in edges],
+        "bin_shares": [float(c) for c in counts / len(values)],
         "sample": [round(float(v), 6) for v in np.sort(values)],
     }
 
@@ -68,12 +75,46 @@ def prediction_labels(outputs: np.ndarray, card: dict[str, Any]) -> list[float]:
     return [float(v) for v in np.asarray(outputs, dtype=np.float64).reshape(-1)]
 
 
+def logged_prediction(value: Any) -> float:
+    """A prediction-log record's `predicted` as the monitor compares it: a number, NaN for
+    null (the server logs a non-finite prediction as null: drift counts it missing)."""
+    if value is None:
+        return math.nan
+    if isinstance(value, (bool, str, list, dict)):
+        raise ValueError(f"'predicted' is {value!r}, not a number (a regression model's log)")
+    number = float(value)
+    return number if math.isfinite(number) else math.nan
+
+
+def parse_actual(text: str) -> float:
+    """A ground-truth value of `make monitor ACTUALS=` (a CSV cell): a finite number."""
+    try:
+        number = float(text)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not math.isfinite(number):
+        raise ValueError(f"{text!r} is not a finite number")
+    return number
+
+
+LIVE_METRICS = ("rmse", "mae")  # what live quality reports beside the test split's
+
+
+def live_metrics(actual: list[float], predicted: list[float], classes=None) -> dict[str, float]:
+    """rmse and mae of logged predictions against later ground truth (`classes` unused)."""
+    out = metrics(np.asarray(actual, dtype=np.float64), np.asarray(predicted, dtype=np.float64))
+    return {name: out[name] for name in LIVE_METRICS}
+
+
 def reference_rules(predicted: dict[str, Any]) -> list[dict[str, Any]]:
-    """Prometheus recording rules holding the test split's predicted-value quantiles and mean,
-    to compare live predictions with."""
+    """Prometheus recording rules holding the test split's predicted-value quantiles, mean and
+    interquartile range: the prediction-distribution alert (deploy/prometheus/rules.yml)
+    compares live quantiles with them, in units of the interquartile range."""
     quantiles = predicted.get("quantiles")
-    if not quantiles or "mean" not in predicted:
-        raise ValueError("`predicted.quantiles` and `predicted.mean` are needed")
+    if not quantiles or "mean" not in predicted or not {"p25", "p75"} <= set(quantiles):
+        raise ValueError(
+            "`predicted.quantiles` (p25 and p75 among them) and `predicted.mean` are needed"
+        )
     rules = [
         {
             "record": "mlserve:reference_prediction_quantile",
@@ -82,9 +123,12 @@ def reference_rules(predicted: dict[str, Any]) -> list[dict[str, Any]]:
         }
         for k, v in quantiles.items()
     ]
-    rules.append(
-        {"record": "mlserve:reference_prediction_mean", "expr": repr(round(predicted["mean"], 6))}
-    )
+    iqr = float(quantiles["p75"]) - float(quantiles["p25"])
+    rules += [
+        {"record": "mlserve:reference_prediction_mean", "expr": repr(round(predicted["mean"], 6))},
+        # A constant model has no spread: a floor keeps the alert's ratio finite.
+        {"record": "mlserve:reference_prediction_iqr", "expr": repr(round(max(iqr, 1e-6), 6))},
+    ]
     return rules
 
 
