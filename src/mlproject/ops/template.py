@@ -249,7 +249,9 @@ def adopt(ref: str, template: str, root: Path = Path(".")) -> Path:
                             "TEMPLATE=<the template's git URL or path>")  # fmt: skip
     if (root / ANSWERS_FILE).exists():
         raise TemplateError(f"{ANSWERS_FILE} exists: this project receives updates already")
-    if _git("ls-remote", template, ref, check=False).strip() == "" and not _is_commit(template, ref):
+    if _git("ls-remote", template, ref, check=False).strip() == "" and not _is_commit(
+        template, ref
+    ):
         raise TemplateError(f"{template}: no tag or branch {ref!r}")
     config = (root / "conf" / "config.yaml").read_text()
     found = re.search(r"^  - data: (\S+)$", config, re.MULTILINE)
