@@ -285,7 +285,7 @@ track: install ## Log the pipeline's last results to MLflow
 # (template-update.yml): then open one pull request with the change (needs TEMPLATE_UPDATE_TOKEN).
 .PHONY: template-update template-adopt
 # Without .copier-answers.yml (the template repository itself) it says so and installs nothing.
-template-update: $(if $(wildcard .copier-answers.yml),install) ## Bring the template's newer version: copier update (REF=<tag>, DRY=1)
+template-update: $(if $(wildcard .copier-answers.yml),install) ## copier update to the template's newest tag (REF=<tag>; DRY=1)
 ifeq ($(wildcard .copier-answers.yml),)
 	@echo "no .copier-answers.yml: this is the template repository itself, or a project that has not adopted it (make template-adopt REF=<tag> TEMPLATE=<url>); nothing to update."
 else
@@ -295,7 +295,7 @@ endif
 
 # A fork or "Use this template" copy without .copier-answers.yml: record the version it came
 # from (and commit it), then `make template-update` brings what came later.
-template-adopt: install ## Start receiving updates: REF=<tag it came from> TEMPLATE=<git URL>
+template-adopt: install ## A fork starts receiving updates (REF=<tag>, TEMPLATE=<url>)
 	python -m mlproject.ops.template adopt --ref="$(REF)" --template="$(TEMPLATE)"
 
 ##@ Quality: tests, lint, docs, benchmarks
