@@ -183,3 +183,47 @@ def test_adopt_a_fork_without_answers_then_update(tmpl, tmp_path):
     assert result["conflicts"] == []
     assert "    patience: 10\n" in (fork / "conf/config.yaml").read_text()
     assert "Our own notes." in readme.read_text()
+
+
+def test_template_update_in_the_template_repository_says_why_and_installs_nothing():
+    out = run(["make", "-n", "template-update"], ROOT).stdout
+    assert "template repository itself" in out and "uv" not in out
+
+
+@pytest.mark.slow
+def test_template_update_workflow_under_act_records_the_pull_request(tmpl, tmp_path):
+    """template-update.yml in a generated project, against the local template: the update and
+    the one pull request CML would open (recorded, nothing sent); without the token, it fails
+    naming the secret."""
+    from mlproject.ops import act
+
+    from actlib import remove, require_act, workspace
+
+    require_act()
+    proj = generate(tmpl, tmp_path / "proj")
+    config = proj / "conf/config.yaml"
+    config.write_text(config.read_text().replace("  epochs: 40\n", "  epochs: 10\n"))
+    commit(proj, "own edit")
+    repo = workspace(proj)
+    try:
+        result = act.run_workflow("template-update.yml", "workflow_dispatch", repo, echo=False)
+        assert result.returncode != 0
+        assert "TEMPLATE_UPDATE_TOKEN is not set" in result.output
+
+        secrets = {"TEMPLATE_UPDATE_TOKEN": "pat_template"}
+        result = act.run_workflow(
+            "template-update.yml", "workflow_dispatch", repo, secrets=secrets, echo=False
+        )
+        assert result.returncode == 0, result.output[-4000:]
+        prs = [c["argv"] for c in result.records if c["argv"][:2] == ["pr", "create"]]
+        assert len(prs) == 1, result.records
+        argv = prs[0]
+        title, body = argv[argv.index("--title") + 1], argv[argv.index("--body") + 1]
+        assert argv[argv.index("--branch") + 1] == "template-update/v2.0.0"
+        assert "v1.0.0 -> v2.0.0" in title and "1 conflicts" in title
+        conflicts = body.split("**Conflicts**")[1].split("Changed files")[0]
+        assert "`conf/config.yaml`" in conflicts
+        assert "`.github/workflows/ci.yml`" in body and "`src/mlproject/ops/doctor.py`" in body
+        assert {"conf/config.yaml", ".copier-answers.yml"} <= set(argv)  # committed to the branch
+    finally:
+        remove(repo)
