@@ -205,6 +205,13 @@ def test_template_update_workflow_under_act_records_the_pull_request(tmpl, tmp_p
     config.write_text(config.read_text().replace("  epochs: 40\n", "  epochs: 10\n"))
     commit(proj, "own edit")
     repo = workspace(proj)
+    # The template where act's job can reach it (as root, act runs jobs as user `runner`, who
+    # may not enter pytest's folders): beside the workspace, which act hands to the runner.
+    near = repo.parent / "template"
+    run(["git", "clone", "-q", str(tmpl), str(near)], tmp_path)
+    answers = repo / ".copier-answers.yml"
+    answers.write_text(answers.read_text().replace(f"_src_path: {tmpl}", f"_src_path: {near}"))
+    commit(repo, "the template's URL as the runner reaches it")
     try:
         result = act.run_workflow("template-update.yml", "workflow_dispatch", repo, echo=False)
         assert result.returncode != 0
@@ -215,7 +222,7 @@ def test_template_update_workflow_under_act_records_the_pull_request(tmpl, tmp_p
             "template-update.yml", "workflow_dispatch", repo, secrets=secrets, echo=False
         )
         assert result.returncode == 0, result.output[-4000:]
-        prs = [c["argv"] for c in result.records if c["argv"][:2] == ["pr", "create"]]
+        prs = [c["argv"] for c in result.records if c.get("argv", [])[:2] == ["pr", "create"]]
         assert len(prs) == 1, result.records
         argv = prs[0]
         title, body = argv[argv.index("--title") + 1], argv[argv.index("--body") + 1]
