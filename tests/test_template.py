@@ -6,6 +6,7 @@ workflow, a module and a conf file, v2.0.0; projects are copied from it and upda
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -54,6 +55,17 @@ def generate(tmpl: Path, dest: Path, **data) -> Path:
     return dest
 
 
+@pytest.fixture(scope="module")
+def default_project(tmpl, tmp_path_factory) -> Path:
+    """A project copied from v1.0.0 with every default, committed (copy it to change it)."""
+    return generate(tmpl, tmp_path_factory.mktemp("default") / "proj")
+
+
+def copy_of(project: Path, dest: Path) -> Path:
+    shutil.copytree(project, dest, symlinks=True)
+    return dest
+
+
 def test_params_from_apply_equal_the_composition():
     """`apply` writes params.yaml without Hydra (copier's Python has none): it must equal what
     `make params` composes, for each table demo."""
@@ -78,8 +90,8 @@ def test_pr_without_token_names_the_secret(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_copy_defaults_is_the_demo_project(tmpl, tmp_path):
-    proj = generate(tmpl, tmp_path / "proj")
+def test_copy_defaults_is_the_demo_project(tmpl, default_project):
+    proj = default_project
     answers = yaml.safe_load((proj / ".copier-answers.yml").read_text())
     assert answers["_commit"] == "v1.0.0" and answers["_src_path"] == str(tmpl)
     assert answers["data"] == "digits" and answers["python_version"] == "3.11"
@@ -134,8 +146,8 @@ def test_copy_with_answers_then_make_repro(tmpl, tmp_path, data):
 
 
 @pytest.mark.slow
-def test_update_brings_changes_keeps_edits_marks_conflicts(tmpl, tmp_path):
-    proj = generate(tmpl, tmp_path / "proj")
+def test_update_brings_changes_keeps_edits_marks_conflicts(default_project, tmp_path):
+    proj = copy_of(default_project, tmp_path / "proj")
     config = proj / "conf/config.yaml"
     text = config.read_text().replace("  lr: 0.003\n", "  lr: 0.01\n")  # own edit: stays
     config.write_text(text.replace("  epochs: 40\n", "  epochs: 10\n"))  # conflicts with v2
@@ -191,7 +203,9 @@ def test_template_update_in_the_template_repository_says_why_and_installs_nothin
 
 
 @pytest.mark.slow
-def test_template_update_workflow_under_act_records_the_pull_request(tmpl, tmp_path):
+def test_template_update_workflow_under_act_records_the_pull_request(
+    tmpl, default_project, tmp_path
+):
     """template-update.yml in a generated project, against the local template: the update and
     the one pull request CML would open (recorded, nothing sent); without the token, it fails
     naming the secret."""
@@ -200,7 +214,7 @@ def test_template_update_workflow_under_act_records_the_pull_request(tmpl, tmp_p
     from actlib import remove, require_act, workspace
 
     require_act()
-    proj = generate(tmpl, tmp_path / "proj")
+    proj = copy_of(default_project, tmp_path / "proj")
     config = proj / "conf/config.yaml"
     config.write_text(config.read_text().replace("  epochs: 40\n", "  epochs: 10\n"))
     commit(proj, "own edit")
