@@ -279,6 +279,27 @@ registry: install ## Show the model versions and their stages (gto show)
 track: install ## Log the pipeline's last results to MLflow
 	python -m mlproject.pipeline.tracking log
 
+##@ Template updates (copier; docs/template.md)
+
+# A project made with `copier copy` records the template version and its answers in
+# .copier-answers.yml. REF: a template tag (default: its newest); DRY=1 updates a throwaway clone
+# and lists what would change. Conflicts are marked inline (<<<<<<<) and listed. OPEN_PR=1
+# (template-update.yml): then open one pull request with the change (needs TEMPLATE_UPDATE_TOKEN).
+.PHONY: template-update template-adopt
+# Without .copier-answers.yml (the template repository itself) it says so and installs nothing.
+template-update: $(if $(wildcard .copier-answers.yml),install) ## copier update to the template's newest tag (REF=<tag>; DRY=1)
+ifeq ($(wildcard .copier-answers.yml),)
+	@echo "no .copier-answers.yml: this is the template repository itself, or a project that has not adopted it (make template-adopt REF=<tag> TEMPLATE=<url>); nothing to update."
+else
+	python -m mlproject.ops.template $(if $(filter 1,$(OPEN_PR)),pr,update) \
+	  $(if $(REF),--ref=$(REF)) $(if $(filter 1,$(DRY)),--dry-run)
+endif
+
+# A fork or "Use this template" copy without .copier-answers.yml: record the version it came
+# from (and commit it), then `make template-update` brings what came later.
+template-adopt: install ## A fork starts receiving updates (REF=<tag>, TEMPLATE=<url>)
+	python -m mlproject.ops.template adopt --ref="$(REF)" --template="$(TEMPLATE)"
+
 ##@ Quality: tests, lint, docs, benchmarks
 
 # TEST_JOBS: pytest-xdist workers (auto: one per CPU, at most 4); TEST_JOBS=0 runs the tests one
