@@ -13,6 +13,7 @@ from typing import Any
 
 from .. import kinds, tasks
 from ..core.errors import ProjectError
+from ..serve.task import serving as task_serving
 
 
 class SmokeError(ProjectError, RuntimeError):
@@ -76,7 +77,7 @@ def smoke(base_url: str, card: dict[str, Any], wait_s: float = 60) -> dict[str, 
         raise SmokeError(f"predict: not an answer with 'predictions': {text[:300]}") from None
     if not isinstance(items, list) or not items:
         raise SmokeError(f"predict: no predictions in the answer: {text[:300]}")
-    problem = tasks.for_card(card).serving().answer_problem(card, items[0])
+    problem = task_serving(tasks.name_of(card)).answer_problem(card, items[0])
     if problem:
         raise SmokeError(f"predict: {problem}")
     print(f"smoke: {base_url} ready; infer -> {logits['shape']}; predict -> {text[:120]}")

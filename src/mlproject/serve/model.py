@@ -4,9 +4,8 @@ Loading checks that the ONNX file is the one the card describes (sha256), reads 
 names, datatypes and shapes from the session itself, binds the data kind's serving side
 (`mlproject.kinds.for_spec(card["input"]).serving.bind`: it checks the inputs and decodes
 requests; see mlproject.kinds.images.serving for the protocol) and the task's
-(`mlproject.tasks.for_card(card).serving().bind`: what the outputs mean to /predict, `make
-predict`, the metrics and the prediction log; see mlproject.tasks.classification_serving), and
-runs a warm-up so the first request does not pay for memory-arena growth.
+(`serve.task.serving(task).bind`, in mlproject.tasks.<task>_serving: what the outputs mean to
+/predict, `make predict`, the metrics and the prediction log), and runs a warm-up so the first request does not pay for memory-arena growth.
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .. import kinds, tasks
+from .task import serving as task_serving
 
 # ONNX element type strings (as onnxruntime reports them) -> Open Inference Protocol datatypes.
 ORT_TO_V2 = {
@@ -221,7 +221,7 @@ def load_model(
         detail = f"no {exc} in the card's input" if isinstance(exc, KeyError) else exc
         raise ModelLoadError(f"{model_path}: {detail}") from None
     try:
-        task = tasks.for_card(card).serving()
+        task = task_serving(tasks.name_of(card))
         bound_task = task.bind(card, outputs, read_profile(card, card_path, profile_path))
     except KeyError as exc:
         raise ModelLoadError(f"{card_path}: model card has no {exc}") from None

@@ -349,14 +349,3 @@ def significance_lead(sig: dict[str, Any]) -> str:
         f"Of {sig['n']} test items, head **fixes {first['fixed']}** and "
         f"**breaks {first['broken']}** that base got right."
     )
-
-
-# ------------------------------------------------------------------------------ serving side
-
-
-def serving():
-    """The server's side of this task (NumPy only; mlproject.tasks.classification_serving): what
-    /predict, `make predict`, the server's metrics and the prediction log make of the outputs."""
-    from . import classification_serving
-
-    return classification_serving

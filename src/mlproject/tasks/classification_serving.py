@@ -1,7 +1,7 @@
 """The server's side of classification (NumPy only): what a served classifier answers.
 
-Every task's serving module has this protocol; `mlproject.serve` reaches it through
-`tasks.for_card(card).serving()` and never branches on the task:
+Every task's serving module has this protocol; `mlproject.serve` finds it by name
+(`serve.task.serving(name)`: `mlproject.tasks.<task>_serving`) and never branches on the task:
 
     bind(card, outputs, profile) -> a bound object, built once per model, with
       .classes                  the card's class names ([] when the task has none)

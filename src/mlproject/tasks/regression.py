@@ -310,14 +310,3 @@ def significance_lead(sig: dict[str, Any]) -> str:
         f"Of {sig['n']} test items, head's absolute error is **smaller on {first['improved']}** "
         f"and **larger on {first['worsened']}** than base's."
     )
-
-
-# ------------------------------------------------------------------------------ serving side
-
-
-def serving():
-    """The server's side of this task (NumPy only; mlproject.tasks.regression_serving): what
-    /predict, `make predict`, the server's metrics and the prediction log make of the outputs."""
-    from . import regression_serving
-
-    return regression_serving

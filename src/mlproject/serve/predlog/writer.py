@@ -18,8 +18,8 @@ from typing import BinaryIO
 
 import numpy as np
 
-from ... import tasks
 from ...monitor.features import FEATURES, image_features
+from ..task import serving as task_serving
 from .wire import ROUTES, Rows, read_chunk
 
 FILE_NAME = "predictions.jsonl"
@@ -116,7 +116,7 @@ class LineFormatter:
             + "}, %s}\n"
         )
         self.route_names = np.array(ROUTES, dtype=object)
-        self.task = tasks.get(config.task).serving().log_format(config)
+        self.task = task_serving(config.task).log_format(config)
 
     @staticmethod
     def ids_json(ids: list[str] | None, n: int) -> list[str]:
