@@ -25,7 +25,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
-pytestmark = pytest.mark.slow  # the regression_repo fixture runs the pipeline once
+# Tests marked slow use the regression_repo fixture (it runs the pipeline once per session).
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -101,6 +101,7 @@ def metric_values(client, name: str) -> dict[str, float]:
     return out
 
 
+@pytest.mark.slow
 def test_infer_returns_the_prediction_per_row_and_no_classes(client, model, rows):
     card = model.card
     data, want = rows
@@ -137,6 +138,7 @@ def test_infer_returns_the_prediction_per_row_and_no_classes(client, model, rows
     assert r.status_code == 400 and "classification" in r.json()["error"], r.text
 
 
+@pytest.mark.slow
 def test_predict_json_rows_and_csv_answer_a_number_with_ids(client, model, rows):
     data, want = rows
     r = client.post(
@@ -168,6 +170,7 @@ def test_predict_json_rows_and_csv_answer_a_number_with_ids(client, model, rows)
     assert "prediction" in item["properties"] and "class" not in item["properties"]
 
 
+@pytest.mark.slow
 def test_bad_requests_get_a_400_naming_the_column_or_id(client, model, rows):
     card = model.card
     data, _ = rows
@@ -187,6 +190,7 @@ def test_bad_requests_get_a_400_naming_the_column_or_id(client, model, rows):
     assert r.status_code == 400 and r.json()["error"].startswith("id:"), r.text
 
 
+@pytest.mark.slow
 def test_prediction_log_records_the_number_and_the_id(model, rows, tmp_path):
     card = model.card
     data, want = rows
@@ -210,6 +214,7 @@ def test_prediction_log_records_the_number_and_the_id(model, rows, tmp_path):
     assert records[0]["features"]["bmi"] == pytest.approx(data[0]["bmi"])
 
 
+@pytest.mark.slow
 def test_tritonclient_and_the_smoke_test_on_a_real_socket(model, rows):
     import tritonclient.http as triton
 
@@ -235,6 +240,7 @@ def test_tritonclient_and_the_smoke_test_on_a_real_socket(model, rows):
         assert isinstance(answer["predict"]["predictions"][0]["prediction"], float)
 
 
+@pytest.mark.slow
 def test_make_predict_writes_id_and_prediction(model, rows, tmp_path):
     data, want = rows
     columns = list(data[0])
@@ -276,3 +282,53 @@ def test_make_predict_writes_id_and_prediction(model, rows, tmp_path):
     failed = make_predict(write(tmp_path / "bad.csv", [*data[:2], {**data[2], "bmi": "heavy"}]))
     assert failed.returncode != 0 and "'bmi'" in failed.stderr and "row 3" in failed.stderr
     assert not out.exists()  # nothing half-written
+
+
+def test_regression_serving_writes_numbers_and_null_and_takes_the_profiles_buckets(tmp_path):
+    """The task's serving side alone (no model): answers, CSV cells and log lines of a
+    prediction [N, 1], a non-finite one as null/empty, and the histogram's bounds."""
+    from mlproject.serve.model import TensorSpec
+    from mlproject.serve.predlog import LineFormatter, LogConfig, Rows
+    from mlproject.tasks import regression_serving as rs
+
+    card = {"output": {"name": "prediction"}}
+    profile = {
+        "predicted": {
+            "min": 64.18,
+            "max": 323.8958,
+            "quantiles": {"p05": 71.7458351, "p50": 141.6345825, "p95": 240.8210648},
+        }
+    }
+    task = rs.bind(card, [TensorSpec("prediction", "FP32", [-1, 1])], profile)
+    assert task.buckets == (64.18, 71.7458, 141.635, 240.821, 323.896)
+    assert rs.bind(card, [TensorSpec("prediction", "FP32", [-1, 1])]).buckets == (
+        rs.FALLBACK_BUCKETS
+    )
+    with pytest.raises(ValueError, match="FP32 \\[N, 1\\]"):
+        rs.bind(card, [TensorSpec("prediction", "FP32", [-1, 3])])
+    out = np.array([[1.5], [np.nan], [226.13406]], dtype=np.float32)
+    assert task.answers([out], top_k=3) == [
+        {"prediction": 1.5},
+        {"prediction": None},
+        {"prediction": 226.13406},
+    ]
+    assert task.csv_rows([out]) == [["1.5"], [""], ["226.13406"]]
+    config = LogConfig(
+        directory=str(tmp_path),
+        model_name="m",
+        model_sha256="0" * 64,
+        max_bytes=1 << 20,
+        keep=1,
+        task="regression",
+    )
+    lines = LineFormatter(config).text(
+        np.array([1.0, 2.0, 3.0]),
+        np.array([0, 1, 1], dtype=np.uint8),
+        Rows(["bmi"], [[30.5, None, 22.0]]),
+        out,
+        ["r#0", "r#1", 'q"uote'],
+    )
+    records = [json.loads(line) for line in lines.splitlines()]
+    assert [r["id"] for r in records] == ["r#0", "r#1", 'q"uote']
+    assert [r["predicted"] for r in records] == [1.5, None, 226.13406]
+    assert all("confidence" not in r for r in records)
