@@ -262,6 +262,7 @@ def test_prediction_log_loses_nothing_on_clean_shutdown(pipeline_repo, tmp_path)
     for r in records:
         assert set(r) == {
             "ts",
+            "id",
             "model",
             "model_sha256",
             "route",
@@ -274,6 +275,11 @@ def test_prediction_log_loses_nothing_on_clean_shutdown(pipeline_repo, tmp_path)
         # /infer's tensor is un-normalized back to the same pixels /predict decoded.
         assert r["features"] == pytest.approx(want, abs=1e-5)
     assert records[0]["ts"] <= records[-1]["ts"] <= time.time()
+    # Every record has its request's id (server-made here), `#i` for the i-th of several items.
+    infer_ids = sorted(r["id"] for r in records if r["route"] == "infer")
+    assert len(set(infer_ids)) == n_infer * batch
+    assert {i.split("#")[1] for i in infer_ids} == {str(k) for k in range(batch)}
+    assert all("#" not in r["id"] for r in records if r["route"] == "predict")
 
 
 @pytest.mark.slow
@@ -335,12 +341,14 @@ def test_prediction_log_chunks_round_trip_and_reject_damage():
         rng.integers(0, 256, (3, 2, 4, 5), dtype=np.uint8),
         rng.random((3, 7)).astype(np.float32),
     )
-    blob = b"".join(bytes(memoryview(b)) for b in encode_chunk(*arrays))
+    ids = ["r1", "r2#0", 'q"uote#1']
+    blob = b"".join(bytes(memoryview(b)) for b in encode_chunk(*arrays, ids))
     stream = io.BytesIO(blob + blob)
     for _ in range(2):
         got = read_chunk(stream)
-        for a, b in zip(arrays, got, strict=True):
+        for a, b in zip(arrays, got[:4], strict=True):
             np.testing.assert_array_equal(a, b)
+        assert got[4] == ids
     assert read_chunk(stream) is None
     with pytest.raises(ValueError, match="truncated chunk"):
         read_chunk(io.BytesIO(blob[:-1]))
@@ -389,7 +397,8 @@ def test_prediction_log_pixels_keep_request_order_across_routes_and_sizes(tmp_pa
         sent += [(size, route, p, i) for p in pixels]
     groups = list(log.groups(list(log.pending)))
     assert [g[2].shape[2] for g in groups] == [4, 6]
-    for ts, routes, pixels, scores in groups:
+    for ts, routes, pixels, scores, ids in groups:
+        assert len(ids) == len(ts)  # each item's id (the log made request ids here)
         want = [s for s in sent if s[0] == pixels.shape[2]]
         assert [("infer", "predict")[r] for r in routes] == [s[1] for s in want]
         np.testing.assert_array_equal(pixels, np.stack([s[2] for s in want]))

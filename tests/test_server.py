@@ -115,7 +115,9 @@ def test_infer_versioned_nested_gzip_and_no_content_type(client, session, card):
     (out,) = plain.json()["outputs"]
     np.testing.assert_allclose(out["data"], run_model(session, x)["logits"].ravel(), rtol=1e-5)
     zipped = client.post(path, content=gzip.compress(nested), headers={"Content-Encoding": "gzip"})
-    assert zipped.status_code == 200 and zipped.json() == plain.json()
+    # Each answer carries its request's id: made by the server here, one per request.
+    assert zipped.status_code == 200 and zipped.json()["id"] != plain.json()["id"]
+    assert {**zipped.json(), "id": ""} == {**plain.json(), "id": ""}
 
 
 def test_infer_binary_tensors_both_ways(client, session):
@@ -559,13 +561,24 @@ def test_prediction_log_records_every_item_of_both_apis(model_files, tmp_path):
     x = np.random.default_rng(7).standard_normal((3, 1, 8, 8)).astype(np.float32)
     body, headers = multipart([("a.png", png(np.zeros((8, 8), np.uint8)))])
     with TestClient(create_app(settings)) as client:
-        for _ in range(2):
-            assert client.post(INFER.format(name=NAME), content=infer_body(x)).status_code == 200
-        assert client.post("/predict", content=body, headers=headers).status_code == 200
+        # The request's id: the body's `id`, else the X-Request-ID header (serve.ids).
+        r = client.post(INFER.format(name=NAME), content=infer_body(x, id="req-9"))
+        assert r.status_code == 200 and r.json()["id"] == "req-9"
+        r = client.post(
+            INFER.format(name=NAME), content=infer_body(x), headers={"X-Request-ID": "hdr-1"}
+        )
+        assert r.status_code == 200 and r.json()["id"] == "hdr-1"
+        r = client.post("/predict", content=body, headers={**headers, "X-Request-ID": "one"})
+        assert r.status_code == 200 and r.json()["id"] == "one"
+        assert r.json()["predictions"][0]["id"] == "one"
     # Leaving the client ran the lifespan's end: the log is drained and its writer stopped.
     lines = (tmp_path / "log/predictions.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines]
     assert [r["route"] for r in records] == ["infer"] * 6 + ["predict"]
+    assert [r["id"] for r in records] == [
+        *(f"{rid}#{i}" for rid in ("req-9", "hdr-1") for i in range(3)),
+        "one",
+    ]
     assert {r["model"] for r in records} == {NAME}
     assert all(0 < r["confidence"] <= 1 and r["predicted"] in "0123456789" for r in records)
 

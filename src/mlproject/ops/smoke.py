@@ -1,6 +1,7 @@
 """The smoke test of a running inference server: ready, one Open Inference Protocol inference,
-one /predict with an image (standard library and Pillow only; the release job runs it against
-the image it built, and tests run it against a local server)."""
+one /predict with what the data kind reads (a blank image, or one table row), each answer checked
+as the task says (a class of the card, or a finite number). Standard library, NumPy and Pillow
+only; the release job runs it against the image it built, and tests against a local server."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from .. import kinds
+from .. import kinds, tasks
 from ..core.errors import ProjectError
+from ..serve.task import serving as task_serving
 
 
 class SmokeError(ProjectError, RuntimeError):
@@ -45,7 +47,6 @@ def smoke(base_url: str, card: dict[str, Any], wait_s: float = 60) -> dict[str, 
         if time.monotonic() > deadline:
             raise SmokeError(f"{base_url}/v2/health/ready: not ready after {wait_s:.0f} s.")
         time.sleep(0.5)
-    classes = card["classes"]
     # What to send is the data kind's (mlproject.kinds): a blank image, or one table row.
     payload, form, content_type = kinds.for_spec(card["input"]).serving.smoke_requests(card)
     status, body = http(
@@ -58,7 +59,7 @@ def smoke(base_url: str, card: dict[str, Any], wait_s: float = 60) -> dict[str, 
         raise SmokeError(f"infer: HTTP {status}: {body[:300]!r}")
     outputs = json.loads(body)["outputs"]
     logits = next((o for o in outputs if o["name"] == card["output"]["name"]), outputs[0])
-    width = card["output"]["shape"][-1]  # the classes, or one predicted number
+    width = card["output"]["shape"][-1]  # the classes, or one predicted number (FP32 [N, 1])
     if logits["shape"] != [1, width]:
         raise SmokeError(f"infer: output shape {logits['shape']}, expected [1, {width}]")
     status, body = http(
@@ -70,7 +71,14 @@ def smoke(base_url: str, card: dict[str, Any], wait_s: float = 60) -> dict[str, 
     if status != 200:
         raise SmokeError(f"predict: HTTP {status}: {body[:300]!r}")
     text = body.decode()
-    if not any(f'"{c}"' in text for c in classes):
-        raise SmokeError(f"predict: no class name of the card in the answer: {text[:300]}")
+    try:
+        items = json.loads(text)["predictions"]
+    except (ValueError, KeyError, TypeError):
+        raise SmokeError(f"predict: not an answer with 'predictions': {text[:300]}") from None
+    if not isinstance(items, list) or not items:
+        raise SmokeError(f"predict: no predictions in the answer: {text[:300]}")
+    problem = task_serving(tasks.name_of(card)).answer_problem(card, items[0])
+    if problem:
+        raise SmokeError(f"predict: {problem}")
     print(f"smoke: {base_url} ready; infer -> {logits['shape']}; predict -> {text[:120]}")
     return {"infer": logits, "predict": json.loads(text)}

@@ -12,7 +12,7 @@ import json
 import os
 import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,7 +25,7 @@ from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.responses import Response
 from starlette.routing import Match
 
-from .. import __version__
+from .. import __version__, tasks
 from . import bench, friendly, protocol
 from .batching import Batcher
 from .errors import RequestError, RequestErrorMiddleware, error_response
@@ -46,11 +46,18 @@ class Server:
     predlog: PredictionLog | None = None
     ready: bool = False
     batcher: Batcher | None = None
-    _logits_index: int = field(default=0)
 
-    async def infer(self, api: str, feed: dict[str, np.ndarray], n: int, logged: Any = None):
+    async def infer(
+        self,
+        api: str,
+        feed: dict[str, np.ndarray],
+        n: int,
+        logged: Any = None,
+        ids: str | list[str] | None = None,
+    ):
         """The model's outputs for the feed's n rows (as the kind decoded them), observed in
-        metrics and the prediction log (`logged`: what the kind has the log record of them)."""
+        metrics and the prediction log (`logged`: what the kind has the log record of them;
+        `ids`: the request's id, or each item's: see serve.ids)."""
         mode = self.settings.inference
         if mode == "batch":
             results = await self.batcher.run(feed, n)
@@ -60,11 +67,9 @@ class Server:
         else:  # metrics are observed on the event loop's thread, not the worker's
             results, seconds = await run_in_threadpool(self._timed_run, feed)
             self.metrics.observe_run(seconds, n)
-        # argmax of logits equals argmax of probabilities: no softmax on the hot path.
-        predicted = results[self._logits_index].argmax(axis=1)
-        self.metrics.observe_items(api, predicted, self.model.classes)
+        self.metrics.observe_items(api, n, results)
         if self.predlog is not None:
-            self.model.kind.submit_log(self.predlog, api, logged, results)
+            self.model.kind.submit_log(self.predlog, api, logged, results, ids)
         return results
 
     def _timed_run(self, feed: dict[str, np.ndarray]) -> tuple[list[np.ndarray], float]:
@@ -153,35 +158,36 @@ def _fastapi_options() -> dict:
 
 def create_app(settings: Settings | None = None, model: Model | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
-    model = model or load_model(settings.model, settings.card, settings.threads)
+    model = model or load_model(
+        settings.model, settings.card, settings.threads, profile_path=settings.reference_profile
+    )
     metrics = Metrics(
         model.name,
         model.version,
         model.card["sha256"],
         f"onnxruntime {ort.__version__}",
         settings.threads,
+        task=model.task,
     )
     server = Server(
         settings=settings,
         model=model,
         metrics=metrics,
         card_json=json.dumps(model.card).encode(),
-        _logits_index=model.logits_index,
     )
     server.batcher = Batcher(model, settings.max_batch, on_run=metrics.observe_run)
     if settings.prediction_log is not None:
-        scores_index, scores_are_logits = model.scores_output
         server.predlog = PredictionLog(
             LogConfig(
                 directory=settings.prediction_log,
                 model_name=model.name,
                 model_sha256=model.card["sha256"],
-                classes=model.classes,
                 max_bytes=settings.prediction_log_max_bytes,
                 keep=settings.prediction_log_files,
-                scores_are_logits=scores_are_logits,
+                task=tasks.name_of(model.card),
+                **model.task.log_options(),
             ),
-            scores_index=scores_index,
+            scores_index=model.task.log_output,
             on_written=metrics.predlog_records.inc,
             on_dropped=metrics.predlog_dropped.inc,
             **model.kind.log_options(),

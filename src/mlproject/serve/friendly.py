@@ -1,26 +1,28 @@
 """The friendly API: send what the model's data kind reads (image files or pixel arrays; table
-rows as JSON or a CSV file), get class names and probabilities back.
+rows as JSON or a CSV file), get per item what the model's task answers (a class name and
+probabilities, or `{"prediction": <number>}`) with the item's id.
 
 The kind's serving side (`model.kind.read_predict`) turns the body into the model's feed, with
-the same preprocessing as training; this module holds what every kind shares: reading a
-multipart form or a JSON body, and the answer per item.
+the same preprocessing as training; the task's serving side (`model.task.answers`) turns the
+outputs into answers; this module holds what every kind and task share: reading a multipart
+form or a JSON body, the ids (serve.ids) and the answer's envelope.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import orjson
 from fastapi import FastAPI, Query, Request
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
+from . import ids
 from .encoding import JSON_TYPE
 from .errors import RequestError
 from .model import Model
-from .openapi import PREDICT_RESPONSE
+from .openapi import predict_response
 
 
 async def read_form(
@@ -59,34 +61,30 @@ async def read_json_body(request: Request, what: str) -> tuple[bytes, Any]:
         raise RequestError(400, f"request body: invalid JSON ({exc})") from None
 
 
-def _response(names: list[str], model: Model, probs: np.ndarray, top_k: int) -> dict:
-    top = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
-    classes = model.classes
-    return {
-        "model": model.name,
-        "model_sha256": model.card["sha256"],
-        "predictions": [
-            {
-                "input": name,
-                "class": classes[row[0]],
-                "confidence": round(float(p[row[0]]), 6),
-                "top_k": [{"class": classes[c], "probability": round(float(p[c]), 6)} for c in row],
-            }
-            for name, row, p in zip(names, top, probs, strict=True)
-        ],
-    }
-
-
 async def predict(
     request: Request,
-    top_k: int | None = Query(None, ge=1, le=1000, description="classes per item (default TOP_K)"),
+    top_k: int | None = Query(
+        None, ge=1, le=1000, description="classes per item, for a classifier (default TOP_K)"
+    ),
 ) -> Response:
     server = request.app.state.server
     model: Model = server.model
-    names, feed, n, logged = await model.kind.read_predict(request, server.settings.max_batch)
-    k = min(top_k or server.settings.default_top_k, len(model.classes))
-    results = await server.infer("predict", feed, n, logged)
-    result = _response(names, model, model.probabilities(results), k)
+    names, feed, n, logged, own_ids = await model.kind.read_predict(
+        request, server.settings.max_batch
+    )
+    request_id = ids.request_id(None, request.headers.get(ids.HEADER))
+    item_ids = ids.item_ids(request_id, n, own_ids)
+    results = await server.infer("predict", feed, n, logged, item_ids)
+    answers = model.task.answers(results, top_k or server.settings.default_top_k)
+    result = {
+        "model": model.name,
+        "model_sha256": model.card["sha256"],
+        "id": request_id,
+        "predictions": [
+            {"input": name, "id": item, **answer}
+            for name, item, answer in zip(names, item_ids, answers, strict=True)
+        ],
+    }
     return Response(orjson.dumps(result), media_type=JSON_TYPE)
 
 
@@ -100,8 +98,8 @@ def add_routes(app: FastAPI) -> None:
         predict,
         methods=["POST"],
         tags=["Friendly API"],
-        summary="Classify items: image files or pixel arrays; table rows (JSON) or a CSV file",
-        responses=PREDICT_RESPONSE,
+        summary=app.state.server.model.task.summary,
+        responses=predict_response(app.state.server.model.task.answer_schema),
         # The body is the kind's: image files or pixel arrays, table rows or CSV files.
         openapi_extra=app.state.server.model.kind.predict_doc,
     )
@@ -110,7 +108,7 @@ def add_routes(app: FastAPI) -> None:
         model_card,
         methods=["GET"],
         tags=["Friendly API"],
-        summary="The model card (lineage, metrics, input spec, classes)",
+        summary="The model card (lineage, metrics, input spec, task, classes)",
         responses={
             200: {
                 "description": "models/model_card.json as served",

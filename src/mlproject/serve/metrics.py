@@ -1,5 +1,6 @@
 """Prometheus metrics: requests by route and status, latency, inference time, batch sizes,
-predicted classes, model version, and the prediction log's health.
+what the model predicts (the task's: predicted classes, or the predicted value's histogram),
+model version, and the prediction log's health.
 
 Each app has its own registry (several apps can live in one test process); `/metrics` exposes
 it with the process collector (memory, CPU, open files) included.
@@ -115,7 +116,17 @@ class LoopGauge(Collector):
 
 
 class Metrics:
-    def __init__(self, model_name: str, version: str, sha256: str, runtime: str, threads: int):
+    def __init__(
+        self,
+        model_name: str,
+        version: str,
+        sha256: str,
+        runtime: str,
+        threads: int,
+        task=None,
+    ):
+        """`task`: the model's task serving side (mlproject.tasks.*_serving), whose observer
+        makes and feeds the metrics of what the model predicts; None: no such metrics."""
         self.registry = registry = CollectorRegistry()
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
@@ -155,12 +166,6 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=registry,
         )
-        self.predictions = LoopCounter(
-            f"{PREFIX}_predictions",
-            "Predicted classes (argmax), by API",
-            ["api", "class_name"],
-            registry=registry,
-        )
         self.in_progress = LoopGauge(
             f"{PREFIX}_requests_in_progress", "Requests being served", registry=registry
         )
@@ -182,7 +187,21 @@ class Metrics:
             registry=registry,
         )
         self._request_children: dict[tuple[str, str, int], tuple] = {}
-        self._item_children: dict[str, tuple] = {}
+        self._batch_children: dict[str, list] = {}
+        self._observe_predictions = (
+            task.observer(self) if task is not None else lambda api, results: None
+        )
+
+    # A task's observer makes its instruments with these (it imports nothing from here).
+    def counter(self, name: str, documentation: str, labelnames) -> LoopCounter:
+        """A counter in this registry: `c.inc(c.labels(*values), n)`."""
+        return LoopCounter(name, documentation, labelnames, registry=self.registry)
+
+    def histogram(self, name: str, documentation: str, buckets, labelnames) -> LoopHistogram:
+        """A histogram in this registry: `h.observe(value, h.labels(*values))`."""
+        return LoopHistogram(
+            name, documentation, buckets=buckets, labelnames=labelnames, registry=self.registry
+        )
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         key = (route, method, status)
@@ -201,21 +220,13 @@ class Metrics:
         self.inference.observe(seconds, self._inference_child)
         self.run_rows.observe(rows, self._run_rows_child)
 
-    def observe_items(self, api: str, predicted: np.ndarray, classes: list[str]) -> None:
-        """Items per request and predicted classes; label children cached as above."""
-        children = self._item_children.get(api)
-        if children is None:
-            children = self._item_children[api] = (
-                self.batch.labels(api),
-                [self.predictions.labels(api, c) for c in classes],
-            )
-        self.batch.observe(len(predicted), children[0])
-        if len(predicted) == 1:
-            children[1][int(predicted[0])][0] += 1
-        else:
-            counts = np.bincount(predicted, minlength=len(classes))
-            for c in np.flatnonzero(counts):
-                children[1][c][0] += int(counts[c])
+    def observe_items(self, api: str, n: int, results: list[np.ndarray]) -> None:
+        """Items per request, and what the model predicted for them (the task's metrics)."""
+        child = self._batch_children.get(api)
+        if child is None:  # label lookups cost a lock each; cache them per API
+            child = self._batch_children[api] = self.batch.labels(api)
+        self.batch.observe(n, child)
+        self._observe_predictions(api, results)
 
     def exposition(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -3,14 +3,16 @@
 Loading checks that the ONNX file is the one the card describes (sha256), reads input and output
 names, datatypes and shapes from the session itself, binds the data kind's serving side
 (`mlproject.kinds.for_spec(card["input"]).serving.bind`: it checks the inputs and decodes
-requests; see mlproject.kinds.images.serving for the protocol) and runs a warm-up so the first
-request does not pay for memory-arena growth.
+requests; see mlproject.kinds.images.serving for the protocol) and the task's
+(`serve.task.serving(task).bind`, in mlproject.tasks.<task>_serving: what the outputs mean to
+/predict, `make predict`, the metrics and the prediction log), and runs a warm-up so the first request does not pay for memory-arena growth.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -20,7 +22,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from .. import kinds
+from .. import kinds, tasks
+from .task import serving as task_serving
 
 # ONNX element type strings (as onnxruntime reports them) -> Open Inference Protocol datatypes.
 ORT_TO_V2 = {
@@ -48,7 +51,7 @@ V2_TO_NUMPY = {
     "UINT16": np.dtype("<u2"),
     "BOOL": np.dtype("?"),
 }
-PROBS_NAME = "probabilities"
+PROFILE_NAME = "reference_profile.json"  # the monitor's profile, beside the card
 
 
 class ModelLoadError(RuntimeError):
@@ -72,6 +75,7 @@ class Model:
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     kind: Any  # the data kind's serving side, bound to this model (see load_model)
+    task: Any  # the task's serving side, bound to this model (see load_model)
     threads: int
     load_seconds: float = 0.0
     output_index: dict[str, int] = field(default_factory=dict)
@@ -98,36 +102,15 @@ class Model:
         # The card has no version counter; the content hash identifies the model exactly.
         return self.card["sha256"][:12]
 
-    @cached_property
+    @property
     def classes(self) -> list[str]:
-        return self.card["classes"]
+        """The card's class names ([] for a model that predicts a number)."""
+        return self.task.classes
 
     def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         """All outputs for a feed (input name -> batch, as the kind decodes requests), in
         `self.outputs` order."""
         return self.session.run(self._output_names, feed)
-
-    @property
-    def logits_index(self) -> int:
-        """Position in run()'s outputs of the card's output (the logits)."""
-        return self.output_index.get(self.card["output"]["name"], 0)
-
-    @property
-    def scores_output(self) -> tuple[int, bool]:
-        """Position of the output that carries class scores, and whether they are logits: the
-        graph's own softmax output when it has one, else the logits."""
-        if PROBS_NAME in self.output_index:
-            return self.output_index[PROBS_NAME], False
-        return self.logits_index, True
-
-    def probabilities(self, outputs: list[np.ndarray]) -> np.ndarray:
-        """Class probabilities from run()'s outputs: the graph's own softmax if it has one."""
-        index, are_logits = self.scores_output
-        if not are_logits:
-            return outputs[index]
-        logits = outputs[index]
-        z = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return z / z.sum(axis=1, keepdims=True)
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -157,9 +140,46 @@ def session_options(threads: int) -> ort.SessionOptions:
     return opts
 
 
+def read_profile(card: dict[str, Any], card_path: Path, path: Path | None) -> dict | None:
+    """The reference profile the task may read (a regression model's histogram buckets): the
+    file `path`, or models/reference_profile.json beside the card when there is one. An
+    explicit file must exist and describe this model; the default one is skipped (with a
+    warning) when it describes another."""
+    explicit = path is not None
+    path = Path(path) if explicit else Path(card_path).with_name(PROFILE_NAME)
+    try:
+        profile = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        if explicit:
+            raise ModelLoadError(
+                f"{path}: reference profile not found (REFERENCE_PROFILE); run `make repro` "
+                "(the profile stage writes it) or leave the setting empty"
+            ) from None
+        return None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"{path}: cannot read the reference profile ({exc})") from None
+    sha = (profile.get("model") or {}).get("sha256") if isinstance(profile, dict) else None
+    if sha != card["sha256"]:
+        message = (
+            f"{path}: the reference profile describes model {str(sha)[:12]}, "
+            f"not {card['sha256'][:12]}; run `dvc repro` to remake it"
+        )
+        if explicit:
+            raise ModelLoadError(message)
+        print(f"warning: {message} (not used)", file=sys.stderr)
+        return None
+    return profile
+
+
 def load_model(
-    model_path: Path, card_path: Path, threads: int = 1, warmup_batches: tuple[int, ...] = (1, 8)
+    model_path: Path,
+    card_path: Path,
+    threads: int = 1,
+    warmup_batches: tuple[int, ...] = (1, 8),
+    profile_path: Path | None = None,
 ) -> Model:
+    """The model and its card, checked, bound to its kind and task, warmed up; `profile_path`:
+    the reference profile (None: the one beside the card, if any)."""
     start = time.perf_counter()
     try:
         card = json.loads(Path(card_path).read_text(encoding="utf-8"))
@@ -170,7 +190,7 @@ def load_model(
         ) from None
     except (OSError, json.JSONDecodeError) as exc:
         raise ModelLoadError(f"{card_path}: cannot read the model card ({exc})") from None
-    for key in ("name", "sha256", "classes", "input", "output"):
+    for key in ("name", "sha256", "input", "output"):
         if key not in card:
             raise ModelLoadError(f"{card_path}: model card has no '{key}'")
     try:
@@ -200,12 +220,20 @@ def load_model(
     except (ValueError, KeyError, TypeError) as exc:
         detail = f"no {exc} in the card's input" if isinstance(exc, KeyError) else exc
         raise ModelLoadError(f"{model_path}: {detail}") from None
+    try:
+        task = task_serving(tasks.name_of(card))
+        bound_task = task.bind(card, outputs, read_profile(card, card_path, profile_path))
+    except KeyError as exc:
+        raise ModelLoadError(f"{card_path}: model card has no {exc}") from None
+    except ValueError as exc:
+        raise ModelLoadError(f"{model_path}: {exc}") from None
     model = Model(
         card=card,
         session=session,
         inputs=inputs,
         outputs=outputs,
         kind=bound,
+        task=bound_task,
         threads=threads,
         output_index={t.name: i for i, t in enumerate(outputs)},
     )

@@ -160,46 +160,35 @@ PREDICT_DOC = {
         },
     }
 }
-PREDICT_RESPONSE = {
-    200: {
-        "description": "One prediction per input, in order",
-        "content": {
-            JSON_TYPE: {
-                "schema": {
-                    "type": "object",
-                    "required": ["model", "predictions"],
-                    "properties": {
-                        "model": {"type": "string"},
-                        "model_sha256": {"type": "string"},
-                        "predictions": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "properties": {
-                                    "input": {"type": "string"},
-                                    "class": {"type": "string"},
-                                    "confidence": {"type": "number"},
-                                    "top_k": {
-                                        "type": "array",
-                                        "items": {
-                                            "type": "object",
-                                            "properties": {
-                                                "class": {"type": "string"},
-                                                "probability": {"type": "number"},
-                                            },
-                                        },
-                                    },
-                                },
+
+
+def predict_response(item_schema: dict[str, Any]) -> dict:
+    """/predict's answers: one item per input, in order, as the model's task writes it
+    (`item_schema`: mlproject.tasks.<task>_serving's answer_schema)."""
+    return {
+        200: {
+            "description": "One prediction per input, in order, each with its id",
+            "content": {
+                JSON_TYPE: {
+                    "schema": {
+                        "type": "object",
+                        "required": ["model", "id", "predictions"],
+                        "properties": {
+                            "model": {"type": "string"},
+                            "model_sha256": {"type": "string"},
+                            "id": {
+                                "type": "string",
+                                "description": "the request's id (X-Request-ID, or made here)",
                             },
+                            "predictions": {"type": "array", "items": item_schema},
                         },
-                    },
+                    }
                 }
-            }
+            },
         },
-    },
-    **{k: v for k, v in ERRORS.items() if k != 404},
-    422: ERRORS[400] | {"description": "A query parameter is out of range"},
-}
+        **{k: v for k, v in ERRORS.items() if k != 404},
+        422: ERRORS[400] | {"description": "A query parameter is out of range"},
+    }
 
 
 def operation(

@@ -22,6 +22,7 @@ import numpy as np
 import orjson
 
 from .errors import RequestError
+from .ids import checked as checked_id
 from .model import Model
 
 
@@ -174,6 +175,8 @@ def parse_infer_request(header: bytes, binary: bytes, model: Model, max_batch: i
     request_id = req.get("id")
     if "id" in req and not isinstance(request_id, str):
         raise RequestError(400, "id: expected a string")
+    if request_id:
+        checked_id(request_id, "id")
     params = req.get("parameters")
     if params is None and "parameters" not in req:
         params = {}
@@ -222,6 +225,12 @@ def requested_outputs(req: dict, params: dict, model: Model) -> Sequence[Request
         k = p.get("classification", 0)
         if not _is_int(k) or k < 0:
             raise RequestError(400, f"{where}.parameters.classification: expected a count >= 0")
+        if k and not model.classes:
+            raise RequestError(
+                400,
+                f"{where}.parameters.classification: this model has no classes (its output is "
+                "a number); ask for the output without it",
+            )
         out.append(
             RequestedOutput(
                 item["name"],

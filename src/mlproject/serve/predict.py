@@ -3,7 +3,9 @@
     python -m mlproject.serve.predict --input data/cars.csv --output reports/predictions.csv
 
 One output row per input item: `id` (an image's path under the folder, or its file name; a
-table's row number, 0-based), the predicted `class` and its `probability`. onnxruntime and the
+table's `id` column when it has one that is not a feature, else its row number, 0-based), then
+what the model's task writes: a classifier's `class` and its `probability`, a regression
+model's `prediction` (mlproject.tasks.<task>_serving). onnxruntime and the
 model card only, like the server (no PyTorch): the model's data kind reads the input
 (`kinds.<kind>.serving`: a folder of images or one image; a CSV or Parquet table) with the same
 preprocessing as the server and training. Bad input (a missing file, a table without one of the
@@ -31,18 +33,14 @@ def predict(model: Model, source: Path, output: Path, batch: int = BATCH) -> int
     source = Path(source)
     if not source.exists():
         raise FileNotFoundError(f"{source}: no such file or folder (INPUT)")
-    classes = model.classes
+    task = model.task
     rows = 0
     with atomic_path(output) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(["id", "class", "probability"])
+        writer.writerow(["id", *task.csv_header])
         for ids, feed, n in model.kind.batch_items(source, batch):
-            probs = model.probabilities(model.run(feed))
-            best = probs.argmax(axis=1)
-            writer.writerows(
-                (i, classes[c], f"{float(p[c]):.6f}")
-                for i, c, p in zip(ids, best.tolist(), probs, strict=True)
-            )
+            cells = task.csv_rows(model.run(feed))
+            writer.writerows([i, *c] for i, c in zip(ids, cells, strict=True))
             rows += n
     return rows
 

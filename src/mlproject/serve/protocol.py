@@ -19,13 +19,13 @@ from starlette.responses import Response
 from starlette.routing import Match, Route
 
 from .. import __version__
-from . import openapi
+from . import ids, openapi
 from .encoding import HEADER_LENGTH_BYTES, JSON_TYPE, encode_infer_response, response_headers
 from .errors import RequestError
 from .model import Model
 from .parsing import decode_body, parse_infer_request, split_body
 
-EXTENSIONS = ["binary_tensor_data", "classification"]
+EXTENSIONS = ["binary_tensor_data"]  # and the task's (a classifier's: classification)
 
 
 def _json(obj: Any, status: int = 200) -> Response:
@@ -59,7 +59,8 @@ async def ready(request: Request) -> Response:
 
 
 async def server_metadata(request: Request) -> Response:
-    return _json({"name": "mlproject", "version": __version__, "extensions": EXTENSIONS})
+    extensions = EXTENSIONS + list(request.app.state.server.model.task.extensions)
+    return _json({"name": "mlproject", "version": __version__, "extensions": extensions})
 
 
 def _model_of(request: Request) -> Model:
@@ -104,17 +105,22 @@ class InferEndpoint:
         model: Model = server.model
         params = scope["path_params"]
         check_model(model, params["name"], params.get("version"))
-        encoding = header_length = None
+        encoding = header_length = header_id = None
         for key, value in scope["headers"]:  # ASGI servers give header names in lower case
             if key == b"content-encoding" and encoding is None:
                 encoding = value.decode("latin-1")
             elif key == HEADER_LENGTH_BYTES and header_length is None:
                 header_length = value.decode("latin-1")
+            elif key == ids.HEADER_BYTES and header_id is None:
+                header_id = value.decode("latin-1")
         settings = server.settings
         body = decode_body(await read_body(receive), encoding, settings.max_body_bytes)
         header, binary = split_body(body, header_length)
         req = parse_infer_request(header, binary, model, settings.max_batch)
-        results = await server.infer("infer", req.feed, req.n, req.logged)
+        # Every answer carries the request's id (the client's, or one made here): the
+        # prediction log's records of this request carry it too (see serve.ids).
+        req.id = ids.request_id(req.id, header_id)
+        results = await server.infer("infer", req.feed, req.n, req.logged, req.id)
         content, json_length = encode_infer_response(model, req, results)
         headers = response_headers(content, json_length)
         await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -135,7 +141,9 @@ class AsgiRoute(Route):
 infer = InferEndpoint()
 INFER_DESCRIPTION = (
     "Runs the model on the request's tensors: JSON, or a JSON header and binary tensors "
-    "(binary tensor data extension); top-k class strings on request (classification extension)."
+    "(binary tensor data extension); a classifier gives top-k class strings on request "
+    "(classification extension). The answer's `id` is the request's `id`, else its "
+    "X-Request-ID header, else one the server made: the prediction log's records carry it."
 )
 NAME, VERSION = "/v2/models/{name}", "/v2/models/{name}/versions/{version}"
 TAG = "Open Inference Protocol"

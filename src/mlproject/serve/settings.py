@@ -16,13 +16,21 @@ from ..core.errors import SettingsError  # the project's one settings error (a V
 ENV = {
     "model": ("MODEL_PATH", "ONNX model file"),
     "card": ("MODEL_CARD", "model card JSON written by the export stage"),
+    "reference_profile": (
+        "REFERENCE_PROFILE",
+        "the monitor's reference profile of this model (default: reference_profile.json beside "
+        "the card, if there); a regression model's predicted-value histogram takes its buckets",
+    ),
     "host": ("HOST", "address to listen on"),
     "port": ("PORT", "port to listen on"),
     "threads": ("ORT_THREADS", "onnxruntime intra-op threads (1 is fastest for small batches)"),
     "inference": ("INFERENCE_MODE", "batch: requests ready together share a run; inline; thread"),
     "max_batch": ("MAX_BATCH", "most items (tensor rows or images) in one request"),
     "max_body_bytes": ("MAX_BODY_BYTES", "largest request body accepted, in bytes"),
-    "default_top_k": ("TOP_K", "classes returned per item by /predict when top_k is not given"),
+    "default_top_k": (
+        "TOP_K",
+        "classes returned per item by /predict when top_k is not given (classifiers)",
+    ),
     "prediction_log": ("PREDICTION_LOG", "directory for prediction logs (JSONL); empty: off"),
     "prediction_log_max_bytes": ("PREDICTION_LOG_MAX_BYTES", "rotate the log file at this size"),
     "prediction_log_files": ("PREDICTION_LOG_FILES", "rotated files kept besides the current one"),
@@ -43,6 +51,7 @@ INFERENCE_MODES = ("batch", "inline", "thread")
 class Settings:
     model: Path = Path("models/model.onnx")
     card: Path = Path("models/model_card.json")
+    reference_profile: Path | None = None
     host: str = "127.0.0.1"
     port: int = 8000
     threads: int = 1
@@ -100,7 +109,7 @@ class Settings:
 
 
 def _convert(name: str, raw, source: str):
-    if name in ("model", "card", "prediction_log"):
+    if name in ("model", "card", "prediction_log", "reference_profile"):
         return Path(raw)
     if name in ("access_log", "bench_endpoint"):
         if isinstance(raw, bool):

@@ -11,14 +11,16 @@ The serving protocol every kind's `serving` module answers (mlproject.serve asks
                                 Open Inference Protocol `inputs` (and the binary section) ->
                                 the ONNX feed, its row count, what the prediction log records,
                                 and how many binary bytes were read
-      .read_predict(request, max_batch) -> (names, feed, n, logged)    (async)
-                                a /predict body -> one name per item, the feed, ...
+      .read_predict(request, max_batch) -> (names, feed, n, logged, ids)    (async)
+                                a /predict body -> one name per item, the feed, ..., and the
+                                items' own ids (None, or a list with None where an item has
+                                none: see serve.ids)
       .batch_items(path, batch) -> iterator of (ids, feed, n)  `make predict`'s input
       .predict_doc              /predict's request body, for the OpenAPI document
       .nan_literals             whether /infer's JSON may hold NaN (JSON has none; tritonclient
                                 writes it for np.nan), read by a slower parser when present
       .log_options()            keyword arguments of serve.predlog.PredictionLog
-      .submit_log(log, route, logged, results)   hand a request's items to the log
+      .submit_log(log, route, logged, results, ids)   hand a request's items to the log
 
 Images go through `mlproject.core.preprocess` with the spec read from the model card, the same
 functions that prepared the training data, so a file is seen exactly as training saw it.
@@ -111,9 +113,9 @@ class ImagesServing:
         return {"mean": self.spec.mean, "std": self.spec.std}
 
     @staticmethod
-    def submit_log(log, route: str, logged: np.ndarray, results: list[np.ndarray]) -> None:
+    def submit_log(log, route: str, logged: np.ndarray, results: list[np.ndarray], ids) -> None:
         # /infer logs its float tensor (un-normalized by the log), /predict its uint8 pixels.
-        log.submit(route, logged, logged.dtype != np.uint8, results)
+        log.submit(route, logged, logged.dtype != np.uint8, results, ids)
 
     # --------------------------------------------------------------- /v2 ... /infer
     def decode_infer(
@@ -199,7 +201,7 @@ class ImagesServing:
 
     async def read_predict(self, request, max_batch: int):
         """Image files (multipart `files`) or pixel arrays (JSON `instances`) -> (names, feed,
-        n, uint8 pixels for the log)."""
+        n, uint8 pixels for the log, None: an image brings no id of its own)."""
         from starlette.concurrency import run_in_threadpool
 
         from ...serve.friendly import read_form, read_json_body
@@ -239,7 +241,7 @@ class ImagesServing:
         else:
             pixels = await run_in_threadpool(self._pixels, items)
         x = normalize(pixels, self.spec.mean, self.spec.std)
-        return [name for name, _ in items], {self._name: x}, len(x), pixels
+        return [name for name, _ in items], {self._name: x}, len(x), pixels, None
 
     # --------------------------------------------------------------- make predict
     def _file_pixels(self, path: Path) -> np.ndarray:

@@ -14,6 +14,10 @@ with "" for missing. Clients send:
   MLServer's `parameters.content_type: "pd"` convention is this shape, so its clients work too.
 * /predict: `{"rows": [{"column": value, ...}, ...]}` or CSV files (multipart, a header row).
 
+A row's own id (serve.ids: what joins its prediction-log record to ground truth later) is its
+`id` field (JSON: a string or an integer) or `id` column (CSV, Parquet, `make predict`), unless
+the model takes a column called `id`: then it is a feature like any other.
+
 Values are matched as training matched them (`values.category_value`: 4 and "4" are one
 category), so a row scores the same through every route and `make predict`.
 """
@@ -32,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from ...serve.errors import RequestError
+from ...serve.ids import MAX_LENGTH as MAX_ID_LENGTH
 from ...serve.parsing import INT_ONLY
 from .values import CATEGORICAL, MISSING_CATEGORY, NUMERIC, category_value
 
@@ -41,6 +46,7 @@ DATATYPE = {NUMERIC: "FP32", CATEGORICAL: "BYTES"}
 # Text a CSV cell holds for a missing number (pandas' defaults, the usual ones).
 MISSING_TEXT = frozenset(["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None", "-"])
 _NUMBER_TYPES = frozenset([int, float, type(None)])
+ID_COLUMN = "id"  # a row's own id, when the model does not take a column of that name
 # A number beyond float32's range becomes inf and is rejected by name; numpy's warning about the
 # cast says nothing more.
 warnings.filterwarnings("ignore", "overflow encountered in cast", RuntimeWarning, __name__)
@@ -200,6 +206,9 @@ class TableServing:
         self.numeric = [c["type"] == NUMERIC for c in self.columns]
         self.index = {name: i for i, name in enumerate(self.names)}
         self.target = spec.get("target")
+        # Columns a request may carry that are not features: the target (ignored), the id.
+        self.id_column = ID_COLUMN if ID_COLUMN not in self.index else None
+        self.extra = {c for c in (self.target, self.id_column) if c is not None}
         # name -> (position, datatype, is numeric), for the usual request's checks
         self.usual = {
             name: (i, "FP32" if numeric else "BYTES", numeric)
@@ -217,8 +226,8 @@ class TableServing:
         return {}
 
     @staticmethod
-    def submit_log(log, route: str, logged: dict, results: list[np.ndarray]) -> None:
-        log.submit_rows(route, logged, results)
+    def submit_log(log, route: str, logged: dict, results: list[np.ndarray], ids) -> None:
+        log.submit_rows(route, logged, results, ids)
 
     def feed(self, values: list[list], n: int) -> dict[str, np.ndarray]:
         """Per column its n values (floats, NaN for missing; strings, "" for missing) ->
@@ -435,16 +444,19 @@ class TableServing:
         return values, offset
 
     # --------------------------------------------------------------- rows (/predict, make predict)
-    def from_records(self, records: list, where: str = "rows") -> tuple[list[list], int]:
-        """JSON rows [{column: value}, ...] -> per column its values; a missing or unknown
-        column, or a value of the wrong type, is named with its row."""
+    def from_records(self, records: list, where: str = "rows"):
+        """JSON rows [{column: value}, ...] -> (per column its values, n, the rows' own ids or
+        None when no row has one); a missing or unknown column, or a value of the wrong type,
+        is named with its row."""
         values: list[list] = [[] for _ in self.names]
-        known = self.index
+        known, extra, id_column = self.index, self.extra, self.id_column
+        ids: list[str | None] = []
         for i, record in enumerate(records):
             at = f"{where}[{i}]"
             if not isinstance(record, dict):
                 raise RequestError(400, f"{at}: expected an object {{column: value, ...}}")
-            unknown = [k for k in record if k not in known and k != self.target]
+            ids.append(row_id(record.get(id_column), f"{at}.{id_column}") if id_column else None)
+            unknown = [k for k in record if k not in known and k not in extra]
             if unknown:
                 raise RequestError(
                     400, f"{at}: unknown column(s) {unknown}; the model takes {self.names}"
@@ -458,11 +470,12 @@ class TableServing:
                 values[j].append(
                     number(v, f"{at}.{name}") if self.numeric[j] else category(v, f"{at}.{name}")
                 )
-        return values, len(records)
+        return values, len(records), ids if any(i is not None for i in ids) else None
 
     def from_csv(self, text: str, source: str, max_rows: int | None = None):
-        """CSV text with a header row -> (ids "<source>:row <k>", per column values, n); the
-        target column, if there, is ignored; another unknown one is an error."""
+        """CSV text with a header row -> (names "<source>:row <k>", per column values, n, the
+        rows' own ids); the target column, if there, is ignored; another unknown one is an
+        error."""
         reader = csv.reader(io.StringIO(text))
         header = next(reader, None)
         if not header:
@@ -479,8 +492,9 @@ class TableServing:
         text: bool,
         strict: bool = False,
     ):
-        """Rows of cells under a header (CSV text, or Python values from Parquet); `strict`:
-        a column the model does not take (but the target) is an error, else ignored."""
+        """Rows of cells under a header (CSV text, or Python values from Parquet) -> (names,
+        per column values, n, the `id` column's values or None without one); `strict`: a column
+        the model does not take (but the target and the id) is an error, else ignored."""
         seen = set()
         for h in header:
             if h in seen:
@@ -491,12 +505,14 @@ class TableServing:
             raise RequestError(
                 400, f"{source}: missing column(s) {missing}; the model takes {self.names}"
             )
-        unknown = [h for h in header if h not in self.index and h != self.target]
+        unknown = [h for h in header if h not in self.index and h not in self.extra]
         if unknown and strict:
             raise RequestError(
                 400, f"{source}: unknown column(s) {unknown}; the model takes {self.names}"
             )
         where = [header.index(name) for name in self.names]
+        id_at = header.index(self.id_column) if self.id_column in seen else None
+        own: list[str] | None = None if id_at is None else []
         values: list[list] = [[] for _ in self.names]
         ids = []
         for k, row in enumerate(rows, start=1):
@@ -522,14 +538,18 @@ class TableServing:
                     values[j].append(_number_value(cell, at))
                 else:
                     values[j].append(category(cell, at))
+            if own is not None:
+                at = f"{source}: row {k}, column {self.id_column!r}"
+                own.append(row_id(row[id_at].strip() if text else row[id_at], at, required=True))
             ids.append(f"{source}:row {k}" if text else str(k - 1))
         if not ids:
             raise RequestError(400, f"{source}: no rows under the header")
-        return ids, values, len(ids)
+        return ids, values, len(ids), own
 
     # --------------------------------------------------------------- /predict
     async def read_predict(self, request, max_batch: int):
-        """JSON rows or CSV files -> (names, feed, n, the feed for the log)."""
+        """JSON rows or CSV files -> (names, feed, n, the feed for the log, the rows' own ids:
+        None, or one per row, None where a row has none)."""
         from ...serve.friendly import read_form, read_json_body
 
         form = await read_form(
@@ -537,13 +557,15 @@ class TableServing:
         )
         if form is not None:
             names, columns, n = [], [[] for _ in self.names], 0
+            own: list[str | None] = []
             for source, data in form:
                 try:
                     text = data.decode("utf-8-sig")
                 except UnicodeDecodeError:
                     raise RequestError(400, f"{source}: not UTF-8 text; send a CSV file") from None
-                ids, values, rows = self.from_csv(text, source, max_batch - n)
+                ids, values, rows, file_ids = self.from_csv(text, source, max_batch - n)
                 names += ids
+                own += file_ids if file_ids is not None else [None] * rows
                 n += rows
                 for col, v in zip(columns, values, strict=True):
                     col.extend(v)
@@ -564,21 +586,22 @@ class TableServing:
                     f"rows: {len(records)} rows; this server takes at most {max_batch} per "
                     "request (MAX_BATCH)",
                 )
-            columns, n = self.from_records(records)
+            columns, n, own = self.from_records(records)
             names = [f"rows[{i}]" for i in range(n)]
         feed = self.feed(columns, n)
-        return names, feed, n, feed
+        return names, feed, n, feed, own if own and any(i is not None for i in own) else None
 
     # --------------------------------------------------------------- make predict
     def batch_items(self, path: Path, batch: int) -> Iterator[tuple[list[str], dict, int]]:
-        """A CSV or Parquet file: ids are the row numbers (0-based, as pandas numbers them).
-        Columns beyond the model's are ignored (an id column, the target)."""
+        """A CSV or Parquet file: ids are its `id` column's values when it has one (that the
+        model does not take), else the row numbers (0-based, as pandas numbers them). Other
+        columns beyond the model's are ignored (the target, anything else)."""
         path = Path(path)
         if path.is_dir():
             raise RequestError(400, f"{path}: a folder; a table model scores a CSV or Parquet file")
         suffix = path.suffix.lower()
         if suffix == ".parquet":
-            ids, values, n = self._parquet(path)
+            _, values, n, own = self._parquet(path)
         elif suffix in (".csv", ".txt"):
             try:
                 text = path.read_text(encoding="utf-8-sig")
@@ -588,12 +611,12 @@ class TableServing:
             header = [h.strip() for h in next(reader, None) or []]
             if not header:
                 raise RequestError(400, f"{path}: empty; expected a header row")
-            ids, values, n = self.from_table(header, reader, str(path), None, text=True)
-            ids = [str(i) for i in range(n)]
+            _, values, n, own = self.from_table(header, reader, str(path), None, text=True)
         else:
             raise RequestError(
                 400, f"{path}: expected a .csv or .parquet file, got {suffix or 'no suffix'}"
             )
+        ids = own if own is not None else [str(i) for i in range(n)]
         for start in range(0, n, batch):
             stop = min(start + batch, n)
             yield (
@@ -619,8 +642,27 @@ class TableServing:
             raise RequestError(
                 400, f"{path}: missing column(s) {missing}; the model takes {self.names}"
             )
-        rows = zip(*(table.column(name).to_pylist() for name in self.names), strict=True)
-        return self.from_table(self.names, rows, str(path), None, text=False)
+        names = self.names + ([self.id_column] if self.id_column in header else [])
+        rows = zip(*(table.column(name).to_pylist() for name in names), strict=True)
+        return self.from_table(names, rows, str(path), None, text=False)
+
+
+def row_id(value: Any, where: str, required: bool = False) -> str | None:
+    """A row's own id: a string or an integer (as text); None when absent (a JSON row without
+    one), unless `required` (a file's id column holds one per row)."""
+    if value is None or value == "":
+        if required:
+            raise RequestError(400, f"{where}: empty; a row of a table with an id column needs one")
+        return None
+    if isinstance(value, str):
+        if len(value) > MAX_ID_LENGTH:
+            raise RequestError(
+                400, f"{where}: {len(value)} characters; an id has at most {MAX_ID_LENGTH}"
+            )
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise RequestError(400, f"{where}: expected a string or an integer, got {value!r}")
 
 
 def _number_value(value: Any, where: str) -> float:

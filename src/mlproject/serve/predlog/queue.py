@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, replace
@@ -17,6 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..ids import item_ids
 from .wire import ROUTE_CODES, Rows, encode_chunk, encode_rows_chunk, write_all
 from .writer import FILE_NAME, LogConfig
 
@@ -32,7 +34,8 @@ class Pending(NamedTuple):
     route: int  # a code of wire.ROUTES
     x: np.ndarray | dict  # images: the model's input [n, C, H, W]; a table: its feed (columns)
     normalized: bool  # float input to un-normalize (/infer), or uint8 pixels already (/predict)
-    scores: np.ndarray  # [n, K]
+    scores: np.ndarray  # [n, K]: the output the task logs
+    ids: str | list[str] | None  # the request's id, or each item's (serve.ids)
 
 
 class PredictionLog:
@@ -98,22 +101,34 @@ class PredictionLog:
         self.thread.start()
 
     def submit(
-        self, route: str, x: np.ndarray, normalized: bool, results: list[np.ndarray]
+        self,
+        route: str,
+        x: np.ndarray,
+        normalized: bool,
+        results: list[np.ndarray],
+        ids: str | list[str] | None = None,
     ) -> None:
         """Called on the request path: O(1), never blocks, wakes no thread; drops (and counts)
-        beyond queue_size pending requests."""
+        beyond queue_size pending requests. `ids`: the request's id (items get `#i` when there
+        are several), or one per item; None: the log makes a request id."""
         pending = self.pending
         n = len(pending)
         if n >= self.queue_size or self.broken:
             self.on_dropped(len(x))
             return
         pending.append(
-            Pending(time.time(), ROUTE_CODES[route], x, normalized, results[self.scores_index])
+            Pending(time.time(), ROUTE_CODES[route], x, normalized, results[self.scores_index], ids)
         )
         if n == HIGH_WATER:  # once per crossing, not per record
             self.wake.set()
 
-    def submit_rows(self, route: str, feed: dict, results: list[np.ndarray]) -> None:
+    def submit_rows(
+        self,
+        route: str,
+        feed: dict,
+        results: list[np.ndarray],
+        ids: str | list[str] | None = None,
+    ) -> None:
         """Like submit, for a table: `feed` holds one [n, 1] array per column (float32, NaN for
         missing; strings, "" for missing), logged as the raw row."""
         pending = self.pending
@@ -122,7 +137,7 @@ class PredictionLog:
             self.on_dropped(len(results[self.scores_index]))
             return
         pending.append(
-            Pending(time.time(), ROUTE_CODES[route], feed, False, results[self.scores_index])
+            Pending(time.time(), ROUTE_CODES[route], feed, False, results[self.scores_index], ids)
         )
         if n == HIGH_WATER:
             self.wake.set()
@@ -195,7 +210,7 @@ class PredictionLog:
         return y.astype(np.uint8)
 
     def groups(self, entries: list[Pending]):
-        """(ts, routes, pixels, scores) per image size (one, unless the model takes several),
+        """(ts, routes, pixels, scores, ids) per image size (one, unless the model takes several),
         each item with its request's time and route."""
         try:  # the usual case: one image size, so one chunk
             x = np.concatenate([e.x for e in entries])
@@ -226,11 +241,17 @@ class PredictionLog:
             pixels[rows] = self.pixels(x[rows], True)
             pixels[~rows] = x[~rows]
         scores = np.concatenate([e.scores for e in entries])
-        return np.asarray(ts, dtype=np.float64), np.asarray(routes, dtype=np.uint8), pixels, scores
+        return (
+            np.asarray(ts, dtype=np.float64),
+            np.asarray(routes, dtype=np.uint8),
+            pixels,
+            scores,
+            entry_ids(entries),
+        )
 
     @staticmethod
     def rows_group(entries: list[Pending]) -> tuple:
-        """(ts, routes, Rows, scores) of table requests: each column's values as the client
+        """(ts, routes, Rows, scores, ids) of table requests: each column's values as the client
         sent them (NaN and "" back to None: missing)."""
         counts = [len(e.scores) for e in entries]
         ts = np.repeat([e.ts for e in entries], counts)
@@ -244,4 +265,17 @@ class PredictionLog:
             else:
                 values.append([v or None for v in column.tolist()])
         scores = np.concatenate([e.scores for e in entries])
-        return ts, routes.astype(np.uint8), Rows(names, values), scores
+        return ts, routes.astype(np.uint8), Rows(names, values), scores, entry_ids(entries)
+
+
+def entry_ids(entries: list[Pending]) -> list[str]:
+    """Every item's id, in order (serve.ids.item_ids: `<request id>#<i>` for the i-th of
+    several)."""
+    out: list[str] = []
+    for e in entries:
+        ids = e.ids
+        if ids is None or type(ids) is str:
+            out += item_ids(ids or uuid.uuid4().hex, len(e.scores))
+        else:
+            out += ids
+    return out

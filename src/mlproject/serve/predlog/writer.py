@@ -11,7 +11,7 @@ import json
 import os
 import signal
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
 from typing import BinaryIO
@@ -19,6 +19,7 @@ from typing import BinaryIO
 import numpy as np
 
 from ...monitor.features import FEATURES, image_features
+from ..task import serving as task_serving
 from .wire import ROUTES, Rows, read_chunk
 
 FILE_NAME = "predictions.jsonl"
@@ -82,20 +83,24 @@ class RotatingAppender:
 
 @dataclass(frozen=True, kw_only=True)
 class LogConfig:
-    """What the writer process needs to know; passed to it as JSON on its command line."""
+    """What the writer process needs to know; passed to it as JSON on its command line.
+    `task` names the model's task, whose log format (mlproject.tasks.<task>_serving) writes
+    each record's prediction; `classes` and `scores_are_logits` are what a classifier's reads."""
 
     directory: str
     model_name: str
     model_sha256: str
-    classes: list[str]
     max_bytes: int
     keep: int
+    task: str = "classification"
+    classes: list[str] = field(default_factory=list)
     scores_are_logits: bool = False
 
 
 class LineFormatter:
     """JSON lines from arrays, with one %-format over all of a chunk's values: json.dumps per
-    record would cost more than the request it describes. Strings are JSON-escaped once."""
+    record would cost more than the request it describes. Strings are JSON-escaped once; the
+    prediction's members are the task's (`log_format(config).fields(scores)`)."""
 
     def __init__(self, config: LogConfig):
         head = (
@@ -104,30 +109,30 @@ class LineFormatter:
         )
         self.head = head
         self.template = (
-            '{"ts": %.6f, '
+            '{"ts": %.6f, "id": %s, '
             + head
             + ', "route": "%s", "features": {'
             + ", ".join(f'"{name}": %.6g' for name in FEATURES)
-            + '}, "predicted": %s, "confidence": %s}\n'
+            + "}, %s}\n"
         )
-        # The same line with the confidence formatted in place (it is finite but for a broken
-        # model): '%.6g' % c is f"{c:.6g}".
-        self.template_finite = self.template.replace('"confidence": %s}', '"confidence": %.6g}')
-        self.class_json = np.array([json.dumps(c) for c in config.classes], dtype=object)
         self.route_names = np.array(ROUTES, dtype=object)
-        self.logits = config.scores_are_logits
+        self.task = task_serving(config.task).log_format(config)
 
-    def predictions(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Predicted class index and its probability per item."""
-        if self.logits:
-            z = np.exp(scores - scores.max(axis=1, keepdims=True))
-            scores = z / z.sum(axis=1, keepdims=True)
-        predicted = scores.argmax(axis=1)
-        return predicted, scores[np.arange(len(scores)), predicted].astype(np.float64)
+    @staticmethod
+    def ids_json(ids: list[str] | None, n: int) -> list[str]:
+        return ["null"] * n if ids is None else [json.dumps(i) for i in ids]
 
-    def rows_text(self, ts: np.ndarray, routes: np.ndarray, rows: Rows, scores: np.ndarray) -> str:
+    def rows_text(
+        self,
+        ts: np.ndarray,
+        routes: np.ndarray,
+        rows: Rows,
+        scores: np.ndarray,
+        ids: list[str] | None = None,
+    ) -> str:
         """A table's lines: `features` is the raw row, column -> number, string or null."""
-        predicted, confidence = self.predictions(scores)
+        fields = self.task.fields(scores)
+        id_json = self.ids_json(ids, len(ts))
         numbers = [bool(v) and any(isinstance(x, float) for x in v) for v in rows.values]
         # float32 as sent: 7 significant digits give back the number the client wrote.
         columns = [
@@ -136,43 +141,41 @@ class LineFormatter:
         ]
         lines = []
         for i, t in enumerate(ts.tolist()):
-            c = float(confidence[i])
             lines.append(
-                f'{{"ts": {t:.6f}, {self.head}, "route": "{ROUTES[routes[i]]}", "features": '
+                f'{{"ts": {t:.6f}, "id": {id_json[i]}, {self.head}, '
+                f'"route": "{ROUTES[routes[i]]}", "features": '
                 + json.dumps(
                     {name: col[i] for name, col in zip(rows.columns, columns, strict=True)}
                 )
-                + f', "predicted": {self.class_json[predicted[i]]}, "confidence": '
-                + (f"{c:.6g}" if np.isfinite(c) else "null")
-                + "}\n"
+                + f", {fields[i]}}}\n"
             )
         return "".join(lines)
 
     def text(
-        self, ts: np.ndarray, routes: np.ndarray, pixels: np.ndarray | Rows, scores: np.ndarray
+        self,
+        ts: np.ndarray,
+        routes: np.ndarray,
+        pixels: np.ndarray | Rows,
+        scores: np.ndarray,
+        ids: list[str] | None = None,
     ) -> str:
         """The lines of n items: float64 timestamps [n], route codes [n], uint8 pixels
-        [n, C, H, W] (or a table's Rows) and class scores [n, K]."""
+        [n, C, H, W] (or a table's Rows), the scores the task logs [n, K] and the items' ids
+        (None: null)."""
         n = len(ts)
         if n == 0:
             return ""
         if isinstance(pixels, Rows):
-            return self.rows_text(ts, routes, pixels, scores)
+            return self.rows_text(ts, routes, pixels, scores, ids)
         features = image_features(pixels)
-        predicted, confidence = self.predictions(scores)
-        conf: list = confidence.tolist()
-        template = self.template_finite
-        if not np.isfinite(confidence).all():
-            conf = [f"{c:.6g}" if np.isfinite(c) else "null" for c in conf]
-            template = self.template
         columns = [
             ts.tolist(),
+            self.ids_json(ids, n),
             self.route_names[routes].tolist(),
             *features.T.tolist(),
-            self.class_json[predicted].tolist(),
-            conf,
+            self.task.fields(scores),
         ]
-        return (template * n) % tuple(chain.from_iterable(zip(*columns, strict=True)))
+        return (self.template * n) % tuple(chain.from_iterable(zip(*columns, strict=True)))
 
 
 def write_stream(stream: BinaryIO, config: LogConfig) -> int:
