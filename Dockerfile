@@ -25,7 +25,8 @@ FROM python:${PYTHON_VERSION}-slim-bookworm
 ARG MODEL_DIR=models
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin serve
 COPY --from=build /opt/venv /opt/venv
-COPY ${MODEL_DIR}/model.onnx ${MODEL_DIR}/model_card.json /models/
+# The reference profile gives a regression model's predicted-value histogram its buckets.
+COPY ${MODEL_DIR}/model.onnx ${MODEL_DIR}/model_card.json ${MODEL_DIR}/reference_profile.json /models/
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -87,18 +88,58 @@ def project_files() -> list[str]:
     return [f for f in out.split("\0") if f and (ROOT / f).is_file()]
 
 
-def make_project(dest: Path, with_data: bool = True) -> Path:
-    """A fresh git + DVC repository holding this project, committed; data/ written if asked."""
+# The demos the tests exercise, and the model each trains by default (conf/data/, conf/model/).
+DEMOS = {"digits": "cnn", "cars": "mlp", "diabetes": "mlp"}
+DEFAULT_LINE = re.compile(r"(?m)^(  - (data|model): )(\S+)$")
+
+
+def pin_demo(repo: Path, data: str = "digits", model: str | None = None) -> bool:
+    """Select a demo in a project's `conf/config.yaml` defaults (`- data:`, `- model:`) and
+    recompose params.yaml; True when that changed anything. The tests pin the demo they test, so
+    that a fork whose own defaults name its data (a table, another model) runs them unchanged."""
+    config = repo / "conf" / "config.yaml"
+    text = config.read_text()
+    wanted = {"data": data, "model": model or DEMOS[data]}
+    pinned = DEFAULT_LINE.sub(lambda m: m[1] + wanted[m[2]], text)
+    assert len(DEFAULT_LINE.findall(text)) == 2, f"{config}: no `- data:`/`- model:` defaults"
+    if pinned == text:
+        return False
+    config.write_text(pinned)
+    run([sys.executable, "-m", "mlproject.pipeline.config"], repo)
+    return True
+
+
+def write_demo_data(repo: Path) -> None:
+    """data/ holds the demos (digits, cars, diabetes) and data.dvc tracks them: the template's
+    data.dvc already does (`make data` writes them byte for byte); a fork's data.dvc tracks its
+    own data, so there the demos are `dvc add`-ed and data.dvc committed, in this copy only."""
+    from mlproject.pipeline.data import _status_clean, write_demo_dataset
+
+    if (repo / "data").exists():
+        shutil.rmtree(repo / "data")
+    write_demo_dataset(repo / "data")
+    if _status_clean(str(repo / "data.dvc")):
+        run(["dvc", "commit", "--force", "-q", "data.dvc"], repo)  # the bytes into DVC's cache
+    else:
+        run(["dvc", "add", "-q", "data"], repo)
+        run(["git", "add", "data.dvc"], repo)
+        run(["git", "commit", "-q", "-m", "data: the demos (this fork tracks other data)"], repo)
+
+
+def make_project(dest: Path, with_data: bool = True, data: str = "digits") -> Path:
+    """A fresh git + DVC repository holding this project with demo `data` selected (and its
+    default model), committed; data/ holds the demos if asked."""
     dest.mkdir(parents=True, exist_ok=True)
     for rel in project_files():
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / rel, target)
+    pin_demo(dest, data)
     run(["git", "init", "-q", "-b", "main"], dest)
     run(["git", "add", "-A"], dest)
     run(["git", "commit", "-q", "-m", "project"], dest)
     if with_data:
-        run([sys.executable, "-m", "mlproject.pipeline.data"], dest)
+        write_demo_data(dest)
     return dest
 
 
@@ -147,12 +188,7 @@ def pipeline_repo(tmp_path_factory) -> Path:
 def use_table_demo(repo: Path, model: str = "mlp", data: str = "cars") -> Path:
     """Switch a project to a table demo (data=cars or diabetes, model=mlp) as a fork would: the
     defaults in conf/config.yaml, then `make params`' composition, committed."""
-    config = repo / "conf" / "config.yaml"
-    text = config.read_text()
-    assert "  - data: digits\n" in text and "  - model: cnn\n" in text
-    text = text.replace("  - data: digits\n", f"  - data: {data}\n")
-    config.write_text(text.replace("  - model: cnn\n", f"  - model: {model}\n"))
-    run([sys.executable, "-m", "mlproject.pipeline.config"], repo)
+    assert pin_demo(repo, data, model)
     run(["git", "commit", "-qam", f"data: the table demo ({data})"], repo)
     return repo
 

@@ -241,20 +241,20 @@ def promtool_test(tmp_path: Path, prof: dict, tests: list[dict]) -> subprocess.C
 
 
 def histogram(bounds: list[float], per_minute: list[int]) -> list[dict]:
-    """The server's mlproject_predicted_value histogram: cumulative counts per bucket bound
+    """The server's mlserve_predicted_value histogram: cumulative counts per bucket bound
     (+Inf last), `per_minute` new observations per minute in each."""
     cumulative = np.cumsum(per_minute).tolist()
     les = [repr(float(b)) for b in bounds] + ["+Inf"]
     series = [
         {
-            "series": f'mlproject_predicted_value_bucket{{api="predict",le="{le}"}}',
+            "series": f'mlserve_predicted_value_bucket{{api="predict",le="{le}"}}',
             "values": f"0+{n}x90",
         }
         for le, n in zip(les, cumulative, strict=True)
     ]
     series.append(
         {
-            "series": 'mlproject_predicted_value_count{api="predict"}',
+            "series": 'mlserve_predicted_value_count{api="predict"}',
             "values": f"0+{cumulative[-1]}x90",
         }
     )

@@ -106,7 +106,7 @@ def test_infer_returns_the_prediction_per_row_and_no_classes(client, model, rows
     card = model.card
     data, want = rows
     infer = f"/v2/models/{card['name']}/infer"
-    before = metric_values(client, "mlproject_predicted_value")
+    before = metric_values(client, "mlserve_predicted_value")
     r = client.post(infer, json={"id": "batch-1", "inputs": tensors(data, card)})
     assert r.status_code == 200, r.text
     body = r.json()
@@ -115,15 +115,15 @@ def test_infer_returns_the_prediction_per_row_and_no_classes(client, model, rows
     assert (out["name"], out["datatype"], out["shape"]) == ("prediction", "FP32", [5, 1])
     np.testing.assert_allclose(out["data"], want, rtol=1e-6)
     # The histogram observed each of the five values in its bucket; buckets are the profile's.
-    after = metric_values(client, "mlproject_predicted_value")
+    after = metric_values(client, "mlserve_predicted_value")
     profile = model.profile["predicted"]
     values = [profile["min"], profile["max"], *profile["quantiles"].values()]
     bounds = sorted({float(f"{v:.6g}") for v in values})
     assert len(bounds) == 7
     for bound in bounds:
-        key = f'mlproject_predicted_value_bucket{{api="infer",le="{bound}"}}'
+        key = f'mlserve_predicted_value_bucket{{api="infer",le="{bound}"}}'
         assert after[key] - before.get(key, 0) == int(np.sum(want <= bound)), key
-    count = 'mlproject_predicted_value_count{api="infer"}'
+    count = 'mlserve_predicted_value_count{api="infer"}'
     assert after[count] - before.get(count, 0) == 5
     assert not metric_values(client, "mlserve_predictions_total")  # no class counter
     # No classes: no classification extension, and asking for it is a 400 naming the field.

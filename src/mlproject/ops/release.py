@@ -168,6 +168,8 @@ def assets(tag: str, out: Path = DIST) -> dict[str, Any]:
     MODELS.mkdir(exist_ok=True)
     shutil.copy2(out / Path(model_path).name, Path(model_path))
     shutil.copy2(out / "model_card.json", MODELS / "model_card.json")
+    if (out / "reference_profile.json").is_file():  # a regression model's histogram buckets
+        shutil.copy2(out / "reference_profile.json", MODELS / "reference_profile.json")
     print(f"release: {out}/ ({', '.join(p.name for p in sorted(out.iterdir()))}); model {source}")
     return meta
 

@@ -7,7 +7,7 @@ The protocol is every task's (see mlproject.tasks.classification_serving). Here:
 * /predict answers `{"prediction": <number>}` per item, and `make predict` writes
   `id,prediction`; a number is written in the shortest form that reads back to the model's
   float32 (151.23, not 151.22999572753906); a non-finite one (a broken model) is null / empty;
-* the server's metrics observe the predicted value in a histogram, `mlproject_predicted_value`
+* the server's metrics observe the predicted value in a histogram, `mlserve_predicted_value`
   (label `api`), whose bucket bounds are the reference profile's predicted-value quantiles
   (p05 ... p95) and its minimum and maximum, rounded to 6 significant digits: the test split's
   predictions fall about 5%, 20%, 25%, 25%, 20%, 5% between consecutive quantiles, so each
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 FALLBACK_BUCKETS = tuple(sorted([0.0, *(s * 10.0**k for k in range(-1, 6) for s in (-1, 1))]))
-HISTOGRAM = "mlproject_predicted_value"
+HISTOGRAM = "mlserve_predicted_value"
 ANSWER_SCHEMA = {
     "type": "object",
     "required": ["input", "id", "prediction"],
