@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -93,20 +94,43 @@ DEMOS = {"digits": "cnn", "cars": "mlp", "diabetes": "mlp"}
 DEFAULT_LINE = re.compile(r"(?m)^(  - (data|model): )(\S+)$")
 
 
+def _pinned(text: str, data: str, model: str | None) -> str:
+    """conf/config.yaml's text with `- data:` and `- model:` in its defaults set to a demo's."""
+    assert len(DEFAULT_LINE.findall(text)) == 2, "conf/config.yaml: no `- data:`/`- model:`"
+    wanted = {"data": data, "model": model or DEMOS[data]}
+    return DEFAULT_LINE.sub(lambda m: m[1] + wanted[m[2]], text)
+
+
 def pin_demo(repo: Path, data: str = "digits", model: str | None = None) -> bool:
     """Select a demo in a project's `conf/config.yaml` defaults (`- data:`, `- model:`) and
     recompose params.yaml; True when that changed anything. The tests pin the demo they test, so
     that a fork whose own defaults name its data (a table, another model) runs them unchanged."""
     config = repo / "conf" / "config.yaml"
     text = config.read_text()
-    wanted = {"data": data, "model": model or DEMOS[data]}
-    pinned = DEFAULT_LINE.sub(lambda m: m[1] + wanted[m[2]], text)
-    assert len(DEFAULT_LINE.findall(text)) == 2, f"{config}: no `- data:`/`- model:` defaults"
+    pinned = _pinned(text, data, model)
     if pinned == text:
         return False
     config.write_text(pinned)
     run([sys.executable, "-m", "mlproject.pipeline.config"], repo)
     return True
+
+
+def demo_conf(data: str = "digits") -> Path:
+    """This checkout's conf/ with demo `data` selected: conf/ itself when it already is (the
+    template), else a copy in a temporary folder (a fork that chose other data or a model)."""
+    conf = ROOT / "conf"
+    text = (conf / "config.yaml").read_text()
+    pinned = _pinned(text, data, None)
+    if pinned == text:
+        return conf
+    copy = Path(tempfile.mkdtemp(prefix=f"conf-{data}-")) / "conf"
+    shutil.copytree(conf, copy)
+    (copy / "config.yaml").write_text(pinned)
+    return copy
+
+
+# What the tests that compose a config read: the digits demo, whatever this project's default.
+DEMO_CONF = demo_conf()
 
 
 def write_demo_data(repo: Path) -> None:

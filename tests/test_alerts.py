@@ -108,7 +108,7 @@ def test_dashboard_queries_and_rules_run_on_real_prometheus(pipeline_repo, tmp_p
     name = json.loads(card.read_text())["name"]
     log = tmp_path / "predlog"
     with ServerProcess(model, card, cwd=pipeline_repo, env={"PREDICTION_LOG": str(log)}) as srv:
-        rules = [PROM / "rules.yml", PROM / "reference.rules.yml"]
+        rules = [PROM / "rules.yml", pipeline_repo / "deploy/prometheus/reference.rules.yml"]
         with PrometheusProcess(tmp_path, [f"{srv.host}:{srv.port}"], rules) as prom:
             assert prom.wait_for("up == 1"), "Prometheus never scraped the server"
             body = {

@@ -8,9 +8,9 @@ import torch
 from mlproject.pipeline.augment import build_augment
 from mlproject.pipeline.config import ConfigError, compose
 
-from conftest import ROOT
+from conftest import DEMO_CONF
 
-CONF = ROOT / "conf"
+CONF = DEMO_CONF  # conf/ with the digits demo selected (a fork may default to its own)
 
 
 def batch(seed=0, channels=3):

@@ -15,7 +15,7 @@ from mlproject.pipeline.export import export
 from mlproject.pipeline.prepare import prepare
 from mlproject.pipeline.train import autocast, load_checkpoint, select_device, train
 
-from conftest import ROOT
+from conftest import DEMO_CONF
 
 pytestmark = pytest.mark.gpu
 
@@ -25,7 +25,7 @@ def prepared(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("gpu")
     write_digits(tmp / "data")
     cfg = compose(
-        [f"data.root={tmp / 'data'}", "train.epochs=5", "train.device=auto"], conf_dir=ROOT / "conf"
+        [f"data.root={tmp / 'data'}", "train.epochs=5", "train.device=auto"], conf_dir=DEMO_CONF
     )
     prepare(cfg, out_dir=tmp / "prepared")
     return tmp, cfg

@@ -21,9 +21,9 @@ from mlproject.pipeline.train import (
     train_one_epoch,
 )
 
-from conftest import ROOT
+from conftest import DEMO_CONF
 
-CONF = ROOT / "conf"
+CONF = DEMO_CONF  # conf/ with the digits demo selected (a fork may default to its own)
 
 
 @pytest.mark.parametrize("cls", [SmallCNN, MLP])

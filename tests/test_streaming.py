@@ -14,9 +14,9 @@ from mlproject.pipeline.loader import InMemory, Streamed, open_split, streams
 from mlproject.pipeline.splits import SplitReader, SplitWriter
 from mlproject.pipeline.train import train
 
-from conftest import ROOT
+from conftest import DEMO_CONF
 
-CONF = ROOT / "conf"
+CONF = DEMO_CONF  # conf/ with the digits demo selected (a fork may default to its own)
 
 
 def write_rgb_folder(root, classes=3, per_class=12, size=16, seed=0):

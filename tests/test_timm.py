@@ -24,9 +24,9 @@ from mlproject.serve.process import ServerProcess
 from test_serve import multipart, png, request
 from test_streaming import write_rgb_folder
 
-from conftest import ENV, ROOT
+from conftest import DEMO_CONF, ENV, ROOT
 
-CONF = ROOT / "conf"
+CONF = DEMO_CONF  # conf/ with the digits demo selected (a fork may default to its own)
 
 
 def test_local_weights_file_loads_and_the_classifier_fits_the_classes(tmp_path):
