@@ -13,7 +13,7 @@ import yaml
 from mlproject.experiments import dvcexp, hpo, sweep
 from mlproject.experiments.dvcexp import Experiment, Objective
 
-from conftest import ROOT, copy_repo, run
+from conftest import ENV, ROOT, copy_repo, run
 
 GATE = {
     "min": {"accuracy": 0.95, "f1_macro": 0.95},
@@ -83,8 +83,10 @@ def test_hpo_on_the_regression_demo_keeps_the_lowest_rmse(regression_repo, tmp_p
     }
     path = tmp_path / "reg.yaml"  # outside the repository: the workspace stays clean
     path.write_text(yaml.safe_dump(space))
-    command = [sys.executable, "-m", "mlproject.experiments.hpo", "--trials", "3"]
-    out = run([*command, "--space", str(path)], repo, timeout=1500).stdout
+    # As a user types it: `make hpo` (it makes data/ present, then runs the search).
+    make = ["make", "--no-print-directory", "hpo", "TRIALS=3", f"SPACE={path}"]
+    env = {**ENV, "PATH": f"{Path(sys.executable).parent}:{ENV['PATH']}"}
+    out = run([*make, f"VENV={sys.prefix}", "VENV_PREBUILT=1"], repo, env=env, timeout=1500).stdout
     assert "study 'reg' (minimize rmse)" in out
     best = yaml.safe_load((repo / "reports/hpo/best.yaml").read_text())
     assert (best["metric"], best["direction"]) == ("rmse", "minimize")

@@ -139,7 +139,7 @@ class PrometheusProcess:
             time.sleep(0.5)
             try:
                 result = self.api("query", query=query)
-            except OSError:
+            except (OSError, ValueError):  # not up yet; a starting Prometheus answers 503 text
                 continue
             if result.get("status") == "success" and result["data"]["result"]:
                 return result["data"]["result"]
