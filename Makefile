@@ -228,7 +228,7 @@ MONITOR_SOURCE = $(if $(LOGS),--logs "$(LOGS)",$(if $(DATA),--data "$(DATA)"))
 
 # Exit 0: no drift, 1: drift, 2: bad input. The report goes to MONITOR_OUT.
 .PHONY: monitor
-monitor: install ## Drift vs the training profile: LOGS=<dir> | DATA=<dir> [ACTUALS=<csv id,actual>]
+monitor: install ## Drift vs the profile: LOGS=<dir> | DATA=<dir> [ACTUALS=<csv>]
 	python -m mlproject.monitor.drift $(MONITOR_SOURCE) $(if $(ACTUALS),--actuals "$(ACTUALS)") --out "$(MONITOR_OUT)"
 
 # Starting the workflow needs gh and GH_TOKEN.

@@ -226,7 +226,7 @@ def table_repo(tmp_path_factory) -> Path:
         use_table_demo(make_project(repo))
         run(["dvc", "repro"], repo)
         run(["git", "add", "-A"], repo)
-        run(["git", "commit", "-qm", "repro"], repo)
+        run(["git", "commit", "-qm", "repro", "--allow-empty"], repo)
 
     return built_once(tmp_path_factory, "table", build)
 
@@ -240,7 +240,7 @@ def regression_repo(tmp_path_factory) -> Path:
         use_table_demo(make_project(repo), data="diabetes")
         run(["dvc", "repro"], repo)
         run(["git", "add", "-A"], repo)
-        run(["git", "commit", "-qm", "repro"], repo)
+        run(["git", "commit", "-qm", "repro", "--allow-empty"], repo)
 
     return built_once(tmp_path_factory, "diabetes", build)
 

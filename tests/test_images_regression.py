@@ -15,7 +15,7 @@ from mlproject.kinds.images.targets import discover_targets
 from mlproject.pipeline.config import ConfigError, compose, validate
 from mlproject.pipeline.data import DataError, png_bytes
 
-from conftest import ROOT, make_project, run
+from conftest import DEMO_CONF, ROOT, make_project, run
 
 CONFIG = """\
 # Images whose target is their brightness (the mean pixel, 0..1).
@@ -114,7 +114,7 @@ def _drop_row(root: Path, rel: str) -> None:
 
 def test_the_config_needs_targets_for_regression_only(monkeypatch):
     monkeypatch.chdir(ROOT)
-    cfg = OmegaConf.create(OmegaConf.to_container(compose()))
+    cfg = OmegaConf.create(OmegaConf.to_container(compose(conf_dir=DEMO_CONF)))
     validate(cfg)  # digits: no task, no targets
     data = OmegaConf.to_container(cfg.data)
     for patch, key in (

@@ -9,7 +9,6 @@ splits); the prediction logs are written here in the server's record format
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
 import os
@@ -127,6 +126,7 @@ def cli(reg, *args) -> int:
 # ------------------------------------------------------------------------------ drift
 
 
+@pytest.mark.slow  # the regression_repo fixture: a dvc repro of the diabetes demo
 def test_the_profile_summarizes_predicted_values_as_a_numeric_column(reg):
     predicted, want = reg["profile"]["predicted"], np.sort(reg["predicted"])
     assert reg["profile"]["task"] == "regression"
@@ -138,6 +138,7 @@ def test_the_profile_summarizes_predicted_values_as_a_numeric_column(reg):
     assert sum(predicted["bin_shares"]) == pytest.approx(1.0)
 
 
+@pytest.mark.slow  # the regression_repo fixture: a dvc repro of the diabetes demo
 def test_shifted_predictions_drift_and_the_models_own_do_not(reg, tmp_path):
     settings = MonitorSettings().drift
     std = reg["profile"]["predicted"]["std"]
@@ -166,6 +167,7 @@ def test_shifted_predictions_drift_and_the_models_own_do_not(reg, tmp_path):
     )
 
 
+@pytest.mark.slow  # the regression_repo fixture: a dvc repro of the diabetes demo
 def test_cli_reports_a_predicted_number(reg, tmp_path, capsys):
     std = reg["profile"]["predicted"]["std"]
     logs = write_logs(tmp_path / "logs", records(reg, shift=std))
@@ -181,6 +183,7 @@ def test_cli_reports_a_predicted_number(reg, tmp_path, capsys):
     assert (out / "predicted.png").stat().st_size > 0 and not (out / "classes.png").exists()
 
 
+@pytest.mark.slow  # the regression_repo fixture: a dvc repro of the diabetes demo
 def test_a_logged_prediction_that_is_not_a_number_is_named(reg, tmp_path, capsys):
     recs = records(reg)
     recs[3]["predicted"] = "high"
@@ -191,6 +194,7 @@ def test_a_logged_prediction_that_is_not_a_number_is_named(reg, tmp_path, capsys
     assert not out.exists()
 
 
+@pytest.mark.slow  # the regression_repo fixture: a dvc repro of the diabetes demo
 def test_null_predictions_count_as_missing_and_are_not_scored(reg, tmp_path):
     """The server logs a non-finite prediction (a broken model) as null: drift sees the
     predicted value's missing rate move, live quality scores only the numbers."""
@@ -261,6 +265,7 @@ def histogram(bounds: list[float], per_minute: list[int]) -> list[dict]:
     return series
 
 
+@pytest.mark.slow  # the regression_repo fixture: a dvc repro of the diabetes demo
 def test_alert_rules_compare_live_quantiles_with_the_profiles(reg, tmp_path):
     prof = reg["profile"]
     rules = yaml.safe_load(reference_rules(prof))["groups"][0]["rules"]
@@ -358,6 +363,7 @@ def write_actuals(path: Path, rows: list[tuple[str, str]]) -> Path:
     return path
 
 
+@pytest.mark.slow  # the regression_repo fixture: a dvc repro of the diabetes demo
 def test_live_rmse_and_mae_from_later_ground_truth(reg, tmp_path):
     """Actuals for every test row the logs hold once (ids t-<row>), for one item of a two-item
     request, and three ids the logs never saw: the join and the metrics, computed by hand."""
@@ -407,10 +413,7 @@ def test_live_rmse_and_mae_from_later_ground_truth(reg, tmp_path):
     assert f"| rmse | {q['metrics']['rmse']:.4g} | {test['rmse']:.4g} |" in md
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("mlproject.tasks.regression_serving") is None,
-    reason="the server does not serve a regression model yet (branch regression-serve)",
-)
+@pytest.mark.slow  # the regression_repo fixture: a dvc repro of the diabetes demo
 def test_the_servers_own_log_joins_with_ground_truth(reg, tmp_path):
     """The real app (in-process) logs the test rows, two per /predict request with an
     X-Request-ID; actuals keyed `<request id>#<i>` join every one, and the live rmse and mae
@@ -458,6 +461,7 @@ def test_the_servers_own_log_joins_with_ground_truth(reg, tmp_path):
         ([("x-1", "12")], None, "none of its 1 ids is in the prediction logs"),
     ],
 )
+@pytest.mark.slow  # the regression_repo fixture: a dvc repro of the diabetes demo
 def test_a_bad_actuals_file_is_named_and_nothing_is_written(
     reg, tmp_path, capsys, rows, header, message
 ):
@@ -472,6 +476,7 @@ def test_a_bad_actuals_file_is_named_and_nothing_is_written(
     assert not out.exists()
 
 
+@pytest.mark.slow  # the regression_repo fixture: a dvc repro of the diabetes demo
 def test_actuals_need_logs_with_ids(reg, tmp_path, capsys):
     recs = records(reg)
     for r in recs:
