@@ -205,6 +205,26 @@ def stratified_split(
     return {"train": np.sort(train_idx), "val": np.sort(val_idx), "test": np.sort(test_idx)}
 
 
+def random_split(
+    n: int, val: float, test: float, seed: int, unit: str = "rows", min_train: int = 1
+) -> dict[str, np.ndarray]:
+    """Sorted train/val/test indices of a seeded shuffle: the split of a task without classes to
+    stratify on (regression), for tables and images alike. `unit` names the items in errors."""
+    if not (0 < test < 1 and 0 < val < 1 and val + test < 1):
+        raise DataError(f"data.split: val={val} and test={test} must be in (0, 1), sum below 1.")
+    order = np.random.RandomState(seed).permutation(n)
+    n_test, n_val = math.ceil(test * n), math.ceil(val * n)
+    if n - n_test - n_val < min_train or min(n_test, n_val) < 1:
+        raise DataError(
+            f"data.split: {n} {unit} are too few for val={val}, test={test}; add {unit}."
+        )
+    return {
+        "train": np.sort(order[n_test + n_val :]),
+        "val": np.sort(order[n_test : n_test + n_val]),
+        "test": np.sort(order[:n_test]),
+    }
+
+
 def _stratified_shuffle(
     index: np.ndarray, labels: np.ndarray, fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -20,9 +20,9 @@ import numpy as np
 from omegaconf import DictConfig
 
 from ...core.io import atomic_dir, write_json
-from ...pipeline.data import Dataset, discover, load_pixels, stratified_split
+from ...pipeline.data import Dataset, discover, load_pixels, random_split, stratified_split
 from ...pipeline.splits import SplitWriter
-from .targets import discover_targets, random_split
+from .targets import discover_targets
 
 CHUNK = 512  # images loaded at a time
 
@@ -34,7 +34,9 @@ def prepare(cfg: DictConfig, out_dir: Path, chunk: int = CHUNK) -> dict[str, Any
     if data.get("task", "classification") == "regression":  # a number per image (targets.py)
         found = discover_targets(data.root, str(data.targets), list(data.extensions))
         dataset = Dataset([], found.files, found.values)
-        splits = random_split(len(found.files), data.split.val, data.split.test, data.split.seed)
+        splits = random_split(
+            len(found.files), data.split.val, data.split.test, data.split.seed, "images", 2
+        )
     else:  # class folders
         found = None
         dataset = discover(data.root, list(data.extensions), int(data.min_images_per_class))

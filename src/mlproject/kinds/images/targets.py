@@ -131,20 +131,3 @@ def list_images(root: Path, extensions: list[str], skip: Path) -> list[Path]:
             )
         images.append(path)
     return images
-
-
-def random_split(n: int, val: float, test: float, seed: int) -> dict[str, np.ndarray]:
-    """A seeded shuffle split into sorted train/val/test indices."""
-    if not (0 < test < 1 and 0 < val < 1 and val + test < 1):
-        raise DataError(f"data.split: val={val} and test={test} must be in (0, 1), sum below 1.")
-    order = np.random.RandomState(seed).permutation(n)
-    n_test, n_val = math.ceil(test * n), math.ceil(val * n)
-    if n - n_test - n_val < 2 or min(n_test, n_val) < 1:
-        raise DataError(
-            f"data.split: {n} images are too few for val={val}, test={test}; add images."
-        )
-    return {
-        "train": np.sort(order[n_test + n_val :]),
-        "val": np.sort(order[n_test : n_test + n_val]),
-        "test": np.sort(order[:n_test]),
-    }

@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ...core.io import atomic_dir, write_json
-from ...pipeline.data import DataError, stratified_split
+from ...pipeline.data import DataError, random_split, stratified_split
 from . import encode
 from .values import CATEGORICAL, NUMERIC, category_value
 
@@ -369,7 +369,7 @@ def prepare(data_cfg: Any, out_dir: str | Path) -> dict[str, Any]:
         except DataError as exc:  # its words are the images'; name the file and rows
             raise DataError(f"{path}: {str(exc).replace('images', 'rows')}") from exc
     else:
-        parts = _random_split(len(rows), val, test, seed)
+        parts = random_split(len(rows), val, test, seed)
 
     # Leakage: val/test rows equal to a training row (none once duplicates are dropped).
     leaked = 0
@@ -445,21 +445,6 @@ def write_split(table: pa.Table, path: Path) -> None:
         version="2.6",
         data_page_version="1.0",
     )
-
-
-def _random_split(n: int, val: float, test: float, seed: int) -> dict[str, np.ndarray]:
-    """A seeded shuffle split (regression has no classes to stratify on)."""
-    if not (0 < test < 1 and 0 < val < 1 and val + test < 1):
-        raise DataError(f"data.split: val={val} and test={test} must be in (0, 1), sum below 1.")
-    order = np.random.RandomState(seed).permutation(n)
-    n_test, n_val = int(np.ceil(test * n)), int(np.ceil(val * n))
-    if n - n_test - n_val < 1 or min(n_test, n_val) < 1:
-        raise DataError(f"data.split: {n} rows are too few for val={val}, test={test}.")
-    return {
-        "train": np.sort(order[n_test + n_val :]),
-        "val": np.sort(order[n_test : n_test + n_val]),
-        "test": np.sort(order[:n_test]),
-    }
 
 
 def describe(meta: dict[str, Any]) -> str:
