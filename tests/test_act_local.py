@@ -128,6 +128,7 @@ def _as_a_normal_user():
     return NOBODY, python, env, checkout, home
 
 
+@pytest.mark.slow  # a workflow under act: seconds each, minutes together
 def test_a_normal_user_runs_a_workflow_without_root_or_sudo_and_nothing_is_left(tmp_path):
     require_act()
     had_runner = runner_exists()
@@ -300,6 +301,7 @@ def test_jobs_under_act_reach_no_docker_engine_unless_asked(tmp_path, fake_engin
         remove(repo)
 
 
+@pytest.mark.slow  # a workflow under act: seconds each, minutes together
 def test_a_stopped_run_stops_act_and_leaves_no_folder():
     """SIGTERM (a CI timeout, `kill`) or Ctrl-C mid-run: act (in a session of its own) is stopped
     too, and the temporary folder is removed."""

@@ -74,6 +74,7 @@ def test_every_third_party_action_has_a_stub():
     assert len(named) == len(act.action_refs(ROOT))
 
 
+@pytest.mark.slow  # a workflow under act: seconds each, minutes together
 def test_ci_lint_job_runs_for_real_and_the_test_job_follows_it():
     """The lint job for real; the test job (the whole suite, nested) is listed, not run here:
     the suite that runs it is this one."""
@@ -98,6 +99,7 @@ def test_ci_lint_job_runs_for_real_and_the_test_job_follows_it():
 # ------------------------------------------------------------------------ pr.yml job selection
 
 
+@pytest.mark.slow  # a workflow under act: seconds each, minutes together
 @pytest.mark.parametrize(
     ("case", "event", "variables", "skipped", "gpu", "comment"),
     [
@@ -175,6 +177,7 @@ def test_pr_training_routes(plain_repo, case, event, variables, skipped, gpu, co
     assert (("gpu-refused", "ci-gpu-route") in targets) is refused
 
 
+@pytest.mark.slow  # a workflow under act: seconds each, minutes together
 def test_fork_prs_get_no_secrets_and_no_comment_job(plain_repo):
     body = act.payload("pull_request", plain_repo, fork=True)
     # act hands secrets to every run; GitHub gives a fork's run none: the workflow must not need them.
@@ -186,6 +189,7 @@ def test_fork_prs_get_no_secrets_and_no_comment_job(plain_repo):
     assert not result.recorded("stub:google-auth")
 
 
+@pytest.mark.slow  # a workflow under act: seconds each, minutes together
 def test_dependabot_runs_skip_the_cloud_logins_and_the_comment_and_stay_green(plain_repo):
     """Dependabot's runs get a read-only token, no OIDC token and no secrets: with OIDC
     configured, the logins would fail and the comment would get a 403."""
@@ -214,6 +218,7 @@ def test_dependabot_runs_skip_the_cloud_logins_and_the_comment_and_stay_green(pl
     assert not [t for j, t in makes(result) if j == "comment"]
 
 
+@pytest.mark.slow  # a workflow under act: seconds each, minutes together
 def test_oidc_credentials_reach_the_repro_step_and_google_auth_gets_one_method(plain_repo):
     """Fixes 4 and 10: the step's env does not blank what configure-aws-credentials exported,
     and google auth gets workload identity alone although the JSON key secret is also set."""
@@ -245,6 +250,7 @@ def test_oidc_credentials_reach_the_repro_step_and_google_auth_gets_one_method(p
     assert repro_env and "AWS_ACCESS_KEY_ID:ASIAACTSTUBOIDC00000" in repro_env[-1]
 
 
+@pytest.mark.slow  # a workflow under act: seconds each, minutes together
 def test_the_dvc_cache_key_changes_with_the_stages_code(plain_repo):
     """Fix 8: a code-only change gets a new key, so its outputs are saved (restore-keys still
     restore the previous cache)."""
@@ -334,6 +340,7 @@ def test_a_0999_accuracy_floor_fails_the_gate_step_and_the_report_is_still_poste
     assert "< 0.999" in body.splitlines()[0]
 
 
+@pytest.mark.slow  # plain_repo: a runner-owned copy of the project (seconds)
 def test_payload_for_a_same_repository_pull_request(plain_repo):
     body = act.payload("pull_request", plain_repo)
     pr = body["pull_request"]
@@ -421,6 +428,7 @@ def test_make_act_rejects_a_bad_variable_and_an_unknown_workflow(capsys):
     assert ".github/workflows/nope.yml: no such workflow" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # plain_repo: a runner-owned copy of the project (seconds)
 def test_payloads_for_tags_and_dispatches(plain_repo):
     tag = act.payload("push", plain_repo, ref="refs/heads/main")
     assert tag["ref"] == "refs/heads/main" and tag["after"] == git(plain_repo, "rev-parse", "main")

@@ -28,6 +28,7 @@ def test_present_tool_is_found():
 """
 
 
+@pytest.mark.slow  # a nested pytest run: seconds
 @pytest.mark.parametrize("ci", ["true", ""])
 def test_missing_tool_fails_in_ci_and_skips_elsewhere(tmp_path, ci):
     (tmp_path / "test_cases.py").write_text(CASES)
@@ -83,6 +84,7 @@ def ci_test_gpu(pytest_args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # a workflow under act: seconds each, minutes together
 def test_the_gpu_job_fails_when_cuda_does_not_work_instead_of_skipping():
     out = ci_test_gpu("tests/test_gpu.py")
     text = out.stdout + out.stderr
@@ -90,6 +92,7 @@ def test_the_gpu_job_fails_when_cuda_does_not_work_instead_of_skipping():
     assert "REQUIRE_GPU=1 but CUDA does not work here" in text, text
 
 
+@pytest.mark.slow  # a nested pytest run: seconds
 def test_the_gpu_job_fails_when_no_gpu_test_is_collected():
     out = ci_test_gpu("tests/test_ci_rules.py")  # no test marked gpu in it
     text = out.stdout + out.stderr

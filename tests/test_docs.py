@@ -57,6 +57,7 @@ def listed(which: str) -> list[str]:
 # ------------------------------------------------------------------------------- the site
 
 
+@pytest.mark.slow  # builds the docs site with mkdocs: seconds
 def test_the_site_builds_strict(tmp_path):
     assert "mkdocs build --strict" in run(["make", "-n", "docs"], ROOT).stdout
     result = mkdocs_build(ROOT, tmp_path / "site")
@@ -67,6 +68,7 @@ def test_the_site_builds_strict(tmp_path):
         assert (tmp_path / "site" / name).is_file(), page.name
 
 
+@pytest.mark.slow  # builds the docs site with mkdocs: seconds
 @pytest.mark.parametrize(
     ("link", "says"),
     [
@@ -84,6 +86,7 @@ def test_a_broken_link_fails_the_build(tmp_path, link, says):
     assert says in result.stderr and "serving.md" in result.stderr, result.stderr
 
 
+@pytest.mark.slow  # builds the docs site with mkdocs: seconds
 def test_a_page_left_out_of_nav_fails_the_build(tmp_path):
     project = copy_docs(tmp_path)
     (project / "docs" / "orphan.md").write_text("# Orphan\n")
@@ -158,6 +161,7 @@ def test_every_repository_variable_and_secret_is_documented():
 # ------------------------------------------------------------------------ docs.yml under act
 
 
+@pytest.mark.slow  # a workflow under act: seconds each, minutes together
 def test_docs_workflow_builds_and_deploys_the_site_under_act():
     """Both jobs for real; the Pages actions are stubs (.github/act/actions/*-pages)."""
     require_act()

@@ -103,6 +103,7 @@ def covered(file: str, deps: set[str]) -> bool:
     return any(file == d or file.startswith(d.rstrip("/") + "/") for d in deps)
 
 
+@pytest.mark.slow  # imports every stage module: seconds
 def test_each_stage_depends_on_every_module_it_imports():
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     expected = expected_deps()

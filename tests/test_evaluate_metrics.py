@@ -39,6 +39,7 @@ def test_metrics_match_sklearn_including_absent_and_never_predicted_classes(seed
     )
 
 
+@pytest.mark.slow  # new interpreters that import torch: seconds
 def test_pinned_torch_is_deterministic_without_importing_inductor():
     code = (
         "import sys\n"

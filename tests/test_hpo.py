@@ -105,6 +105,7 @@ def test_the_progress_line_of_training_is_what_a_trial_reads():
     assert 'f"epoch {epoch:3d}/{tc.epochs}  train_loss' in source  # the format it parses
 
 
+@pytest.mark.slow  # runs optuna and its plots: seconds
 def test_reports_best_overrides_table_and_plots(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     space = load(write(tmp_path, SPACE))
@@ -198,6 +199,7 @@ def test_optuna_plots_leave_the_callers_matplotlib_style_alone(tmp_path):
     assert style() == before
 
 
+@pytest.mark.slow  # runs optuna and its plots: seconds
 def test_trials_link_from_the_cache_unless_a_cache_type_is_set(tmp_path, monkeypatch):
     """linked_checkouts() adds cache.type at DVC's system level, kept beside the machine's own
     system config; DVC reads it there, and a project's own cache.type still wins."""

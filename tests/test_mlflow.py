@@ -20,6 +20,7 @@ from tooling import free_port, wait_for_http
 OFF = {k: v for k, v in ENV.items() if not k.startswith("MLFLOW_")}
 
 
+@pytest.mark.slow  # runs the stages in new interpreters: seconds
 def test_off_by_default_mlflow_is_never_imported():
     code = (
         "import sys, mlproject.pipeline.export, mlproject.ops.registry, mlproject.pipeline.tracking as t;"

@@ -53,6 +53,7 @@ def test_prepare_records_classes_normalization_and_disjoint_files(small):
     assert sum(len(f) for f in files) == 1797
 
 
+@pytest.mark.slow  # a training epoch of 256 images: seconds
 def test_one_training_epoch_lowers_the_loss():
     torch.manual_seed(0)
     x = torch.randint(0, 256, (256, 1, 8, 8), dtype=torch.uint8)
@@ -77,6 +78,7 @@ def test_early_stopping_waits_for_patience():
     assert stop.should_stop
 
 
+@pytest.mark.slow  # trains twice: seconds
 def test_training_is_deterministic_and_the_checkpoint_loads_weights_only(small):
     tmp, cfg = small
     logs: list[str] = []
@@ -98,6 +100,7 @@ def test_training_is_deterministic_and_the_checkpoint_loads_weights_only(small):
     assert isinstance(model, SmallCNN) and not model.training
 
 
+@pytest.mark.slow  # exports with torch.onnx (dynamo): seconds each
 def test_export_is_self_contained_dynamic_and_matches_pytorch(small, tmp_path):
     tmp, cfg = small
     train(
@@ -130,6 +133,7 @@ def test_export_is_self_contained_dynamic_and_matches_pytorch(small, tmp_path):
         np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
 
 
+@pytest.mark.slow  # exports with torch.onnx (dynamo): seconds each
 def test_export_fails_and_writes_nothing_when_parity_is_not_met(small, tmp_path):
     tmp, cfg = small
     train(
@@ -148,6 +152,7 @@ def test_export_fails_and_writes_nothing_when_parity_is_not_met(small, tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow  # exports with torch.onnx (dynamo): seconds each
 def test_onnx_bytes_do_not_depend_on_the_torch_builds_local_version(tmp_path, monkeypatch):
     """GitHub's CPU runners install torch `2.14.1+cpu`, this machine `2.14.1+cu130`: the same
     weights must give the same file (the producer version is torch's public version)."""

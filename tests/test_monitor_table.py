@@ -242,6 +242,7 @@ def cli(project, *args) -> int:
     )
 
 
+@pytest.mark.slow  # the monitor's command on a project: seconds
 def test_cli_on_logs_writes_a_row_per_column(project, tmp_path, capsys):
     out = tmp_path / "report"
     same = write_logs(tmp_path / "same", project, rows(7, N_WINDOW), files=3)

@@ -73,6 +73,7 @@ def test_a_base_without_metrics_gives_new_rows_and_the_floors_still_apply(pipeli
     assert gate.returncode == 0 and "passed" in gate.stdout
 
 
+@pytest.mark.slow  # needs the trained demo project (pipeline_repo)
 def test_stale_head_outputs_are_refreshed_first_or_refused_never_reported(pipeline_repo, tmp_path):
     """After a params change on a branch, `make report` and `make gate` do not report on the
     old outputs: they run the stale stages first (and say so), or refuse naming them."""

@@ -302,6 +302,7 @@ def residuals(errors) -> str:
 REGRESSION_PLOTS = {"Predicted vs actual", "Residuals"}
 
 
+@pytest.mark.slow  # builds a report with its plots: seconds
 def test_a_regression_project_gets_its_plots_base_beside_head_and_no_confusion_matrix(tmp_path):
     repo = plot_repo(
         tmp_path,
@@ -322,6 +323,7 @@ def test_a_regression_project_gets_its_plots_base_beside_head_and_no_confusion_m
     assert len(values) == N and {"predicted", "residual"} <= set(values[0])
 
 
+@pytest.mark.slow  # builds a report with its plots: seconds
 def test_a_classification_project_gets_no_regression_plot(tmp_path):
     pairs = "actual,predicted\n0,0\n1,1\n1,0\n"
     repo = plot_repo(
@@ -338,6 +340,7 @@ def test_a_classification_project_gets_no_regression_plot(tmp_path):
 # ------------------------------------------------------------------------------ end to end
 
 
+@pytest.mark.slow  # builds a report with its plots: seconds
 def test_report_build_of_a_regression_head_against_its_base(tmp_path):
     """`python -m mlproject.report build` in a repository holding a regression model's files:
     report.json carries the task, Wilcoxon significance and the task's gate; report.md says so."""

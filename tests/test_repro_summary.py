@@ -8,6 +8,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 from mlproject.report.ci import changes_summary, tracked_changes
 
 from conftest import run
@@ -37,6 +39,7 @@ def _repo(tmp_path: Path) -> Path:
     return repo
 
 
+@pytest.mark.slow  # runs the pipeline's stages: seconds
 def test_the_summary_names_the_stage_that_failed(tmp_path):
     repo = _repo(tmp_path)
     (repo / "dvc.yaml").write_text(DVC_YAML)

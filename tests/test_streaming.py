@@ -96,6 +96,7 @@ def test_in_memory_setting_and_budget_decide_streaming():
         streams(compose(["data.in_memory=sometimes"], conf_dir=CONF).data, 1)
 
 
+@pytest.mark.slow  # trains twice: seconds
 def test_streamed_training_matches_in_memory_bit_for_bit(tmp_path):
     data = write_rgb_folder(tmp_path / "data")
     base = ["train.epochs=2", "train.batch_size=8", "model.channels=[4]", "model.hidden=8"]

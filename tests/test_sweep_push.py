@@ -43,6 +43,7 @@ def project(tmp_path, monkeypatch):
     return repo, served / "acme/mlproject.git"
 
 
+@pytest.mark.slow  # DVC experiments pushed over HTTP: seconds
 def test_a_shard_pushes_its_experiments_to_a_private_origin_with_the_token(project, capfd):
     repo, origin = project
     with private_git_server(origin.parent.parent, TOKEN) as (url, seen):

@@ -183,6 +183,7 @@ def exported(prepared, tmp_path_factory):
     return model, folder / "model.onnx"
 
 
+@pytest.mark.slow  # exports with torch.onnx (dynamo): seconds each
 def test_export_parity_on_raw_columns(prepared, exported):
     import onnxruntime as ort
     import torch
@@ -199,6 +200,7 @@ def test_export_parity_on_raw_columns(prepared, exported):
     assert logits.shape == (len(df), 3) and probs.dtype == np.float32
 
 
+@pytest.mark.slow  # exports with torch.onnx (dynamo): seconds each
 def test_export_graph_contract(prepared, exported):
     import onnx
     import onnxruntime as ort
@@ -229,6 +231,7 @@ def test_export_graph_contract(prepared, exported):
     assert probs.shape == (1, 3) and abs(float(probs.sum()) - 1) < 1e-5
 
 
+@pytest.mark.slow  # exports with torch.onnx (dynamo): seconds each
 def test_export_is_byte_stable(prepared, exported, tmp_path):
     model, path = exported
     _, meta = prepared

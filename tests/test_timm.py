@@ -54,6 +54,7 @@ def test_local_weights_file_loads_and_the_classifier_fits_the_classes(tmp_path):
         instantiate_model(unknown, in_channels=3, num_classes=4, image_size=[64, 64])
 
 
+@pytest.mark.slow  # imports timm and tries its hub: ~10 s
 def test_offline_hub_error_says_how_to_use_a_local_file(tmp_path):
     code = (
         "from mlproject.pipeline.config import compose, instantiate_model, ConfigError\n"
