@@ -145,11 +145,7 @@ def discover(root: str | Path, extensions: list[str], min_per_class: int = 1) ->
         for path in sorted(entry.rglob("*")):
             if path.is_dir() or path.name.startswith("."):
                 continue
-            if path.suffix.lower() not in allowed:
-                raise DataError(
-                    f"{path}: not an image file (allowed: {', '.join(sorted(allowed))}). "
-                    "Remove it, or add its suffix to data.extensions."
-                )
+            check_image_suffix(path, allowed)
             images.append(path)
         if not images:
             raise DataError(f"{entry}/: class folder is empty. Add images or delete the folder.")
@@ -180,6 +176,15 @@ def load_pixels(
         except ImageError as exc:
             raise DataError(str(exc)) from exc
     return out
+
+
+def check_image_suffix(path: Path, allowed: set[str]) -> None:
+    """A file among the images whose suffix is not in `allowed` (lower case) is an error."""
+    if path.suffix.lower() not in allowed:
+        raise DataError(
+            f"{path}: not an image file (allowed: {', '.join(sorted(allowed))}). "
+            "Remove it, or add its suffix to data.extensions."
+        )
 
 
 def stratified_split(

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...pipeline.data import DataError
+from ...pipeline.data import DataError, check_image_suffix
 
 
 @dataclass(frozen=True)
@@ -124,10 +124,6 @@ def list_images(root: Path, extensions: list[str], skip: Path) -> list[Path]:
             continue
         if path == skip or path.name.endswith(".dvc"):
             continue
-        if path.suffix.lower() not in allowed:
-            raise DataError(
-                f"{path}: not an image file (allowed: {', '.join(sorted(allowed))}). "
-                "Remove it, or add its suffix to data.extensions."
-            )
+        check_image_suffix(path, allowed)
         images.append(path)
     return images
