@@ -88,6 +88,24 @@ def test_what_a_root_run_changes_is_said_before_and_a_normal_users_run_changes_n
         assert any(c.startswith("add o+x (traverse, not read) to ") for c in changes), changes
 
 
+def test_a_venv_in_a_folder_only_its_owner_may_enter_is_opened_for_act_and_its_python():
+    """A checkout under /root, or in `mktemp -d` (mode 700): user runner must reach the venv's
+    act and its python (a link, whose own folder counts, not only its target's)."""
+    top = Path(tempfile.mkdtemp(prefix="act-private-"))  # mode 700, in /tmp
+    try:
+        bin_dir = top / "proj/.venv/bin"
+        bin_dir.mkdir(parents=True)
+        (bin_dir / "act").write_text("#!/bin/sh\n")
+        (bin_dir / "python").symlink_to(sys.executable)
+        assert act.untraversable(bin_dir / "act") == [top]
+        assert top in act.untraversable(bin_dir / "python")
+        act.grant_traverse([bin_dir / "act"])
+        assert act.untraversable(bin_dir / "act") == []
+        assert top not in act.untraversable(bin_dir / "python")
+    finally:
+        shutil.rmtree(top)
+
+
 # ----------------------------------------------------------- a normal user, no sudo, cleanup
 
 

@@ -53,6 +53,7 @@ from .act_setup import (  # noqa: F401  (tests and make act use these names from
     install_env,
     payload,
     planned_changes,
+    runner_executables,
     runner_exists,
     stub_args,
     untraversable,
@@ -220,8 +221,7 @@ def run_workflow(
     if os.geteuid() == 0:
         for change in planned_changes(venv):  # what this changes on the machine, and why
             print(f"act: as root, this run will {change}", flush=True)
-        if venv:
-            grant_traverse(venv / "bin" / "python")
+        grant_traverse(runner_executables(venv))
         user = ensure_runner()
         chown_tree(repo.parent, user.pw_uid, user.pw_gid)
         run_env.update(HOME=user.pw_dir, USER=RUNNER, LOGNAME=RUNNER)

@@ -137,11 +137,10 @@ def runner_exists() -> bool:
 def untraversable(executable: Path) -> list[Path]:
     """The folders on the way to `executable` that other users may not traverse (no o+x): a
     pyenv Python under /root (mode 700) is unreachable for `runner`."""
-    return [
-        folder
-        for folder in reversed(executable.resolve().parents)
-        if not folder.stat().st_mode & 0o001
-    ]
+    # The folders of the path as given (a venv's bin/python is a link in a folder of its own)
+    # and of what it links to (the interpreter it was made from).
+    folders = {*executable.absolute().parents, *executable.resolve().parents}
+    return sorted(folder for folder in folders if not folder.stat().st_mode & 0o001)
 
 
 def check_requirements(venv: Path | None) -> None:
@@ -185,15 +184,21 @@ def planned_changes(venv: Path | None) -> list[str]:
     sudoers = Path("/etc/sudoers.d/runner")
     if not sudoers.exists() and Path("/etc/sudoers.d").is_dir():
         changes.append(f"write {sudoers}: passwordless sudo for {RUNNER}, as on GitHub's runners")
-    if venv is not None:
-        folders = untraversable(venv / "bin" / "python")
-        if folders:
-            changes.append(
-                "add o+x (traverse, not read) to "
-                + ", ".join(map(str, folders))
-                + f", so that {RUNNER} can start this venv's Python"
-            )
+    folders = sorted({f for exe in runner_executables(venv) for f in untraversable(exe)})
+    if folders:
+        changes.append(
+            "add o+x (traverse, not read) to "
+            + ", ".join(map(str, folders))
+            + f", so that {RUNNER} can start act"
+            + (" and this venv's Python" if venv is not None else "")
+        )
     return changes
+
+
+def runner_executables(venv: Path | None) -> list[Path]:
+    """What user runner starts in a root run: act (a venv's act under a root-only folder, e.g. a
+    checkout under /root or mktemp's mode 700, is otherwise unreachable) and the venv's Python."""
+    return [Path(find_act()), *([venv / "bin" / "python"] if venv is not None else [])]
 
 
 def ensure_runner() -> pwd.struct_passwd:
@@ -213,10 +218,10 @@ def ensure_runner() -> pwd.struct_passwd:
     return user
 
 
-def grant_traverse(executable: Path) -> list[Path]:
-    """Let other users reach a venv's interpreter: add o+x (traverse, not read) to each folder
-    on the way that lacks it (see untraversable)."""
-    changed = untraversable(executable)
+def grant_traverse(executables: list[Path]) -> list[Path]:
+    """Let other users reach these executables (act, a venv's interpreter): add o+x (traverse,
+    not read) to each folder on the way that lacks it (see untraversable)."""
+    changed = sorted({f for exe in executables for f in untraversable(exe)})
     for folder in changed:
         folder.chmod(folder.stat().st_mode | 0o001)
     if changed:
