@@ -42,6 +42,12 @@ ENV = {
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
+def other_vendor(vendor: str) -> str:
+    """A CPU vendor that is not `vendor` (this machine's): tests that fake another machine's
+    outputs must not pick the one they run on (these tests run on AMD and Intel machines)."""
+    return "AuthenticAMD" if vendor == "GenuineIntel" else "GenuineIntel"
+
+
 def require_tool(name: str, install: str) -> str:
     """The path of tool `name` (this venv first, then PATH). When it is missing the test is
     skipped here, but fails in CI (`CI=true`): there a missing tool is a missing install step,

@@ -14,7 +14,7 @@ import torch
 from mlproject.core.numerics import DECIDING, card_numerics, comparable, describe
 from mlproject.pipeline.determinism import Pinning, fingerprint
 
-from conftest import ENV, ROOT
+from conftest import ENV, ROOT, other_vendor
 
 
 def test_the_fingerprint_names_what_decides_the_bits():
@@ -32,10 +32,11 @@ def test_outputs_are_comparable_only_when_every_deciding_field_agrees():
     assert comparable(here, dict(here), ("base", "head")) == (True, "")
     # The CPU model alone does not decide: with the pinning, one vendor's models agree.
     assert comparable(here, {**here, "cpu_model": "another"})[0]
-    intel = {**here, "cpu_vendor": "GenuineIntel", "torch": "2.14.1+cpu"}
-    same, why = comparable(intel, here, ("base", "head"))
+    vendor = other_vendor(here["cpu_vendor"])  # whichever this machine is not
+    elsewhere = {**here, "cpu_vendor": vendor, "torch": "2.14.1+cpu"}
+    same, why = comparable(elsewhere, here, ("base", "head"))
     assert not same
-    assert f"cpu_vendor GenuineIntel (base) vs {here['cpu_vendor']} (head)" in why
+    assert f"cpu_vendor {vendor} (base) vs {here['cpu_vendor']} (head)" in why
     assert f"torch 2.14.1+cpu (base) vs {here['torch']} (head)" in why
     assert comparable(None, here, ("base", "head")) == (
         False,
