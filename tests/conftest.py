@@ -42,10 +42,10 @@ ENV = {
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
-def other_vendor(vendor: str) -> str:
-    """A CPU vendor that is not `vendor` (this machine's): tests that fake another machine's
-    outputs must not pick the one they run on (these tests run on AMD and Intel machines)."""
-    return "AuthenticAMD" if vendor == "GenuineIntel" else "GenuineIntel"
+def other_arch(arch: str) -> str:
+    """A CPU architecture that is not `arch` (this machine's): a test that fakes another
+    machine's outputs must not pick the one it runs on."""
+    return "aarch64" if arch != "aarch64" else "x86_64"
 
 
 def require_tool(name: str, install: str) -> str:

@@ -4,6 +4,7 @@ fused optimizer that removes the one vendor-dependent op the probe found, and th
 from __future__ import annotations
 
 import json
+import platform
 import subprocess
 import sys
 
@@ -11,40 +12,51 @@ import numpy as np
 import pytest
 import torch
 
-from mlproject.core.numerics import DECIDING, card_numerics, comparable, describe
+from mlproject.core.numerics import DECIDING, card_numerics, comparable, cpu, describe
 from mlproject.pipeline.determinism import Pinning, fingerprint
 
-from conftest import ENV, ROOT, other_vendor
+from conftest import ENV, ROOT, other_arch
 
 
 def test_the_fingerprint_names_what_decides_the_bits():
     fp = fingerprint(Pinning(threads=1), "cpu")
-    assert set(DECIDING) <= set(fp)
+    # Pinned, the CPU's vendor and model do not decide the bits, and are not recorded: the same
+    # outputs on AMD and Intel machines then have the same bytes, cards included.
+    assert set(DECIDING) - {"cpu"} <= set(fp) and not {"cpu", "cpu_vendor", "cpu_model"} & set(fp)
     assert fp["torch"] == torch.__version__  # the full build, local suffix included
-    assert fp["isa"] == "AVX2" and fp["device"] == "cpu"
+    assert fp["isa"] == "AVX2" and fp["device"] == "cpu" and fp["arch"] == platform.machine()
     assert "1 thread" in fp["pinning"]
     unpinned = fingerprint(Pinning(fast=True), "cpu")
-    assert unpinned["isa"] != "AVX2" and unpinned["cpu_model"] in unpinned["cpu_vendor"]
+    assert unpinned["isa"] != "AVX2" and unpinned["cpu"] == " ".join(cpu())
 
 
 def test_outputs_are_comparable_only_when_every_deciding_field_agrees():
     here = fingerprint(Pinning(), "cpu")
     assert comparable(here, dict(here), ("base", "head")) == (True, "")
-    # The CPU model alone does not decide: with the pinning, one vendor's models agree.
-    assert comparable(here, {**here, "cpu_model": "another"})[0]
-    vendor = other_vendor(here["cpu_vendor"])  # whichever this machine is not
-    elsewhere = {**here, "cpu_vendor": vendor, "torch": "2.14.1+cpu"}
+    arch = other_arch(here["arch"])  # whichever this machine is not
+    elsewhere = {**here, "arch": arch, "torch": "2.14.1+cpu"}
     same, why = comparable(elsewhere, here, ("base", "head"))
     assert not same
-    assert f"cpu_vendor {vendor} (base) vs {here['cpu_vendor']} (head)" in why
+    assert f"arch {arch} (base) vs {here['arch']} (head)" in why
     assert f"torch 2.14.1+cpu (base) vs {here['torch']} (head)" in why
+    # Unpinned (train.fast), the CPU decides: two CPU models' outputs are not compared.
+    fast = fingerprint(Pinning(fast=True), "cpu")
+    assert not comparable(fast, {**fast, "cpu": "AuthenticAMD AMD EPYC 7B13"})[0]
+    assert not comparable(fast, here)[0]
+    # A card written before `arch` (it named the CPU vendor instead): not comparable, rebuilt.
+    old = {k: v for k, v in here.items() if k != "arch"} | {"cpu_vendor": "AuthenticAMD"}
+    assert comparable(old, here, ("base", "head")) == (
+        False,
+        f"arch None (base) vs {here['arch']} (head)",
+    )
     assert comparable(None, here, ("base", "head")) == (
         False,
         "no numerics fingerprint recorded with base",
     )
     assert card_numerics(json.dumps({"numerics": here})) == here
     assert card_numerics("not json") is None and card_numerics(json.dumps({"a": 1})) is None
-    assert here["cpu_vendor"] in describe(here) and "unknown" in describe(None)
+    assert here["arch"] in describe(here) and "unknown" in describe(None)
+    assert fast["cpu"] in describe(fast) and "AuthenticAMD" in describe(old)
 
 
 def _seeded(*shape: int, seed: int) -> torch.Tensor:

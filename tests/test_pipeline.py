@@ -51,7 +51,7 @@ def test_pipeline_reaches_the_accuracy_target_and_declares_its_outputs(pipeline_
     # No git commit in the card (a fresh clone's repro would rewrite it); the numerics it was
     # made with instead, as the checkpoint recorded them on this machine.
     assert "git" not in card["lineage"]
-    assert set(card["numerics"]) >= {"torch", "device", "cpu_vendor", "isa", "pinning"}
+    assert set(card["numerics"]) >= {"torch", "device", "arch", "isa", "pinning"}
     assert card["numerics"]["device"] == "cpu"
     data_dvc = yaml.safe_load((pipeline_repo / "data.dvc").read_text())["outs"][0]
     assert card["lineage"]["data"]["md5"] == data_dvc["md5"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import other_vendor, run
+from conftest import other_arch, run
 
 pytestmark = pytest.mark.slow
 
@@ -60,13 +60,13 @@ def test_an_uncached_base_is_rebuilt_here_and_matches_its_committed_outputs(
 
 
 def _fake_other_machine(repo: Path) -> dict:
-    """Make the committed outputs look like another machine's: another CPU vendor in the card's
+    """Make the committed outputs look like another machine's: another architecture in the card's
     fingerprint, and other numbers in every file the report reads from the base."""
     card_path = repo / "models/model_card.json"
     card = json.loads(card_path.read_text())
     card["numerics"] = {
         **card["numerics"],
-        "cpu_vendor": other_vendor(card["numerics"]["cpu_vendor"]),
+        "arch": other_arch(card["numerics"]["arch"]),
     }
     card["sha256"] = "f" * 64
     card_path.write_text(json.dumps(card, indent=2) + "\n")
@@ -95,7 +95,7 @@ def _fake_other_machine(repo: Path) -> dict:
 def test_a_base_made_with_other_numerics_is_rebuilt_and_nothing_of_it_comes_from_git(
     pipeline_repo, tmp_path
 ):
-    """On another CPU vendor (or torch build) the committed base outputs are never compared with
+    """On another architecture (or torch build) the committed base outputs are never compared with
     head's: the base is rebuilt here, and metrics, per-class rows, predictions and the model
     hash all come from that rebuild. The report says which and why."""
     repo = Path(shutil.copytree(pipeline_repo, tmp_path / "repo", symlinks=True))
@@ -116,8 +116,8 @@ def test_a_base_made_with_other_numerics_is_rebuilt_and_nothing_of_it_comes_from
     report = json.loads((repo / "reports/pr/report.json").read_text())
     outputs = report["base"]["outputs"]
     assert outputs["source"] == "rebuilt", built.stderr
-    vendor = head_card["numerics"]["cpu_vendor"]
-    assert f"cpu_vendor {other_vendor(vendor)} (base) vs {vendor} (head)" in outputs["why"]
+    arch = head_card["numerics"]["arch"]
+    assert f"arch {other_arch(arch)} (base) vs {arch} (head)" in outputs["why"]
     assert outputs["numerics"]["base"] == outputs["numerics"]["head"] == head_card["numerics"]
     # Forced: nothing of the other machine's comes back from the DVC cache or a remote.
     assert {"prepare", "train", "evaluate", "export"} <= set(outputs["stages_run"])
@@ -131,4 +131,4 @@ def test_a_base_made_with_other_numerics_is_rebuilt_and_nothing_of_it_comes_from
     assert (accuracy["fixed"], accuracy["broken"]) == (0, 0)
     md = (repo / "reports/pr/report.md").read_text()
     assert "base: its outputs rebuilt here, on this runner (its committed outputs were made" in md
-    assert f"cpu_vendor {other_vendor(vendor)} (base)" in md
+    assert f"arch {other_arch(arch)} (base)" in md

@@ -62,13 +62,12 @@ def test_changed_files_are_listed_with_the_commit_command_and_the_numerics_that_
     here = {
         "torch": "2.14.1+cu130",
         "device": "cpu",
-        "cpu_vendor": "AuthenticAMD",
-        "cpu_model": "AMD EPYC",
+        "arch": "x86_64",
         "isa": "AVX2",
         "pinning": "pinned: 1 thread(s)",
     }
     (repo / "models").mkdir()
-    (repo / "models/model_card.json").write_text(_card({**here, "cpu_vendor": "GenuineIntel"}))
+    (repo / "models/model_card.json").write_text(_card({**here, "arch": "aarch64"}))
     (repo / "metrics.json").write_text('{"accuracy": 0.9}\n')
     (repo / "notes.md").write_text("mine\n")
     run("git add -A && git commit -q --allow-empty -m outputs", repo)
@@ -80,7 +79,7 @@ def test_changed_files_are_listed_with_the_commit_command_and_the_numerics_that_
     lines = changes_summary(before, tracked_changes(str(repo)), str(repo))
 
     assert lines[0].startswith("repro: other bytes than committed, made with other numerics: ")
-    assert "cpu_vendor GenuineIntel (committed) vs AuthenticAMD (here)" in lines[0]
+    assert "arch aarch64 (committed) vs x86_64 (here)" in lines[0]
     assert lines[1] == (
         "repro: changed 2 tracked file(s), nothing staged; to commit them: git add metrics.json "
         "models/model_card.json && git commit -m 'pipeline outputs refreshed'"

@@ -1,8 +1,8 @@
 """Numerics fingerprints: which outputs may be compared bit for bit (standard library only).
 
-pipeline/determinism.py writes a fingerprint (torch build, device, CPU vendor, the ISA level the
-pinning allows, the pinning) into every checkpoint and model card; the report and `make repro`
-read two of them and compare outputs only when `comparable` says so.
+pipeline/determinism.py writes a fingerprint (torch build, device, CPU architecture, the ISA
+level the pinning allows, the pinning) into every checkpoint and model card; the report and
+`make repro` read two of them and compare outputs only when `comparable` says so.
 """
 
 from __future__ import annotations
@@ -10,8 +10,11 @@ from __future__ import annotations
 import json
 
 # The fingerprint fields that decide the bits: two outputs are comparable when these agree.
-# The CPU model is recorded but not compared: with the pinning, models of one vendor agree.
-DECIDING = ("torch", "device", "cpu_vendor", "isa", "pinning")
+# Pinned, the CPU vendor and model do not decide (`make numerics-probe` and a fresh clone's
+# `make repro` gave the same bytes on AMD EPYC and Intel Xeon with AVX-512 and AMX, see
+# docs/pipeline.md#reproducibility), so a pinned fingerprint does not record them: the outputs'
+# bytes are the same on either. `cpu` (vendor and model) is there only with `train.fast`.
+DECIDING = ("torch", "device", "arch", "isa", "pinning", "cpu")
 
 
 def cpu() -> tuple[str, str]:
@@ -39,7 +42,7 @@ def comparable(
     a: dict[str, str] | None, b: dict[str, str] | None, labels: tuple[str, str] = ("a", "b")
 ) -> tuple[bool, str]:
     """Whether outputs made with fingerprints a and b may be compared bit for bit, and if not,
-    why: "torch 2.14.1+cu130 (base) vs 2.14.1+cpu (head); cpu_vendor ..."."""
+    why: "torch 2.14.1+cu130 (base) vs 2.14.1+cpu (head); arch ..."."""
     missing = [label for fp, label in zip((a, b), labels, strict=True) if not fp]
     if missing:
         return False, f"no numerics fingerprint recorded with {' and '.join(missing)}"
@@ -62,10 +65,10 @@ def card_numerics(text: str | None) -> dict[str, str] | None:
 
 
 def describe(fp: dict[str, str] | None) -> str:
-    """One line: "torch 2.14.1+cu130, cpu, AuthenticAMD AMD EPYC, AVX2, pinned: ..."."""
+    """One line: "torch 2.14.1+cu130, cpu, x86_64, AVX2, pinned: ..." (the CPU too, unpinned)."""
     if not fp:
         return "unknown numerics (no fingerprint recorded)"
-    return (
-        f"torch {fp.get('torch')}, {fp.get('device')}, {fp.get('cpu_vendor')} "
-        f"{fp.get('cpu_model')}, {fp.get('isa')}, {fp.get('pinning')}"
-    )
+    where = fp.get("arch") or fp.get("cpu_vendor")  # cpu_vendor: a card from before `arch`
+    if fp.get("cpu"):
+        where = f"{where}, {fp['cpu']}"
+    return f"torch {fp.get('torch')}, {fp.get('device')}, {where}, {fp.get('isa')}, {fp.get('pinning')}"

@@ -140,9 +140,9 @@ def probes(optimizer_cfg: dict[str, Any] | None = None) -> dict[str, str]:
 def machine(pinning) -> dict[str, str]:
     import torch
 
-    from ..pipeline import determinism
+    from ..core.numerics import cpu
 
-    fp = determinism.fingerprint(pinning)
+    vendor, model = cpu()
     flags = ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -154,8 +154,8 @@ def machine(pinning) -> dict[str, str]:
     except OSError:
         pass
     return {
-        "cpu": fp["cpu_model"],
-        "cpu_vendor": fp["cpu_vendor"],
+        "cpu": model,
+        "cpu_vendor": vendor,
         "isa_flags": flags,
         "torch": torch.__version__,
         "capability": torch.backends.cpu.get_cpu_capability(),

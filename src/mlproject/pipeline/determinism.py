@@ -18,7 +18,8 @@ environment variables, which the libraries read once, when they load; so it must
 same bits come back on the same GPU model and software stack only (see docs/pipeline.md).
 
 What the pinning cannot settle is recorded instead: `fingerprint()` names the numerics an output
-was made with (torch build, device, CPU vendor, the ISA level the pinning allows, the pinning),
+was made with (torch build, device, CPU architecture, the ISA level the pinning allows, the
+pinning; pinned, the CPU vendor does not decide the bits and is not recorded),
 train stores it in the checkpoint, export in the model card, and the PR report compares base and
 head outputs only when their fingerprints agree (core.numerics.comparable). `make numerics-probe` hashes each
 op the demo model uses, to find what differs between two machines (mlproject.ops.numerics).
@@ -149,8 +150,9 @@ def installed_torch() -> str:
 def fingerprint(pinning: Pinning, device: str = "cpu") -> dict[str, str]:
     """The numerics an output is made with, in words (no torch import: its version is read from
     the installed package). `device` is "cpu" or the GPU's name ("cuda: NVIDIA H200")."""
+    import platform
+
     torch_version = installed_torch()
-    vendor, model = cpu()
     isa = (
         "machine's best (unpinned)"
         if pinning.fast
@@ -159,13 +161,12 @@ def fingerprint(pinning: Pinning, device: str = "cpu") -> dict[str, str]:
     fp = {
         "torch": torch_version,
         "device": device,
-        "cpu_vendor": vendor,
-        "cpu_model": model,
+        "arch": platform.machine(),
         "isa": isa,
         "pinning": pinning.describe(),
     }
     if pinning.fast:  # the machine picks kernels and threads: nothing short of it reproduces
-        fp["cpu_vendor"] = f"{vendor} {model}"
+        fp["cpu"] = " ".join(cpu())
     return fp
 
 

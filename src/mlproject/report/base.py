@@ -6,7 +6,7 @@
     pulled      the numerics agree but the model was not at hand, and `dvc repro --pull` at the
                 base fetched the outputs from the remote
     rebuilt     otherwise: the base was reproduced here, on this runner, like head. Outputs made
-                with other numerics (another CPU vendor, torch build or pinning) are never
+                with other numerics (another torch build, architecture or pinning) are never
                 compared with head's: everything the report shows of the base then comes from
                 the rebuild (metrics, per-class, curves, predictions, model hash, latency).
 
