@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -282,6 +283,10 @@ def pr_runs(pipeline_repo):
     repo = workspace(pipeline_repo)
     commit_all(repo, "base: pipeline outputs")
     pr_branch(repo, {"epochs: 40": "epochs: 8", "T_max: 40": "T_max: 8"})
+    # main's runs saved its DVC cache (the setup action's `dvc-<os>-<torch>-` entries); a pull
+    # request restores it by restore-key, as on GitHub, so the base's outputs are at hand and
+    # the report compares with them (a report whose base must be rebuilt: test_report_base).
+    shutil.copytree(repo / ".dvc" / "cache", repo.parent / "act-state/cache/dvc-Linux-cpu-main/0")
     secrets = {"GITHUB_TOKEN": "ghs_test"}
     first = act.run_workflow("pr.yml", "pull_request", repo, secrets=secrets, echo=False)
     git(repo, "checkout", "-q", "-b", "strict")
@@ -324,6 +329,9 @@ def test_same_repo_pr_posts_params_and_metric_deltas(pr_runs):
     assert "reports/pr/report.json" in upload["argv"]
     saves = dvc_cache(result, "save")
     assert saves and saves[0]["saved"] is True
+    # main's DVC cache, restored by restore-key: the base's committed outputs are used.
+    assert dvc_cache(result, "restore")[0]["restored"] == "dvc-Linux-cpu-main"
+    assert report["base"]["outputs"]["source"] == "committed", report["base"]["outputs"]
 
 
 @pytest.mark.slow

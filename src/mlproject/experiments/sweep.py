@@ -7,8 +7,9 @@
 that already have a finished experiment on this commit, queues the rest (`dvc exp run --queue`),
 runs them with `dvc queue start -j JOBS`, shows a progress line until they are done, and prints the
 experiments ranked by the quality gate's first metric for the task (dvcexp.objective: accuracy
-maximized for a classifier, rmse minimized for regression), the best marked `*`. Stages whose inputs
-did not change are restored from DVC's run cache, not run again.
+maximized for a classifier, rmse minimized for regression), the best marked `*`. `prepare` is
+restored from DVC's run cache when its inputs did not change; the later stages have git-tracked
+(uncached) reports, for which DVC keeps no run cache, so they run for each combination.
 
 DVC's task queue is known to stall (treeverse/dvc#8165, #10398, #10562: the worker finishes one or
 two tasks, then idles or exits with tasks still queued). `run` restarts the workers once when

@@ -12,8 +12,10 @@
 
 Pulled and rebuilt bases live in a git worktree at the base commit,
 `.dvc/tmp/base/<hash of the base's dvc.lock>` (ignored by git and DVC), which shares the DVC
-cache: a second report against the same base reuses it, and DVC's run cache restores stages it
-has run before. The worktree runs the base's own code (PYTHONPATH=<worktree>/src).
+cache: a second report against the same base reuses it (its outputs are in the worktree and the
+cache). DVC's run cache restores only `prepare` there: DVC keeps no run cache for a stage with an
+uncached output that is neither a metric nor a plot (train's plots folder, evaluate's
+reports/eval, export's card), so those stages rerun when their inputs change. The worktree runs the base's own code (PYTHONPATH=<worktree>/src).
 """
 
 from __future__ import annotations
