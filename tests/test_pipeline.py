@@ -118,11 +118,15 @@ def test_pinned_training_gives_the_same_bytes_whatever_the_machine_offers(pipeli
     params = repo / "params.yaml"
     params.write_text(params.read_text().replace("epochs: 40", "epochs: 3"))
     cores = str(len(os.sched_getaffinity(0)))
+    # Varied together where they cannot interact (the instruction sets each library may use), so
+    # that a change any one of them made would still show in the combined run.
     variants = {
-        "ATen scalar kernels": {"ATEN_CPU_CAPABILITY": "default"},
-        "oneDNN capped at SSE4.1": {"ONEDNN_MAX_CPU_ISA": "SSE41"},
+        "ATen scalar kernels, oneDNN capped at SSE4.1, numpy all features": {
+            "ATEN_CPU_CAPABILITY": "default",
+            "ONEDNN_MAX_CPU_ISA": "SSE41",
+            "NPY_DISABLE_CPU_FEATURES": "",
+        },
         "all cores, MKL free": {"OMP_NUM_THREADS": cores, "MKL_CBWR": "AUTO"},
-        "numpy all features": {"NPY_DISABLE_CPU_FEATURES": ""},
     }
     # The reference runs in a child of the preload server, the variants each in their own
     # process (a server per environment would import the exporter for nothing): same bytes too.

@@ -6,8 +6,10 @@
 Each stage is a new process, and four of them import torch (2 s of CPU for the CUDA build), the
 export stage also TorchDynamo and the ONNX exporter (2-3 s more). So the stage runner
 (`run.py`) asks a small server for the stage instead: the server imports the third-party
-modules the stages use once, on the core that the running stage leaves idle, and forks a child
-for each stage. The child takes the stage's working directory, environment, arguments and
+modules the stages use once, and forks a child for each stage. What every torch stage needs comes
+first; the later stages' extras are imported ahead only while a core is idle (IdleCores): on a
+busy machine (a test suite, parallel sweeps) importing ahead would slow the stage that runs, and
+is wasted when no later stage comes, so a stage then imports what it lacks itself. The child takes the stage's working directory, environment, arguments and
 standard streams (passed over a Unix socket), imports the project's own modules afresh (so an
 edited stage runs as edited) and runs the stage exactly as `run.py` would; its exit status goes
 back to the runner, which is what DVC waits for.
@@ -39,6 +41,7 @@ from pathlib import Path
 
 ENV_SWITCH = "MLPROJECT_PRELOAD"
 IDLE_SECONDS = float(os.environ.get("MLPROJECT_PRELOAD_IDLE", 30))
+IDLE_POLL = 0.25  # how often a server with groups left to import looks for an idle core
 # Imported by the server in this order, a group at a time, answering requests in between: the
 # first group is what every torch stage needs, then train's, export's and explain's extras.
 # Third-party modules only: the project's own are imported by each child, as edited.
@@ -243,10 +246,12 @@ def serve(path: Path) -> int:
         if _cuda_loaded():
             return 0  # a forked child could not use CUDA: clients run their stages themselves
         idle_since = time.monotonic()
+        idle = IdleCores()
         while True:
-            timeout = 0 if pending else max(0.0, idle_since + IDLE_SECONDS - time.monotonic())
-            if not pending and not children and timeout == 0:
+            left = idle_since + IDLE_SECONDS - time.monotonic()
+            if not children and left <= 0:
                 return 0
+            timeout = IDLE_POLL if pending else max(0.0, left)
             watched = [listener, wake_r, *children.values()]
             ready, _, _ = select.select(watched, [], [], timeout)
             if wake_r in ready:
@@ -262,7 +267,11 @@ def serve(path: Path) -> int:
                 if pid is not None:
                     children[pid] = conn
                 idle_since = time.monotonic()
-            elif not ready and pending:
+            elif not ready and pending and idle.cores() >= 0.75:
+                # Ahead of the stages that need them, and only on a core nothing else wants:
+                # on a busy machine (a test suite, a sweep) an import ahead would slow the stage
+                # running now, and be wasted when no later stage needs it (the stage imports
+                # what is missing itself).
                 _import(pending.pop(0))
                 if _cuda_loaded():
                     return 0
@@ -270,6 +279,30 @@ def serve(path: Path) -> int:
         listener.close()
         path.unlink(missing_ok=True)
         path.with_suffix(".lock").unlink(missing_ok=True)
+
+
+class IdleCores:
+    """How many CPU cores sat idle since the last call, from /proc/stat (the machine's, not this
+    process's); where there is no /proc/stat, every core counts as idle."""
+
+    def __init__(self) -> None:
+        self._last = self._read()
+
+    @staticmethod
+    def _read() -> tuple[int, int] | None:
+        try:
+            with open("/proc/stat", encoding="ascii") as fh:
+                fields = [int(v) for v in fh.readline().split()[1:9]]
+        except (OSError, ValueError):
+            return None
+        return sum(fields), fields[3] + fields[4]  # all ticks, idle + iowait ticks
+
+    def cores(self) -> float:
+        now, last = self._read(), self._last
+        self._last = now
+        if now is None or last is None or now[0] <= last[0]:
+            return float(os.cpu_count() or 1)
+        return (now[1] - last[1]) / (now[0] - last[0]) * (os.cpu_count() or 1)
 
 
 def _import(group: tuple[str, ...]) -> None:
