@@ -367,7 +367,9 @@ def main() -> int:
     print(f"\n{'figure':<{width}}  {'measured':>22}  {'target':>14}  {'ratio':>6}  ok")
     for name, value, target, ratio, ok in rows:
         print(f"{name:<{width}}  {value:>22}  {target:>14}  {ratio:>6}  {'yes' if ok else 'NO'}")
-    print(f"\nmachine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+    from mlproject.core.numerics import cpu  # figures differ by CPU (docs/performance.md)
+
+    print(f"\nmachine: {os.cpu_count()} CPUs ({' '.join(cpu())}), Python {sys.version.split()[0]}")
     return 0 if all(r[4] for r in rows) else 1
 
 

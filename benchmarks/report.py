@@ -118,7 +118,9 @@ def main() -> int:
     )
     parser.add_argument("--epochs", type=int, default=20, help="the head's train.epochs")
     args = parser.parse_args()
-    print(f"machine: {os.cpu_count()} CPUs; python {sys.version.split()[0]}")
+    from mlproject.core.numerics import cpu  # figures differ by CPU (docs/performance.md)
+
+    print(f"machine: {os.cpu_count()} CPUs ({' '.join(cpu())}); python {sys.version.split()[0]}")
     with tempfile.TemporaryDirectory(prefix="bench-report-") as tmp_name:
         tmp = Path(tmp_name)
         repo = make_clone(tmp / "cold", args.epochs)
