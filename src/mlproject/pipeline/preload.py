@@ -42,6 +42,8 @@ from pathlib import Path
 ENV_SWITCH = "MLPROJECT_PRELOAD"
 IDLE_SECONDS = float(os.environ.get("MLPROJECT_PRELOAD_IDLE", 30))
 IDLE_POLL = 0.25  # how often a server with groups left to import looks for an idle core
+# How many cores must have sat idle (over the last IDLE_POLL) for the server to import ahead.
+AHEAD_IDLE_CORES = float(os.environ.get("MLPROJECT_PRELOAD_AHEAD", 0.75))
 # Imported by the server in this order, a group at a time, answering requests in between: the
 # first group is what every torch stage needs, then train's, export's and explain's extras.
 # Third-party modules only: the project's own are imported by each child, as edited.
@@ -267,7 +269,7 @@ def serve(path: Path) -> int:
                 if pid is not None:
                     children[pid] = conn
                 idle_since = time.monotonic()
-            elif not ready and pending and idle.cores() >= 0.75:
+            elif not ready and pending and idle.cores() >= AHEAD_IDLE_CORES:
                 # Ahead of the stages that need them, and only on a core nothing else wants:
                 # on a busy machine (a test suite, a sweep) an import ahead would slow the stage
                 # running now, and be wasted when no later stage needs it (the stage imports
@@ -285,13 +287,13 @@ class IdleCores:
     """How many CPU cores sat idle since the last call, from /proc/stat (the machine's, not this
     process's); where there is no /proc/stat, every core counts as idle."""
 
-    def __init__(self) -> None:
+    def __init__(self, stat: str = "/proc/stat") -> None:
+        self._stat = stat
         self._last = self._read()
 
-    @staticmethod
-    def _read() -> tuple[int, int] | None:
+    def _read(self) -> tuple[int, int] | None:
         try:
-            with open("/proc/stat", encoding="ascii") as fh:
+            with open(self._stat, encoding="ascii") as fh:
                 fields = [int(v) for v in fh.readline().split()[1:9]]
         except (OSError, ValueError):
             return None
