@@ -183,9 +183,10 @@ def test_the_docs_commands_stage_nothing(new_user):
 
 
 def test_the_committed_bytes_come_back_where_they_were_made_and_elsewhere_it_says_why(new_user):
-    """Issue 18: on a machine with the committed outputs' numerics (same torch build, architecture,
-    pinning; AMD or Intel), a fresh clone's `make repro` changes no tracked file. On any other machine it may
-    change them, and its closing lines name the numerics that differ."""
+    """Issue 18: on a machine with the committed outputs' numerics (same torch build,
+    architecture, pinning; AMD or Intel), a fresh clone's `make repro` changes no tracked file.
+    On any other machine it may change them, and its closing lines name the numerics that
+    differ."""
     from mlproject.core.numerics import card_numerics, comparable
     from mlproject.pipeline.determinism import fingerprint, read_pinning
 

@@ -143,6 +143,11 @@ def untraversable(executable: Path) -> list[Path]:
     return sorted(folder for folder in folders if not folder.stat().st_mode & 0o001)
 
 
+def untraversable_any(executables: list[Path]) -> list[Path]:
+    """The folders on the way to any of these executables that other users may not traverse."""
+    return sorted({folder for exe in executables for folder in untraversable(exe)})
+
+
 def check_requirements(venv: Path | None) -> None:
     """Everything a run needs, checked before anything is changed: one line naming what is
     missing and how to get it. A normal user needs act and git only; root (CI, containers) runs
@@ -184,7 +189,7 @@ def planned_changes(venv: Path | None) -> list[str]:
     sudoers = Path("/etc/sudoers.d/runner")
     if not sudoers.exists() and Path("/etc/sudoers.d").is_dir():
         changes.append(f"write {sudoers}: passwordless sudo for {RUNNER}, as on GitHub's runners")
-    folders = sorted({f for exe in runner_executables(venv) for f in untraversable(exe)})
+    folders = untraversable_any(runner_executables(venv))
     if folders:
         changes.append(
             "add o+x (traverse, not read) to "
@@ -221,7 +226,7 @@ def ensure_runner() -> pwd.struct_passwd:
 def grant_traverse(executables: list[Path]) -> list[Path]:
     """Let other users reach these executables (act, a venv's interpreter): add o+x (traverse,
     not read) to each folder on the way that lacks it (see untraversable)."""
-    changed = sorted({f for exe in executables for f in untraversable(exe)})
+    changed = untraversable_any(executables)
     for folder in changed:
         folder.chmod(folder.stat().st_mode | 0o001)
     if changed:

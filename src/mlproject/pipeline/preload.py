@@ -9,8 +9,8 @@ export stage also TorchDynamo and the ONNX exporter (2-3 s more). So the stage r
 modules the stages use once, and forks a child for each stage. What every torch stage needs comes
 first; the later stages' extras are imported ahead only while a core is idle (IdleCores): on a
 busy machine (a test suite, parallel sweeps) importing ahead would slow the stage that runs, and
-is wasted when no later stage comes, so a stage then imports what it lacks itself. The child takes the stage's working directory, environment, arguments and
-standard streams (passed over a Unix socket), imports the project's own modules afresh (so an
+is wasted when no later stage comes, so a stage then imports what it lacks itself. The child
+takes the stage's working directory, environment, arguments and standard streams (passed over a Unix socket), imports the project's own modules afresh (so an
 edited stage runs as edited) and runs the stage exactly as `run.py` would; its exit status goes
 back to the runner, which is what DVC waits for.
 
@@ -269,11 +269,7 @@ def serve(path: Path) -> int:
                 if pid is not None:
                     children[pid] = conn
                 idle_since = time.monotonic()
-            elif not ready and pending and idle.cores() >= AHEAD_IDLE_CORES:
-                # Ahead of the stages that need them, and only on a core nothing else wants:
-                # on a busy machine (a test suite, a sweep) an import ahead would slow the stage
-                # running now, and be wasted when no later stage needs it (the stage imports
-                # what is missing itself).
+            elif not ready and pending and idle.cores() >= AHEAD_IDLE_CORES:  # see the docstring
                 _import(pending.pop(0))
                 if _cuda_loaded():
                     return 0
@@ -302,9 +298,10 @@ class IdleCores:
     def cores(self) -> float:
         now, last = self._read(), self._last
         self._last = now
+        count = os.cpu_count() or 1
         if now is None or last is None or now[0] <= last[0]:
-            return float(os.cpu_count() or 1)
-        return (now[1] - last[1]) / (now[0] - last[0]) * (os.cpu_count() or 1)
+            return float(count)
+        return (now[1] - last[1]) / (now[0] - last[0]) * count
 
 
 def _import(group: tuple[str, ...]) -> None:

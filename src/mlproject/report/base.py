@@ -15,7 +15,8 @@ Pulled and rebuilt bases live in a git worktree at the base commit,
 cache: a second report against the same base reuses it (its outputs are in the worktree and the
 cache). DVC's run cache restores only `prepare` there: DVC keeps no run cache for a stage with an
 uncached output that is neither a metric nor a plot (train's plots folder, evaluate's
-reports/eval, export's card), so those stages rerun when their inputs change. The worktree runs the base's own code (PYTHONPATH=<worktree>/src).
+reports/eval, export's card), so those stages rerun when their inputs change. The worktree runs
+the base's own code (PYTHONPATH=<worktree>/src).
 """
 
 from __future__ import annotations
